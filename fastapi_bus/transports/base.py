@@ -1,0 +1,120 @@
+"""The transport seam: the only place that talks to a broker.
+
+A transport moves :class:`~fastapi_bus.messages.Message` objects between processes. It knows
+queues, routing keys and acknowledgements; it knows nothing of pydantic, routers or dependencies.
+
+Every transport gives the same guarantees, checked by one shared contract test suite:
+
+* ``publish`` routes a message by its name to every queue bound by a matching pattern
+  (fan-out across queues); consumers of one queue compete, so each message is handled once
+  per queue.
+* The consumer callable returning acknowledges the message; raising (or being cancelled) leaves
+  it unacknowledged, and the broker delivers it again with ``redelivered=True``.
+* A delayed message is delivered no earlier than its delay.
+* At most ``prefetch`` messages per consumer are unacknowledged at once.
+* ``close`` stops taking messages, lets in-flight ones finish within the grace period, and
+  returns the unfinished ones to their queue.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from urllib.parse import urlsplit, urlunsplit
+
+from fastapi_bus.messages import Message
+from fastapi_bus.types import Consumer
+
+__all__ = ["Subscription", "Transport", "dead_letter_queue", "redact_url"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Subscription:
+    """A queue, the event patterns bound to it, and how to consume it."""
+
+    #: The queue's name, such as ``"shop.reserve_stock"``. For a broadcast subscription this is
+    #: the base name: each process gets its own exclusive queue derived from it.
+    queue: str
+    #: Event names or topic patterns (``orders.*``) that route to this queue.
+    patterns: tuple[str, ...]
+    #: At most this many unacknowledged messages per consumer.
+    prefetch: int = 10
+    #: At most this many handler calls at once (``None``: as many as ``prefetch``).
+    concurrency: int | None = None
+    #: Every process gets every message, through an exclusive auto-delete queue of its own.
+    broadcast: bool = False
+
+    @property
+    def max_concurrency(self) -> int:
+        """How many deliveries may be processed at once."""
+        return min(self.prefetch, self.concurrency or self.prefetch)
+
+
+def dead_letter_queue(queue: str) -> str:
+    """The name of the dead-letter queue that belongs to ``queue``."""
+    return f"{queue}.dlq"
+
+
+def redact_url(url: str) -> str:
+    """``url`` with any password replaced by ``***``, safe for logs and error messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    netloc = f"{parts.username or ''}:***@{host}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+class Transport(abc.ABC):
+    """Base class of all transports. Subclasses implement the abstract methods."""
+
+    #: The URL scheme(s) this transport serves, for messages and the AsyncAPI document.
+    protocol: str = ""
+
+    @property
+    @abc.abstractmethod
+    def url(self) -> str:
+        """The broker URL without credentials."""
+
+    @abc.abstractmethod
+    async def start(self) -> None:
+        """Connect to the broker. Raises :class:`~fastapi_bus.TransportError` on failure."""
+
+    @abc.abstractmethod
+    async def close(self, grace: float = 10.0) -> None:
+        """Stop consuming, wait up to ``grace`` seconds for in-flight deliveries, return the
+        unfinished ones to their queues, then disconnect. Safe to call twice."""
+
+    @abc.abstractmethod
+    async def declare(self, subscription: Subscription) -> None:
+        """Create the subscription's queue, its bindings and its dead-letter queue. Idempotent."""
+
+    @abc.abstractmethod
+    async def publish(self, message: Message, *, delay: float | None = None) -> None:
+        """Route ``message`` by its name to every bound queue. Returns once the broker has
+        accepted it. With ``delay``, it is delivered no earlier than ``delay`` seconds from now."""
+
+    @abc.abstractmethod
+    async def send(self, queue: str, message: Message, *, delay: float | None = None) -> None:
+        """Put ``message`` straight into ``queue`` (for retries, replays and dead letters)."""
+
+    @abc.abstractmethod
+    async def consume(self, subscription: Subscription, consumer: Consumer) -> None:
+        """Start delivering the subscription's messages to ``consumer``; returns at once.
+
+        ``consumer`` returning acknowledges the message; raising returns it to the queue."""
+
+    @abc.abstractmethod
+    async def browse(self, queue: str, limit: int = 100) -> list[Message]:
+        """Up to ``limit`` messages waiting in ``queue``, oldest first, without removing them."""
+
+    async def dead_letter(self, queue: str, message: Message) -> None:
+        """Keep ``message`` in the dead-letter queue of ``queue``."""
+        await self.send(dead_letter_queue(queue), message)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.url!r})"

@@ -1,0 +1,34 @@
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    # aio-pika runs on asyncio only, and so does fastapi-bus.
+    return "asyncio"
+
+
+def _reachable(host: str, port: int) -> bool:
+    import socket
+
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_url() -> str:
+    """The RabbitMQ server the broker tests talk to. Under CI they must run, never skip."""
+    import os
+    from urllib.parse import urlsplit
+
+    url = os.environ.get("FASTAPI_BUS_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/")
+    parts = urlsplit(url)
+    if not _reachable(parts.hostname or "127.0.0.1", parts.port or 5672):
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"RabbitMQ is not reachable at {parts.hostname}:{parts.port} (CI=true)")
+        pytest.skip("RabbitMQ is not reachable; set FASTAPI_BUS_RABBITMQ_URL or start one")
+    return url
