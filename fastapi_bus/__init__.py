@@ -1,1 +1,54 @@
+"""fastapi-bus: a message bus for FastAPI."""
+
+from fastapi_bus.bus import BusState, EventBus
+from fastapi_bus.exceptions import (
+    BusError,
+    ConfigurationError,
+    EventValidationError,
+    HandlerSignal,
+    PublishError,
+    Reject,
+    Retry,
+    TransportClosedError,
+    TransportError,
+    UnknownEventError,
+    UnroutableError,
+)
+from fastapi_bus.extension import BusExtension, Extension, FastAPI, get_bus
+from fastapi_bus.messages import Message
+from fastapi_bus.middleware import ConsumeApp, Delivery, Middleware
+from fastapi_bus.publisher import Bus, Publisher
+from fastapi_bus.routing import EventRoute, EventRouter
+from fastapi_bus.transports import MemoryTransport, Transport
+
 __version__ = "0.1.0"
+
+__all__ = [
+    "Bus",
+    "BusError",
+    "BusExtension",
+    "BusState",
+    "ConfigurationError",
+    "ConsumeApp",
+    "Delivery",
+    "EventBus",
+    "EventRoute",
+    "EventRouter",
+    "EventValidationError",
+    "Extension",
+    "FastAPI",
+    "HandlerSignal",
+    "MemoryTransport",
+    "Message",
+    "Middleware",
+    "PublishError",
+    "Publisher",
+    "Reject",
+    "Retry",
+    "Transport",
+    "TransportClosedError",
+    "TransportError",
+    "UnknownEventError",
+    "UnroutableError",
+    "__version__",
+]

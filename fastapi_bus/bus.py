@@ -1,0 +1,345 @@
+"""The running bus: routes, topology, consumers, publishing and the lifecycle."""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import inspect
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from fastapi import params
+from pydantic import BaseModel, ValidationError
+
+from fastapi_bus.dispatcher import DeadLetterMiddleware, HandlerCall
+from fastapi_bus.exceptions import (
+    ConfigurationError,
+    EventValidationError,
+    PublishError,
+    UnknownEventError,
+)
+from fastapi_bus.messages import Message, is_pattern, validate_event_name
+from fastapi_bus.middleware import ConsumeApp, Delivery, Middleware, build_pipeline
+from fastapi_bus.publisher import Publisher, current_publisher
+from fastapi_bus.routing import EventRoute, EventRouter
+from fastapi_bus.transports.base import Subscription, Transport
+from fastapi_bus.types import AnyCallable
+
+__all__ = ["BusState", "EventBus", "EventRegistry"]
+
+logger = logging.getLogger("fastapi_bus")
+
+
+class BusState(enum.Enum):
+    """Where a bus is in its life. Moves only forward: CREATED → STARTED → CONSUMING →
+    CLOSED (CONSUMING is skipped when the process only publishes)."""
+
+    CREATED = "created"
+    STARTED = "started"
+    CONSUMING = "consuming"
+    CLOSED = "closed"
+
+
+class EventRegistry:
+    """Which model belongs to which event name, from handlers and ``publishes`` declarations."""
+
+    def __init__(self) -> None:
+        self.models: dict[str, type[BaseModel]] = {}
+        self._sources: dict[str, str] = {}
+        self._names: dict[type[BaseModel], list[str]] = {}
+
+    def add(self, name: str, model: type[BaseModel], source: str) -> None:
+        known = self.models.get(name)
+        if known is not None and known is not model:
+            raise ConfigurationError(
+                f"event {name!r} is declared with two models: {_qualname(known)} (by "
+                f"{self._sources[name]}) and {_qualname(model)} (by {source})"
+            )
+        if known is None:
+            self.models[name] = model
+            self._sources[name] = source
+            self._names.setdefault(model, []).append(name)
+
+    def name_for(self, model: type[BaseModel]) -> str:
+        names = self._names.get(model)
+        if not names:
+            return model.__name__
+        if len(names) > 1:
+            raise PublishError(
+                f"{_qualname(model)} is declared for several events ({', '.join(names)}): "
+                "say which, as bus.publish(name, instance)"
+            )
+        return names[0]
+
+
+def _qualname(model: type) -> str:
+    return f"{model.__module__}.{model.__qualname__}"
+
+
+class EventBus:
+    """The bus of one service: owns the transport, the handlers and their consumers.
+
+    You rarely build one yourself: :class:`~fastapi_bus.BusExtension` does, and runs it with the
+    app's lifespan. Outside requests and handlers, publish with ``await ext.bus.publish(...)``.
+    """
+
+    def __init__(
+        self,
+        transport: Transport,
+        *,
+        service: str,
+        routers: Sequence[EventRouter] = (),
+        dependencies: Sequence[params.Depends] = (),
+        middleware: Sequence[Middleware] = (),
+        consume: bool = True,
+        prefetch: int = 10,
+        concurrency: int | None = None,
+        shutdown_grace: float = 10.0,
+    ) -> None:
+        validate_event_name(service, what="service name")
+        if prefetch < 1:
+            raise ConfigurationError(f"prefetch must be at least 1, got {prefetch!r}")
+        if concurrency is not None and concurrency < 1:
+            raise ConfigurationError(f"concurrency must be at least 1, got {concurrency!r}")
+        self.transport = transport
+        self.service = service
+        self.routers: list[EventRouter] = list(routers)
+        self.dependencies = list(dependencies)
+        self.middleware = list(middleware)
+        self.consume = consume
+        self.prefetch = prefetch
+        self.concurrency = concurrency
+        self.shutdown_grace = shutdown_grace
+        self.state = BusState.CREATED
+        self.registry = EventRegistry()
+        self.routes: list[EventRoute] = []
+        #: Source of ``dependency_overrides`` (the FastAPI app), set when installed.
+        self.app: Any = None
+        self._pipelines: dict[str, tuple[EventRoute, Subscription, ConsumeApp]] = {}
+        self._built = False
+
+    def __repr__(self) -> str:
+        return f"EventBus(service={self.service!r}, transport={self.transport!r}, state={self.state.value})"
+
+    @property
+    def dependency_overrides(self) -> Mapping[AnyCallable, AnyCallable]:
+        overrides = getattr(self.app, "dependency_overrides", None)
+        return overrides if overrides is not None else {}
+
+    def include_router(self, router: EventRouter) -> None:
+        """Add a router's handlers. Only before the bus starts."""
+        if self._built:
+            raise ConfigurationError("include routers before the bus starts")
+        self.routers.append(router)
+
+    def queue_for(self, route: EventRoute) -> str:
+        """The name of a handler's queue: ``{service}.{handler name}``."""
+        return f"{self.service}.{route.name}"
+
+    # building
+
+    def build(self) -> None:
+        """Check every declaration and compose each handler's pipeline. Runs once, at start;
+        call it early to fail fast (tests, CLI)."""
+        if self._built:
+            return
+        routes = [route for router in self.routers for route in router.routes]
+        seen: dict[str, EventRoute] = {}
+        for route in routes:
+            other = seen.get(route.name)
+            if other is not None:
+                raise ConfigurationError(
+                    f"two handlers named {route.name!r} in service {self.service!r}: "
+                    f"{other.label} and {route.label}; they would share the queue "
+                    f"{self.queue_for(route)!r}. Give one another name: on(..., name='...')"
+                )
+            seen[route.name] = route
+        for router in self.routers:
+            for declaration in router.declarations:
+                self.registry.add(declaration.name, declaration.model, "publishes()")
+        for route in routes:
+            if not route.is_pattern and _is_model(route.event_type):
+                self.registry.add(route.event, route.event_type, route.label)
+        for route in routes:
+            plan = route.plan(self.dependencies)
+            event_type = route.event_type
+            if event_type is None and not route.is_pattern:
+                event_type = self.registry.models.get(route.event)
+            call = HandlerCall(route, plan, event_type, self)
+            pipeline = build_pipeline(call, self.middleware)
+            pipeline = DeadLetterMiddleware(pipeline)
+            subscription = Subscription(
+                queue=self.queue_for(route),
+                patterns=(route.event,),
+                prefetch=route.prefetch or self.prefetch,
+                concurrency=route.concurrency or self.concurrency,
+                broadcast=route.broadcast,
+            )
+            self._pipelines[route.name] = (route, subscription, pipeline)
+        self.routes = routes
+        for router in self.routers:
+            router.freeze(f"service {self.service!r}")
+        self._built = True
+
+    # lifecycle
+
+    async def start(self) -> None:
+        """Connect and declare the topology. Publishing works from here on."""
+        if self.state is not BusState.CREATED:
+            raise ConfigurationError(f"the bus cannot start: it is {self.state.value}")
+        self.build()
+        await self.transport.start()
+        try:
+            for _, subscription, _ in self._pipelines.values():
+                await self.transport.declare(subscription)
+        except BaseException:
+            await self.transport.close(grace=0)
+            raise
+        self.state = BusState.STARTED
+        logger.info(
+            "fastapi-bus started: service %r on %s, %d handler(s)",
+            self.service, self.transport.url, len(self._pipelines),
+        )
+
+    async def start_consuming(self) -> None:
+        """Start delivering to the handlers (unless this process only publishes)."""
+        if self.state is not BusState.STARTED:
+            raise ConfigurationError(f"the bus cannot start consuming: it is {self.state.value}")
+        if not self.consume:
+            return
+        for route, subscription, pipeline in self._pipelines.values():
+            await self.transport.consume(subscription, self._consumer(route, subscription, pipeline))
+        self.state = BusState.CONSUMING
+
+    def _consumer(self, route: EventRoute, subscription: Subscription, pipeline: ConsumeApp):  # type: ignore[no-untyped-def]
+        queue = subscription.queue
+
+        async def consume(message: Message) -> None:
+            await pipeline(Delivery(message=message, route=route, queue=queue, bus=self))
+
+        return consume
+
+    async def close(self, grace: float | None = None) -> None:
+        """Stop consuming, let in-flight handlers finish within ``grace`` seconds (default
+        ``shutdown_grace``), then disconnect. Unfinished messages go back to their queues."""
+        if self.state in (BusState.CREATED, BusState.CLOSED):
+            self.state = BusState.CLOSED
+            return
+        self.state = BusState.CLOSED
+        await self.transport.close(grace=self.shutdown_grace if grace is None else grace)
+        logger.info("fastapi-bus stopped: service %r", self.service)
+
+    # publishing
+
+    def encode(
+        self,
+        event: BaseModel | str,
+        payload: BaseModel | Mapping[str, Any] | None = None,
+        *,
+        headers: Mapping[str, str] | None = None,
+        correlation_id: str | None = None,
+        causation_id: str | None = None,
+    ) -> Message:
+        """Validate an event and turn it into a message; raises and sends nothing if invalid."""
+        if isinstance(event, BaseModel):
+            if payload is not None:
+                raise PublishError("pass either a model instance, or a name and a payload")
+            name = self.registry.name_for(type(event))
+            body = self._validated_body(name, event)
+        elif isinstance(event, str):
+            validate_event_name(event)
+            body = self._validated_body(event, payload)
+            name = event
+        else:
+            raise PublishError(f"cannot publish {event!r}: pass a pydantic model instance or a name")
+        text_headers = dict(headers or {})
+        for key, value in text_headers.items():
+            if not isinstance(key, str) or not isinstance(value, str):
+                raise PublishError(f"headers must be text to text, got {key!r}: {value!r}")
+        return Message(
+            name=name,
+            body=body,
+            headers=text_headers,
+            correlation_id=correlation_id,
+            causation_id=causation_id,
+        )
+
+    def _validated_body(self, name: str, payload: BaseModel | Mapping[str, Any] | None) -> bytes:
+        model = self.registry.models.get(name)
+        if isinstance(payload, BaseModel):
+            if model is not None and not isinstance(payload, model):
+                raise EventValidationError(
+                    f"event {name!r} takes {_qualname(model)}, got {_qualname(type(payload))}"
+                )
+            model = model or type(payload)
+            body = payload.model_dump_json(by_alias=True).encode()
+        elif model is None:
+            raise UnknownEventError(
+                f"event {name!r} is not declared: no handler takes it and no router declares it "
+                "with router.publishes(name, Model); publish a model instance instead"
+            )
+        else:
+            if payload is None or not isinstance(payload, Mapping):
+                raise EventValidationError(f"event {name!r} needs a dict or a model, got {payload!r}")
+            try:
+                instance = model.model_validate(dict(payload))
+            except ValidationError as exc:
+                raise EventValidationError(f"event {name!r} is invalid: {exc}") from exc
+            return instance.model_dump_json(by_alias=True).encode()
+        # Validate exactly the bytes that consumers will validate.
+        try:
+            model.model_validate_json(body)
+        except ValidationError as exc:
+            raise EventValidationError(f"event {name!r} is invalid: {exc}") from exc
+        return body
+
+    async def send_message(self, message: Message, *, delay: float | None = None) -> None:
+        """Send an encoded message (outboxes call this when they flush)."""
+        if self.state not in (BusState.STARTED, BusState.CONSUMING):
+            raise PublishError(
+                f"cannot publish {message.name!r}: the bus is {self.state.value} (it runs "
+                "while the app's lifespan does: use `with TestClient(app)` in tests)"
+            )
+        await self.transport.publish(message, delay=delay)
+
+    async def publish(
+        self,
+        event: BaseModel | str,
+        payload: BaseModel | Mapping[str, Any] | None = None,
+        *,
+        headers: Mapping[str, str] | None = None,
+        correlation_id: str | None = None,
+        delay: float | None = None,
+        immediate: bool = False,
+    ) -> str:
+        """Publish an event; inside a request or a handler, it joins that unit of work (see
+        :meth:`Publisher.publish`). Returns the message id."""
+        publisher = current_publisher()
+        if publisher is None or publisher._bus is not self:  # noqa: SLF001
+            publisher = Publisher(self)
+        return await publisher.publish(
+            event, payload, headers=headers, correlation_id=correlation_id, delay=delay,
+            immediate=immediate,
+        )
+
+    # testing support
+
+    async def wait_idle(self, timeout: float = 10.0) -> None:
+        """Wait until every queue is empty and no handler is running (``memory://`` only)."""
+        pending = getattr(self.transport, "pending", None)
+        if pending is None:
+            raise ConfigurationError("wait_idle() needs a transport that can count pending work")
+        deadline = time.monotonic() + timeout
+        quiet = 0
+        # Two looks in a row, so that a handler's just-flushed events are counted too.
+        while quiet < 2:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the bus was still busy after {timeout}s ({pending()} pending)")
+            quiet = quiet + 1 if pending() == 0 else 0
+            await asyncio.sleep(0.001)
+
+
+def _is_model(tp: Any) -> bool:
+    return inspect.isclass(tp) and issubclass(tp, BaseModel)

@@ -1,0 +1,150 @@
+"""The innermost steps of a handler's pipeline, and dead-lettering.
+
+decode → validate → resolve dependencies → call the handler → send what it published.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import traceback
+from contextlib import AsyncExitStack
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+from pydantic import TypeAdapter, ValidationError
+
+from fastapi_bus.dependencies import HandlerPlan, SolveContext, solve
+from fastapi_bus.exceptions import Reject
+from fastapi_bus.middleware import ConsumeApp, Delivery
+from fastapi_bus.publisher import Outbox, Publisher, bind_publisher, unbind_publisher
+
+if TYPE_CHECKING:
+    from fastapi_bus.bus import EventBus
+    from fastapi_bus.routing import EventRoute
+
+__all__ = ["DeadLetterMiddleware", "HandlerCall", "InvalidMessage", "dead_letter_headers"]
+
+logger = logging.getLogger("fastapi_bus.dispatch")
+
+#: Headers added to a dead-lettered message (the original ones are kept).
+HEADER_PREFIX = "x-bus-"
+MAX_HEADER_TEXT = 2000
+
+
+class InvalidMessage(Exception):  # noqa: N818 - internal signal
+    """The message cannot be turned into the handler's event: retrying will not help."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class HandlerCall:
+    """Decode and validate the body, solve the dependencies, call the handler, then send the
+    events it published."""
+
+    def __init__(self, route: EventRoute, plan: HandlerPlan, event_type: Any, bus: EventBus):
+        self.route = route
+        self.plan = plan
+        self.bus = bus
+        self.wants_event = plan.event_param is not None
+        self.adapter: TypeAdapter[Any] | None = (
+            TypeAdapter(event_type) if event_type is not None else None
+        )
+
+    def decode(self, delivery: Delivery) -> Any:
+        message = delivery.message
+        if message.content_type.split(";")[0].strip() != "application/json":
+            raise InvalidMessage(f"unsupported content type {message.content_type!r}")
+        try:
+            if self.adapter is None:
+                return json.loads(message.body)
+            return self.adapter.validate_json(message.body)
+        except ValidationError as exc:
+            raise InvalidMessage(
+                f"payload of {message.name!r} does not validate for {self.route.label}: {exc}"
+            ) from exc
+        except ValueError as exc:  # json.loads on a body that is not JSON
+            raise InvalidMessage(f"body is not valid JSON: {exc}") from exc
+
+    async def __call__(self, delivery: Delivery) -> None:
+        message = delivery.message
+        event = self.decode(delivery) if (self.wants_event or self.adapter) else None
+        outbox = Outbox(self.bus)
+        publisher = Publisher(
+            self.bus,
+            correlation_id=message.correlation_id or message.id,
+            causation_id=message.id,
+            outbox=outbox,
+        )
+        token = bind_publisher(publisher)
+        try:
+            async with AsyncExitStack() as stack:
+                ctx = SolveContext(
+                    message=message,
+                    publisher=publisher,
+                    overrides=self.bus.dependency_overrides,
+                    stack=stack,
+                )
+                await solve(self.plan, event, ctx)
+        except BaseException:
+            outbox.discard()
+            raise
+        finally:
+            unbind_publisher(token)
+        await outbox.flush()
+
+
+def _trim(text: str, limit: int = MAX_HEADER_TEXT) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def dead_letter_headers(delivery: Delivery, reason: str, exc: BaseException | None) -> dict[str, str]:
+    """The headers that explain why a message was dead-lettered."""
+    now = datetime.now(timezone.utc).isoformat()
+    first = delivery.message.headers.get(f"{HEADER_PREFIX}first-failure-at", now)
+    headers = {
+        f"{HEADER_PREFIX}dead-letter-reason": _trim(reason),
+        f"{HEADER_PREFIX}handler": delivery.route.name,
+        f"{HEADER_PREFIX}queue": delivery.queue,
+        f"{HEADER_PREFIX}attempts": str(delivery.message.attempt),
+        f"{HEADER_PREFIX}first-failure-at": first,
+        f"{HEADER_PREFIX}last-failure-at": now,
+    }
+    if exc is not None:
+        cause = exc.__cause__ if isinstance(exc, InvalidMessage) and exc.__cause__ else exc
+        headers[f"{HEADER_PREFIX}exception-type"] = (
+            f"{type(cause).__module__}.{type(cause).__qualname__}"
+        )
+        headers[f"{HEADER_PREFIX}exception-message"] = _trim(str(cause))
+        headers[f"{HEADER_PREFIX}traceback"] = _trim(
+            "".join(traceback.format_exception(type(cause), cause, cause.__traceback__)), 4000
+        )
+    return headers
+
+
+class DeadLetterMiddleware:
+    """Outermost step: a message that can never succeed (invalid, or rejected by its handler)
+    goes to the handler's dead-letter queue with the reason, and is acknowledged."""
+
+    def __init__(self, app: ConsumeApp) -> None:
+        self.app = app
+
+    async def __call__(self, delivery: Delivery) -> None:
+        try:
+            await self.app(delivery)
+        except InvalidMessage as exc:
+            await self.dead_letter(delivery, exc.reason, exc)
+        except Reject as exc:
+            await self.dead_letter(delivery, f"rejected by the handler: {exc.reason}", exc)
+
+    @staticmethod
+    async def dead_letter(delivery: Delivery, reason: str, exc: BaseException | None) -> None:
+        message = delivery.message
+        headers = {**message.headers, **dead_letter_headers(delivery, reason, exc)}
+        logger.warning(
+            "dead-lettering message %s (%s) from %s: %s",
+            message.id, message.name, delivery.queue, reason.splitlines()[0],
+        )
+        await delivery.bus.transport.dead_letter(delivery.queue, message.replace(headers=headers))

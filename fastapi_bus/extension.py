@@ -1,0 +1,135 @@
+"""Plugging the bus into a FastAPI app: lifespan, middleware and the ``FastAPI`` subclass."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Sequence
+from typing import Any, Protocol, runtime_checkable
+
+import fastapi
+from fastapi import params
+
+from fastapi_bus.bus import EventBus
+from fastapi_bus.exceptions import ConfigurationError
+from fastapi_bus.middleware import Middleware
+from fastapi_bus.publisher import PublisherMiddleware
+from fastapi_bus.routing import EventRouter
+from fastapi_bus.transports import Transport, transport_from_url
+
+__all__ = ["BusExtension", "Extension", "FastAPI", "get_bus"]
+
+STATE_KEY = "fastapi_bus"
+
+
+@runtime_checkable
+class Extension(Protocol):
+    """Anything that can plug itself into an app."""
+
+    def install(self, app: fastapi.FastAPI) -> None: ...
+
+
+class FastAPI(fastapi.FastAPI):
+    """``fastapi.FastAPI`` plus :meth:`include_extension`."""
+
+    def include_extension(self, extension: Extension) -> None:
+        """Plug ``extension`` into this app (calls ``extension.install(self)``)."""
+        if not isinstance(extension, Extension):
+            raise ConfigurationError(f"{extension!r} is not an extension: it has no install(app)")
+        extension.install(self)
+
+
+class BusExtension:
+    """Runs a message bus with a FastAPI app.
+
+    ```python
+    app = FastAPI()
+    app.include_extension(BusExtension(url="memory://", routers=[events], service="shop"))
+    ```
+
+    On install it wraps the app's lifespan (keeping yours) and adds the publisher middleware.
+    At startup it connects and declares the topology before your startup code runs, and starts
+    the consumers after it; at shutdown it drains the consumers and disconnects after your
+    shutdown code.
+
+    Args:
+        url: the broker: ``memory://`` (embedded, the default) or ``amqp://user:pass@host/vhost``.
+        service: this service's name; handler queues are ``{service}.{handler}``.
+        routers: the event routers whose handlers this service runs.
+        transport: a ready transport instead of ``url`` (to pass transport options).
+        dependencies: ``Depends(...)`` run before every handler.
+        middleware: consumer middleware, ``Middleware(cls, **options)``, first is outermost.
+        consume: run the handlers in this process (``False``: publish only, e.g. a web
+            process whose handlers run in workers).
+        prefetch: default for handlers: messages fetched and not yet acknowledged.
+        concurrency: default for handlers: calls at once (default: ``prefetch``).
+        shutdown_grace: seconds in-flight handlers get to finish at shutdown.
+    """
+
+    def __init__(
+        self,
+        url: str = "memory://",
+        *,
+        service: str,
+        routers: Sequence[EventRouter] = (),
+        transport: Transport | None = None,
+        dependencies: Sequence[params.Depends] = (),
+        middleware: Sequence[Middleware] = (),
+        consume: bool = True,
+        prefetch: int = 10,
+        concurrency: int | None = None,
+        shutdown_grace: float = 10.0,
+    ) -> None:
+        self.bus = EventBus(
+            transport or transport_from_url(url),
+            service=service,
+            routers=routers,
+            dependencies=dependencies,
+            middleware=middleware,
+            consume=consume,
+            prefetch=prefetch,
+            concurrency=concurrency,
+            shutdown_grace=shutdown_grace,
+        )
+        self.app: fastapi.FastAPI | None = None
+
+    def __repr__(self) -> str:
+        return f"BusExtension({self.bus!r})"
+
+    def include_router(self, router: EventRouter) -> None:
+        """Add a router after construction (before the app starts)."""
+        self.bus.include_router(router)
+
+    def install(self, app: fastapi.FastAPI) -> None:
+        """Plug the bus into ``app``. Works on a plain ``fastapi.FastAPI`` too."""
+        if self.app is not None:
+            raise ConfigurationError("this BusExtension is already installed on an app")
+        if getattr(app.state, STATE_KEY, None) is not None:
+            raise ConfigurationError("this app already has a fastapi-bus installed")
+        if app.middleware_stack is not None:
+            raise ConfigurationError("install the bus before the app starts")
+        bus = self.bus
+        bus.app = app
+        setattr(app.state, STATE_KEY, bus)
+        app.add_middleware(PublisherMiddleware, bus=bus)
+        user_lifespan = app.router.lifespan_context
+
+        @contextlib.asynccontextmanager
+        async def lifespan(inner_app: Any) -> AsyncIterator[Any]:
+            await bus.start()
+            try:
+                async with user_lifespan(inner_app) as state:
+                    await bus.start_consuming()
+                    yield state
+            finally:
+                await bus.close()
+
+        app.router.lifespan_context = lifespan
+        self.app = app
+
+
+def get_bus(app: fastapi.FastAPI) -> EventBus:
+    """The bus installed on ``app``."""
+    bus = getattr(app.state, STATE_KEY, None)
+    if not isinstance(bus, EventBus):
+        raise ConfigurationError("no fastapi-bus is installed on this app")
+    return bus

@@ -1,0 +1,79 @@
+"""Consumer middleware: wrap the call of a handler, composed once per handler at startup.
+
+A middleware is a class whose instances wrap the next step::
+
+    class Timing:
+        def __init__(self, app: ConsumeApp, *, label: str = "handled") -> None:
+            self.app = app
+            self.label = label
+
+        async def __call__(self, delivery: Delivery) -> None:
+            start = time.perf_counter()
+            try:
+                await self.app(delivery)
+            finally:
+                log.info("%s %s in %.3fs", self.label, delivery.message.name,
+                         time.perf_counter() - start)
+
+    BusExtension(..., middleware=[Middleware(Timing, label="done")])
+
+Returning lets the message be acknowledged; raising hands it back to the broker.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+from fastapi_bus.exceptions import ConfigurationError
+from fastapi_bus.messages import Message
+
+if TYPE_CHECKING:
+    from fastapi_bus.bus import EventBus
+    from fastapi_bus.routing import EventRoute
+
+__all__ = ["ConsumeApp", "Delivery", "Middleware", "build_pipeline"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Delivery:
+    """One message on its way to one handler."""
+
+    message: Message
+    #: The handler it is for.
+    route: EventRoute
+    #: The handler's queue.
+    queue: str
+    bus: EventBus
+
+
+ConsumeApp = Callable[[Delivery], Awaitable[None]]
+
+
+class Middleware:
+    """A middleware class and its options: ``Middleware(cls, **options)``."""
+
+    def __init__(self, cls: Callable[..., ConsumeApp], **options: Any) -> None:
+        if not callable(cls):
+            raise ConfigurationError(f"Middleware needs a class, got {cls!r}")
+        self.cls = cls
+        self.options = options
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter((self.cls, self.options))
+
+    def __repr__(self) -> str:
+        options = ", ".join(f"{key}={value!r}" for key, value in self.options.items())
+        name = getattr(self.cls, "__name__", repr(self.cls))
+        return f"Middleware({name}{', ' if options else ''}{options})"
+
+
+def build_pipeline(app: ConsumeApp, middleware: Sequence[Middleware]) -> ConsumeApp:
+    """Wrap ``app`` in ``middleware``, the first in the list outermost."""
+    for spec in reversed(middleware):
+        try:
+            app = spec.cls(app, **spec.options)
+        except TypeError as exc:
+            raise ConfigurationError(f"{spec!r} cannot be built: {exc}") from None
+    return app

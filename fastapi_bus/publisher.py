@@ -1,0 +1,208 @@
+"""Publishing: the ``Bus`` dependency and the ASGI middleware that ties events to requests.
+
+Events published while handling an HTTP request (or an event) are held in an outbox and sent
+only when that work succeeds: for a request, when the endpoint finished without an exception
+and the response status is below 400, before the response goes out (so a 2xx means the broker
+has the events); for a handler, when it returns, before its message is acknowledged.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import enum
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Annotated, Any
+
+from fastapi import Depends
+from pydantic import BaseModel
+from starlette.requests import HTTPConnection
+from starlette.types import ASGIApp, Message as ASGIMessage, Receive, Scope, Send
+
+from fastapi_bus.exceptions import ConfigurationError
+from fastapi_bus.messages import Message, new_id
+
+if TYPE_CHECKING:
+    from fastapi_bus.bus import EventBus
+
+__all__ = ["Bus", "Publisher", "PublisherMiddleware", "get_publisher"]
+
+SCOPE_KEY = "fastapi_bus.publisher"
+REQUEST_ID_HEADER = b"x-request-id"
+
+_current: contextvars.ContextVar[Publisher | None] = contextvars.ContextVar(
+    "fastapi_bus_publisher", default=None
+)
+
+
+class _OutboxState(enum.Enum):
+    OPEN = "open"
+    SENT = "sent"
+    DISCARDED = "discarded"
+
+
+class Outbox:
+    """Events held back until the unit of work (a request, a handler call) succeeds."""
+
+    def __init__(self, bus: EventBus) -> None:
+        self._bus = bus
+        self._pending: list[tuple[Message, float | None]] = []
+        self.state = _OutboxState.OPEN
+
+    @property
+    def is_open(self) -> bool:
+        return self.state is _OutboxState.OPEN
+
+    def add(self, message: Message, delay: float | None) -> None:
+        self._pending.append((message, delay))
+
+    async def flush(self) -> None:
+        """Send everything held, in order. Later publishes go straight out."""
+        pending, self._pending = self._pending, []
+        self.state = _OutboxState.SENT
+        for message, delay in pending:
+            await self._bus.send_message(message, delay=delay)
+
+    def discard(self) -> int:
+        """Drop everything held (the work failed). Returns how many events were dropped."""
+        count = len(self._pending)
+        self._pending = []
+        self.state = _OutboxState.DISCARDED
+        return count
+
+
+class Publisher:
+    """Publishes events, in the context of the request or message being handled.
+
+    Get one by declaring a parameter ``bus: Bus`` in an endpoint or an event handler.
+    """
+
+    def __init__(
+        self,
+        bus: EventBus,
+        *,
+        correlation_id: str | None = None,
+        causation_id: str | None = None,
+        outbox: Outbox | None = None,
+    ) -> None:
+        self._bus = bus
+        self.correlation_id = correlation_id
+        self.causation_id = causation_id
+        self._outbox = outbox
+
+    async def publish(
+        self,
+        event: BaseModel | str,
+        payload: BaseModel | Mapping[str, Any] | None = None,
+        *,
+        headers: Mapping[str, str] | None = None,
+        correlation_id: str | None = None,
+        delay: float | None = None,
+        immediate: bool = False,
+    ) -> str:
+        """Validate and publish one event; returns its message id.
+
+        ```python
+        await bus.publish(OrderPlaced(order_id="1", total=3.5))
+        await bus.publish("OrderPlaced", {"order_id": "1", "total": 3.5})
+        ```
+
+        Args:
+            event: a model instance (sent under the name registered for its class, else the
+                class name), or an event name followed by ``payload``.
+            payload: with a name: a dict (validated against the event's model) or a model.
+            headers: extra text headers.
+            correlation_id: default: the current request's or message's.
+            delay: seconds; the event is delivered no earlier than this.
+            immediate: send now, even inside a request or handler that may still fail.
+
+        Raises:
+            UnknownEventError: a name with a dict payload that no router declares.
+            EventValidationError: the payload does not validate; nothing is sent.
+        """
+        if delay is not None and delay < 0:
+            raise ValueError("delay must not be negative")
+        message = self._bus.encode(
+            event,
+            payload,
+            headers=headers,
+            correlation_id=correlation_id or self.correlation_id,
+            causation_id=self.causation_id,
+        )
+        if self._outbox is not None and self._outbox.is_open and not immediate:
+            self._outbox.add(message, delay)
+        else:
+            await self._bus.send_message(message, delay=delay)
+        return message.id
+
+
+def current_publisher() -> Publisher | None:
+    """The publisher of the request or handler running in this context, if any."""
+    return _current.get()
+
+
+def bind_publisher(publisher: Publisher) -> contextvars.Token[Publisher | None]:
+    return _current.set(publisher)
+
+
+def unbind_publisher(token: contextvars.Token[Publisher | None]) -> None:
+    _current.reset(token)
+
+
+def get_publisher(connection: HTTPConnection) -> Publisher:
+    """FastAPI dependency behind :data:`Bus`."""
+    publisher = connection.scope.get(SCOPE_KEY)
+    if publisher is None:
+        raise ConfigurationError(
+            "no fastapi-bus on this app: install it with "
+            "app.include_extension(BusExtension(...)) before the app starts"
+        )
+    assert isinstance(publisher, Publisher)
+    return publisher
+
+
+#: Declare ``bus: Bus`` in an endpoint or a handler to publish events.
+Bus = Annotated[Publisher, Depends(get_publisher)]
+
+
+class PublisherMiddleware:
+    """Pure ASGI middleware: gives each request a publisher whose events are sent only if the
+    request succeeds. ``X-Request-ID`` (or a new id) becomes their correlation id."""
+
+    def __init__(self, app: ASGIApp, bus: EventBus) -> None:
+        self.app = app
+        self.bus = bus
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        correlation_id = _request_id(scope) or new_id()
+        # A WebSocket has no single success to wait for: its events go out at once.
+        outbox = Outbox(self.bus) if scope["type"] == "http" else None
+        publisher = Publisher(self.bus, correlation_id=correlation_id, outbox=outbox)
+        scope[SCOPE_KEY] = publisher
+        token = bind_publisher(publisher)
+
+        async def send_wrapper(message: ASGIMessage) -> None:
+            if outbox is not None and outbox.is_open and message["type"] == "http.response.start":
+                if message["status"] < 400:
+                    await outbox.flush()
+                else:
+                    outbox.discard()
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            if outbox is not None and outbox.is_open:
+                # The endpoint raised, or never answered: its events are not sent.
+                outbox.discard()
+            unbind_publisher(token)
+
+
+def _request_id(scope: Scope) -> str | None:
+    for key, value in scope.get("headers", ()):
+        if key == REQUEST_ID_HEADER:
+            text: str = value.decode("latin-1").strip()
+            return text[:200] or None
+    return None

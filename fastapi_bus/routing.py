@@ -1,0 +1,320 @@
+"""Event routers: declare handlers the way APIRouter declares routes."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+from fastapi import params
+from pydantic import BaseModel
+
+from fastapi_bus.dependencies import HandlerPlan, analyze_handler, event_type_of
+from fastapi_bus.exceptions import ConfigurationError
+from fastapi_bus.messages import is_pattern, validate_event_name, validate_pattern
+from fastapi_bus.types import AnyCallable
+
+__all__ = ["EventDeclaration", "EventRoute", "EventRouter"]
+
+F = TypeVar("F", bound=AnyCallable)
+EventSpec = str | type[BaseModel]
+
+
+@dataclasses.dataclass(frozen=True)
+class EventDeclaration:
+    """An event that a service publishes (``router.publishes(name, Model)``)."""
+
+    name: str
+    model: type[BaseModel]
+    description: str | None = None
+    tags: tuple[str, ...] = ()
+    include_in_schema: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class EventRoute:
+    """One handler: which events it takes and how it is called."""
+
+    #: Event name or topic pattern, prefix included.
+    event: str
+    #: The handler function.
+    endpoint: AnyCallable
+    #: The handler's name, unique within a service; its queue is ``{service}.{name}``.
+    name: str
+    #: The handler's event parameter type (a model, a union...), or ``None`` for raw JSON.
+    event_type: Any
+    tags: tuple[str, ...] = ()
+    dependencies: tuple[params.Depends, ...] = ()
+    include_in_schema: bool = True
+    broadcast: bool = False
+    prefetch: int | None = None
+    concurrency: int | None = None
+    summary: str | None = None
+    description: str | None = None
+
+    @property
+    def is_pattern(self) -> bool:
+        return is_pattern(self.event)
+
+    @property
+    def label(self) -> str:
+        return f"handler {self.name!r} ({_where(self.endpoint)})"
+
+    def plan(self, extra_dependencies: Sequence[params.Depends] = ()) -> HandlerPlan:
+        """Analyse the handler with these outer dependencies (extension-level) first."""
+        return analyze_handler(
+            self.endpoint,
+            label=self.label,
+            dependencies=[*extra_dependencies, *self.dependencies],
+        )
+
+
+def _where(func: AnyCallable) -> str:
+    module = getattr(func, "__module__", "?")
+    return f"{module}.{getattr(func, '__qualname__', repr(func))}"
+
+
+def _join(prefix: str, name: str) -> str:
+    if not prefix:
+        return name
+    return prefix + name if prefix.endswith(".") else f"{prefix}.{name}"
+
+
+def _check_positive(value: int | None, what: str, owner: str) -> None:
+    if value is not None and (not isinstance(value, int) or value < 1):
+        raise ConfigurationError(f"{owner}: {what} must be a positive integer, got {value!r}")
+
+
+class EventRouter:
+    """A group of event handlers, in APIRouter's words.
+
+    ```python
+    events = EventRouter(prefix="orders", tags=["orders"])
+
+    @events.on("placed")                # handles "orders.placed"
+    async def reserve_stock(event: OrderPlaced, db: Annotated[DB, Depends(get_db)]) -> None: ...
+    ```
+
+    Args:
+        prefix: put before every event name of this router, joined with a dot.
+        tags: for the AsyncAPI document.
+        dependencies: ``Depends(...)`` run before each handler of this router.
+        include_in_schema: show this router's handlers in the AsyncAPI document.
+        prefetch: default for this router's handlers (see :meth:`on`).
+        concurrency: default for this router's handlers (see :meth:`on`).
+    """
+
+    def __init__(
+        self,
+        *,
+        prefix: str = "",
+        tags: Sequence[str] | None = None,
+        dependencies: Sequence[params.Depends] | None = None,
+        include_in_schema: bool = True,
+        prefetch: int | None = None,
+        concurrency: int | None = None,
+    ) -> None:
+        if prefix:
+            validate_event_name(prefix.rstrip("."), what="router prefix")
+        _check_positive(prefetch, "prefetch", "EventRouter")
+        _check_positive(concurrency, "concurrency", "EventRouter")
+        self.prefix = prefix
+        self.tags: list[str] = list(tags or [])
+        self.dependencies: list[params.Depends] = list(dependencies or [])
+        self.include_in_schema = include_in_schema
+        self.prefetch = prefetch
+        self.concurrency = concurrency
+        self.routes: list[EventRoute] = []
+        self.declarations: list[EventDeclaration] = []
+        self._frozen_by: str | None = None
+
+    def _check_open(self) -> None:
+        if self._frozen_by is not None:
+            raise ConfigurationError(
+                f"this EventRouter is in use by a running bus ({self._frozen_by}); add handlers "
+                "before the app starts"
+            )
+
+    def on(
+        self,
+        event: EventSpec,
+        *,
+        name: str | None = None,
+        tags: Sequence[str] | None = None,
+        dependencies: Sequence[params.Depends] | None = None,
+        include_in_schema: bool = True,
+        broadcast: bool = False,
+        prefetch: int | None = None,
+        concurrency: int | None = None,
+        summary: str | None = None,
+        description: str | None = None,
+    ) -> Callable[[F], F]:
+        """Register the decorated function as a handler of ``event``.
+
+        Args:
+            event: an event name (``"OrderPlaced"``), a topic pattern (``"orders.*"``: ``*`` is
+                one word, ``#`` zero or more), or the event's model class (its name is used).
+            name: the handler's name (default: the function's); the queue is
+                ``{service}.{name}``, so renaming it moves the handler to a new queue.
+            tags, dependencies, include_in_schema: as for routes.
+            broadcast: every running process gets every event (for WebSocket fan-out), instead
+                of the processes of a service sharing the work.
+            prefetch: at most this many messages fetched and not yet acknowledged (default 10).
+            concurrency: at most this many calls of this handler at once (default: prefetch).
+            summary, description: for the AsyncAPI document (default: from the docstring).
+        """
+
+        def decorator(func: F) -> F:
+            self.add_handler(
+                event,
+                func,
+                name=name,
+                tags=tags,
+                dependencies=dependencies,
+                include_in_schema=include_in_schema,
+                broadcast=broadcast,
+                prefetch=prefetch,
+                concurrency=concurrency,
+                summary=summary,
+                description=description,
+            )
+            return func
+
+        return decorator
+
+    def add_handler(
+        self,
+        event: EventSpec,
+        func: AnyCallable,
+        *,
+        name: str | None = None,
+        tags: Sequence[str] | None = None,
+        dependencies: Sequence[params.Depends] | None = None,
+        include_in_schema: bool = True,
+        broadcast: bool = False,
+        prefetch: int | None = None,
+        concurrency: int | None = None,
+        summary: str | None = None,
+        description: str | None = None,
+    ) -> EventRoute:
+        """Register ``func`` as a handler of ``event``; the same options as :meth:`on`."""
+        self._check_open()
+        if not callable(func):
+            raise ConfigurationError(f"handler for {event!r} must be callable, got {func!r}")
+        handler_name = name or getattr(func, "__name__", "")
+        label = f"handler {handler_name!r} ({_where(func)})"
+        if inspect.isgeneratorfunction(func) or inspect.isasyncgenfunction(func):
+            raise ConfigurationError(f"{label}: a handler cannot be a generator function")
+        validate_event_name(handler_name, what=f"{label}: handler name")
+        model: type[BaseModel] | None = None
+        if isinstance(event, str):
+            event_name = validate_pattern(_join(self.prefix, event))
+        elif inspect.isclass(event) and issubclass(event, BaseModel):
+            model = event
+            event_name = validate_event_name(_join(self.prefix, event.__name__))
+        else:
+            raise ConfigurationError(
+                f"{label}: the event must be a name, a pattern or a pydantic model class, "
+                f"got {event!r}"
+            )
+        _check_positive(prefetch, "prefetch", label)
+        _check_positive(concurrency, "concurrency", label)
+        deps = tuple([*self.dependencies, *(dependencies or [])])
+        route = EventRoute(
+            event=event_name,
+            endpoint=func,
+            name=handler_name,
+            event_type=None,
+            tags=tuple([*self.tags, *(tags or [])]),
+            dependencies=deps,
+            include_in_schema=include_in_schema and self.include_in_schema,
+            broadcast=broadcast,
+            prefetch=prefetch or self.prefetch,
+            concurrency=concurrency or self.concurrency,
+            summary=summary,
+            description=description if description is not None else inspect.getdoc(func),
+        )
+        # Analyse now, so a wrong parameter fails here and names the handler.
+        plan = route.plan()
+        annotated = event_type_of(plan)
+        if model is not None and annotated is not None and annotated is not model:
+            raise ConfigurationError(
+                f"{label}: registered for {model.__name__} but its parameter "
+                f"{plan.event_param.name!r} is annotated {annotated!r}"  # type: ignore[union-attr]
+            )
+        route = dataclasses.replace(route, event_type=annotated if annotated is not None else model)
+        self.routes.append(route)
+        return route
+
+    def publishes(
+        self,
+        name: str,
+        model: type[BaseModel],
+        *,
+        description: str | None = None,
+        tags: Sequence[str] | None = None,
+        include_in_schema: bool = True,
+    ) -> None:
+        """Declare that this service publishes ``name`` with payloads of ``model``.
+
+        Then ``bus.publish(name, {...})`` validates against ``model``, and ``bus.publish(obj)``
+        of a ``model`` instance is sent under ``name``.
+        """
+        self._check_open()
+        full = validate_event_name(_join(self.prefix, name))
+        if not (inspect.isclass(model) and issubclass(model, BaseModel)):
+            raise ConfigurationError(f"publishes({name!r}, ...): model must be a pydantic model")
+        self.declarations.append(
+            EventDeclaration(
+                name=full,
+                model=model,
+                description=description if description is not None else inspect.getdoc(model),
+                tags=tuple([*self.tags, *(tags or [])]),
+                include_in_schema=include_in_schema and self.include_in_schema,
+            )
+        )
+
+    def include_router(
+        self,
+        router: EventRouter,
+        *,
+        prefix: str = "",
+        tags: Sequence[str] | None = None,
+        dependencies: Sequence[params.Depends] | None = None,
+        include_in_schema: bool = True,
+    ) -> None:
+        """Add every handler and declaration of ``router`` to this one, with this router's
+        prefix, tags and dependencies (and these) in front of theirs."""
+        self._check_open()
+        if router is self:
+            raise ConfigurationError("an EventRouter cannot include itself")
+        outer = _join(self.prefix, prefix.rstrip(".")) if prefix else self.prefix
+        extra_tags = tuple([*self.tags, *(tags or [])])
+        extra_deps = tuple([*self.dependencies, *(dependencies or [])])
+        visible = include_in_schema and self.include_in_schema
+        for route in router.routes:
+            self.routes.append(
+                dataclasses.replace(
+                    route,
+                    event=_join(outer, route.event) if outer else route.event,
+                    tags=extra_tags + route.tags,
+                    dependencies=extra_deps + route.dependencies,
+                    include_in_schema=visible and route.include_in_schema,
+                    prefetch=route.prefetch or self.prefetch,
+                    concurrency=route.concurrency or self.concurrency,
+                )
+            )
+        for declaration in router.declarations:
+            self.declarations.append(
+                dataclasses.replace(
+                    declaration,
+                    name=_join(outer, declaration.name) if outer else declaration.name,
+                    tags=extra_tags + declaration.tags,
+                    include_in_schema=visible and declaration.include_in_schema,
+                )
+            )
+
+    def freeze(self, owner: str) -> None:
+        """Refuse further changes (the bus that uses this router has started)."""
+        self._frozen_by = owner

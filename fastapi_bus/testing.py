@@ -1,0 +1,55 @@
+"""Helpers for testing apps that use fastapi-bus.
+
+```python
+from fastapi.testclient import TestClient
+from fastapi_bus.testing import dead_letters, drain
+
+def test_order_reserves_stock() -> None:
+    with TestClient(app) as client:
+        client.post("/orders", json={"order_id": "1", "total": 3.5})
+        drain(client)                 # every event handled, including the ones they published
+        assert stock.reserved == ["1"]
+        assert dead_letters(client) == []
+```
+"""
+
+from __future__ import annotations
+
+from fastapi.testclient import TestClient
+
+from fastapi_bus.bus import EventBus
+from fastapi_bus.exceptions import ConfigurationError
+from fastapi_bus.extension import get_bus
+from fastapi_bus.messages import Message
+from fastapi_bus.transports.base import dead_letter_queue
+
+__all__ = ["dead_letters", "drain"]
+
+
+def _running(client: TestClient) -> tuple[EventBus, object]:
+    portal = getattr(client, "portal", None)
+    if portal is None:
+        raise ConfigurationError("use the TestClient as a context manager: `with TestClient(app)`")
+    return get_bus(client.app), portal  # type: ignore[arg-type]
+
+
+def drain(client: TestClient, timeout: float = 10.0) -> None:
+    """Wait until every published event has been handled (``memory://`` transports)."""
+    bus, portal = _running(client)
+    portal.call(bus.wait_idle, timeout)  # type: ignore[attr-defined]
+
+
+def dead_letters(client: TestClient, handler: str | None = None) -> list[Message]:
+    """The dead-lettered messages of one handler, or of all handlers."""
+    bus, portal = _running(client)
+    names = [route.name for route in bus.routes if handler in (None, route.name)]
+    if handler is not None and not names:
+        raise ConfigurationError(f"no handler named {handler!r}")
+
+    async def collect() -> list[Message]:
+        found: list[Message] = []
+        for name in names:
+            found += await bus.transport.browse(dead_letter_queue(f"{bus.service}.{name}"), 10_000)
+        return found
+
+    return portal.call(collect)  # type: ignore[attr-defined,no-any-return]
