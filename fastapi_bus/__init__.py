@@ -51,4 +51,5 @@ __all__ = [
     "UnknownEventError",
     "UnroutableError",
     "__version__",
+    "get_bus",
 ]

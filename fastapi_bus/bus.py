@@ -12,6 +12,7 @@ from typing import Any
 
 from fastapi import params
 from pydantic import BaseModel, ValidationError
+from pydantic_core import PydanticSerializationError
 
 from fastapi_bus.dispatcher import DeadLetterMiddleware, HandlerCall
 from fastapi_bus.exceptions import (
@@ -20,7 +21,7 @@ from fastapi_bus.exceptions import (
     PublishError,
     UnknownEventError,
 )
-from fastapi_bus.messages import Message, is_pattern, validate_event_name
+from fastapi_bus.messages import Message, validate_event_name
 from fastapi_bus.middleware import ConsumeApp, Delivery, Middleware, build_pipeline
 from fastapi_bus.publisher import Publisher, current_publisher
 from fastapi_bus.routing import EventRoute, EventRouter
@@ -121,7 +122,8 @@ class EventBus:
         self._built = False
 
     def __repr__(self) -> str:
-        return f"EventBus(service={self.service!r}, transport={self.transport!r}, state={self.state.value})"
+        state = self.state.value
+        return f"EventBus(service={self.service!r}, transport={self.transport!r}, state={state})"
 
     @property
     def dependency_overrides(self) -> Mapping[AnyCallable, AnyCallable]:
@@ -200,7 +202,9 @@ class EventBus:
         self.state = BusState.STARTED
         logger.info(
             "fastapi-bus started: service %r on %s, %d handler(s)",
-            self.service, self.transport.url, len(self._pipelines),
+            self.service,
+            self.transport.url,
+            len(self._pipelines),
         )
 
     async def start_consuming(self) -> None:
@@ -210,7 +214,9 @@ class EventBus:
         if not self.consume:
             return
         for route, subscription, pipeline in self._pipelines.values():
-            await self.transport.consume(subscription, self._consumer(route, subscription, pipeline))
+            await self.transport.consume(
+                subscription, self._consumer(route, subscription, pipeline)
+            )
         self.state = BusState.CONSUMING
 
     def _consumer(self, route: EventRoute, subscription: Subscription, pipeline: ConsumeApp):  # type: ignore[no-untyped-def]
@@ -253,7 +259,9 @@ class EventBus:
             body = self._validated_body(event, payload)
             name = event
         else:
-            raise PublishError(f"cannot publish {event!r}: pass a pydantic model instance or a name")
+            raise PublishError(
+                f"cannot publish {event!r}: pass a pydantic model instance or a name"
+            )
         text_headers = dict(headers or {})
         for key, value in text_headers.items():
             if not isinstance(key, str) or not isinstance(value, str):
@@ -274,7 +282,10 @@ class EventBus:
                     f"event {name!r} takes {_qualname(model)}, got {_qualname(type(payload))}"
                 )
             model = model or type(payload)
-            body = payload.model_dump_json(by_alias=True).encode()
+            try:
+                body = payload.model_dump_json(by_alias=True, warnings="error").encode()
+            except PydanticSerializationError as exc:
+                raise EventValidationError(f"event {name!r} cannot be serialized: {exc}") from exc
         elif model is None:
             raise UnknownEventError(
                 f"event {name!r} is not declared: no handler takes it and no router declares it "
@@ -282,7 +293,9 @@ class EventBus:
             )
         else:
             if payload is None or not isinstance(payload, Mapping):
-                raise EventValidationError(f"event {name!r} needs a dict or a model, got {payload!r}")
+                raise EventValidationError(
+                    f"event {name!r} needs a dict or a model, got {payload!r}"
+                )
             try:
                 instance = model.model_validate(dict(payload))
             except ValidationError as exc:
@@ -317,10 +330,14 @@ class EventBus:
         """Publish an event; inside a request or a handler, it joins that unit of work (see
         :meth:`Publisher.publish`). Returns the message id."""
         publisher = current_publisher()
-        if publisher is None or publisher._bus is not self:  # noqa: SLF001
+        if publisher is None or publisher._bus is not self:
             publisher = Publisher(self)
         return await publisher.publish(
-            event, payload, headers=headers, correlation_id=correlation_id, delay=delay,
+            event,
+            payload,
+            headers=headers,
+            correlation_id=correlation_id,
+            delay=delay,
             immediate=immediate,
         )
 

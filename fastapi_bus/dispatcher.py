@@ -32,7 +32,7 @@ HEADER_PREFIX = "x-bus-"
 MAX_HEADER_TEXT = 2000
 
 
-class InvalidMessage(Exception):  # noqa: N818 - internal signal
+class InvalidMessage(Exception):
     """The message cannot be turned into the handler's event: retrying will not help."""
 
     def __init__(self, reason: str) -> None:
@@ -100,7 +100,9 @@ def _trim(text: str, limit: int = MAX_HEADER_TEXT) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def dead_letter_headers(delivery: Delivery, reason: str, exc: BaseException | None) -> dict[str, str]:
+def dead_letter_headers(
+    delivery: Delivery, reason: str, exc: BaseException | None
+) -> dict[str, str]:
     """The headers that explain why a message was dead-lettered."""
     now = datetime.now(timezone.utc).isoformat()
     first = delivery.message.headers.get(f"{HEADER_PREFIX}first-failure-at", now)
@@ -145,6 +147,9 @@ class DeadLetterMiddleware:
         headers = {**message.headers, **dead_letter_headers(delivery, reason, exc)}
         logger.warning(
             "dead-lettering message %s (%s) from %s: %s",
-            message.id, message.name, delivery.queue, reason.splitlines()[0],
+            message.id,
+            message.name,
+            delivery.queue,
+            reason.splitlines()[0],
         )
         await delivery.bus.transport.dead_letter(delivery.queue, message.replace(headers=headers))

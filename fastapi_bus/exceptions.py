@@ -67,7 +67,7 @@ class TransportClosedError(TransportError):
     """The transport is not running (not started yet, or closed)."""
 
 
-class HandlerSignal(Exception):  # noqa: N818 - signals, not errors
+class HandlerSignal(Exception):
     """Base class of the exceptions a handler raises on purpose to steer delivery."""
 
 

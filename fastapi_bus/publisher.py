@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 from fastapi import Depends
 from pydantic import BaseModel
 from starlette.requests import HTTPConnection
-from starlette.types import ASGIApp, Message as ASGIMessage, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Message as ASGIMessage
 
 from fastapi_bus.exceptions import ConfigurationError
 from fastapi_bus.messages import Message, new_id

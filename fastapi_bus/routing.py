@@ -5,10 +5,10 @@ from __future__ import annotations
 import dataclasses
 import inspect
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any, ForwardRef, TypeVar
 
 from fastapi import params
-from pydantic import BaseModel
+from pydantic import BaseModel, PydanticUserError, TypeAdapter
 
 from fastapi_bus.dependencies import HandlerPlan, analyze_handler, event_type_of
 from fastapi_bus.exceptions import ConfigurationError
@@ -68,6 +68,21 @@ class EventRoute:
             label=self.label,
             dependencies=[*extra_dependencies, *self.dependencies],
         )
+
+
+def _resolvable(annotation: Any, label: str, param: str) -> Any:
+    """Check now that pydantic can validate the event type, so a bad one fails here."""
+    try:
+        if isinstance(annotation, (str, ForwardRef)):
+            raise TypeError(f"{annotation!r} is an unresolved name")
+        # Building the schema forces pydantic to resolve every type the annotation names.
+        TypeAdapter(annotation).json_schema()
+    except (PydanticUserError, TypeError, NameError) as exc:
+        raise ConfigurationError(
+            f"{label}: the type of parameter {param!r} ({annotation!r}) cannot be used to "
+            f"validate events: {exc}. Define the types it names at module level."
+        ) from None
+    return annotation
 
 
 def _where(func: AnyCallable) -> str:
@@ -202,7 +217,7 @@ class EventRouter:
         self._check_open()
         if not callable(func):
             raise ConfigurationError(f"handler for {event!r} must be callable, got {func!r}")
-        handler_name = name or getattr(func, "__name__", "")
+        handler_name: str = name or str(getattr(func, "__name__", ""))
         label = f"handler {handler_name!r} ({_where(func)})"
         if inspect.isgeneratorfunction(func) or inspect.isasyncgenfunction(func):
             raise ConfigurationError(f"{label}: a handler cannot be a generator function")
@@ -220,13 +235,13 @@ class EventRouter:
             )
         _check_positive(prefetch, "prefetch", label)
         _check_positive(concurrency, "concurrency", label)
-        deps = tuple([*self.dependencies, *(dependencies or [])])
+        deps = (*self.dependencies, *(dependencies or []))
         route = EventRoute(
             event=event_name,
             endpoint=func,
             name=handler_name,
             event_type=None,
-            tags=tuple([*self.tags, *(tags or [])]),
+            tags=(*self.tags, *(tags or [])),
             dependencies=deps,
             include_in_schema=include_in_schema and self.include_in_schema,
             broadcast=broadcast,
@@ -238,6 +253,8 @@ class EventRouter:
         # Analyse now, so a wrong parameter fails here and names the handler.
         plan = route.plan()
         annotated = event_type_of(plan)
+        if annotated is not None:
+            annotated = _resolvable(annotated, label, plan.event_param.name)  # type: ignore[union-attr]
         if model is not None and annotated is not None and annotated is not model:
             raise ConfigurationError(
                 f"{label}: registered for {model.__name__} but its parameter "
@@ -270,7 +287,7 @@ class EventRouter:
                 name=full,
                 model=model,
                 description=description if description is not None else inspect.getdoc(model),
-                tags=tuple([*self.tags, *(tags or [])]),
+                tags=(*self.tags, *(tags or [])),
                 include_in_schema=include_in_schema and self.include_in_schema,
             )
         )
@@ -290,8 +307,8 @@ class EventRouter:
         if router is self:
             raise ConfigurationError("an EventRouter cannot include itself")
         outer = _join(self.prefix, prefix.rstrip(".")) if prefix else self.prefix
-        extra_tags = tuple([*self.tags, *(tags or [])])
-        extra_deps = tuple([*self.dependencies, *(dependencies or [])])
+        extra_tags = (*self.tags, *(tags or []))
+        extra_deps = (*self.dependencies, *(dependencies or []))
         visible = include_in_schema and self.include_in_schema
         for route in router.routes:
             self.routes.append(

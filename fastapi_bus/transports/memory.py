@@ -15,6 +15,7 @@ import asyncio
 import collections
 import contextlib
 import logging
+import threading
 import uuid
 import weakref
 from collections.abc import Iterator
@@ -33,16 +34,42 @@ logger = logging.getLogger("fastapi_bus.memory")
 Unroutable = Literal["ignore", "log", "raise"]
 
 
+def _resolve(waiter: asyncio.Future[None]) -> None:
+    """Wake ``waiter``, which may belong to another thread's event loop."""
+    loop = waiter.get_loop()
+    try:
+        running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+    except RuntimeError:
+        running = None
+    if running is loop:
+        if not waiter.done():
+            waiter.set_result(None)
+        return
+    with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits any more
+        loop.call_soon_threadsafe(_set_if_pending, waiter)
+
+
+def _set_if_pending(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
 class _Queue:
-    """A FIFO of messages with a bound on publishing (requeues always fit, so none is lost)."""
+    """A FIFO of messages with a bound on publishing (requeues always fit, so none is lost).
+
+    Safe to share between event loops in different threads (several ``TestClient`` apps on
+    one named broker): state changes under a lock, and waiters are woken on their own loop.
+    Every waiter is woken on a change and checks again, so no wake-up can be lost.
+    """
 
     def __init__(self, name: str, maxsize: int) -> None:
         self.name = name
         self.maxsize = maxsize
         self.patterns: set[str] = set()
+        self._lock = threading.Lock()
         self._items: collections.deque[Message] = collections.deque()
-        self._getters: collections.deque[asyncio.Future[None]] = collections.deque()
-        self._putters: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._getters: list[asyncio.Future[None]] = []
+        self._putters: list[asyncio.Future[None]] = []
         #: Messages handed to consumers and not yet acknowledged.
         self.unacked = 0
 
@@ -50,52 +77,66 @@ class _Queue:
         return len(self._items)
 
     def snapshot(self) -> list[Message]:
-        return list(self._items)
-
-    def purge(self) -> int:
-        count = len(self._items)
-        self._items.clear()
-        self._wake(self._putters)
-        return count
+        with self._lock:
+            return list(self._items)
 
     @staticmethod
-    def _wake(waiters: collections.deque[asyncio.Future[None]]) -> None:
-        while waiters:
-            waiter = waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
-                return
+    def _take(waiters: list[asyncio.Future[None]]) -> list[asyncio.Future[None]]:
+        taken = waiters[:]
+        waiters.clear()
+        return taken
 
-    async def _wait(self, waiters: collections.deque[asyncio.Future[None]]) -> None:
-        waiter = asyncio.get_running_loop().create_future()
-        waiters.append(waiter)
+    @staticmethod
+    def _wake(waiters: list[asyncio.Future[None]]) -> None:
+        for waiter in waiters:
+            _resolve(waiter)
+
+    async def _wait(
+        self, waiter: asyncio.Future[None], waiters: list[asyncio.Future[None]]
+    ) -> None:
         try:
             await waiter
-        except BaseException:
-            waiter.cancel()
-            with contextlib.suppress(ValueError):
+        finally:
+            with self._lock, contextlib.suppress(ValueError):
                 waiters.remove(waiter)
-            # We were woken and then cancelled: pass the wake-up on.
-            if not waiter.cancelled():
-                self._wake(waiters)
-            raise
 
     async def put(self, message: Message) -> None:
-        while self.maxsize and len(self._items) >= self.maxsize:
-            await self._wait(self._putters)
-        self._items.append(message)
-        self._wake(self._getters)
-
-    def requeue(self, message: Message) -> None:
-        self._items.appendleft(message)
-        self._wake(self._getters)
+        while True:
+            with self._lock:
+                if not self.maxsize or len(self._items) < self.maxsize:
+                    self._items.append(message)
+                    getters = self._take(self._getters)
+                    break
+                waiter = asyncio.get_running_loop().create_future()
+                self._putters.append(waiter)
+            await self._wait(waiter, self._putters)
+        self._wake(getters)
 
     async def get(self) -> Message:
-        while not self._items:
-            await self._wait(self._getters)
-        message = self._items.popleft()
-        self._wake(self._putters)
+        while True:
+            with self._lock:
+                if self._items:
+                    message = self._items.popleft()
+                    self.unacked += 1
+                    putters = self._take(self._putters)
+                    break
+                waiter = asyncio.get_running_loop().create_future()
+                self._getters.append(waiter)
+            await self._wait(waiter, self._getters)
+        self._wake(putters)
         return message
+
+    def ack(self) -> None:
+        with self._lock:
+            self.unacked -= 1
+
+    def requeue(self, message: Message) -> None:
+        """Give an unacknowledged message back, at the head of the queue."""
+        with self._lock:
+            self.unacked -= 1
+            self._items.appendleft(message)
+            getters = self._take(self._getters)
+        self._wake(getters)
 
 
 class _Broker:
@@ -139,7 +180,6 @@ class _ConsumerLoop:
             message = await self.queue.get()
             # From here on the message is ours until it is acknowledged or returned.
             self.busy.add(task)
-            self.queue.unacked += 1
             try:
                 await self.consumer(message)
             except asyncio.CancelledError:
@@ -150,8 +190,9 @@ class _ConsumerLoop:
                 self.queue.requeue(message.replace(redelivered=True))
                 # Yield, so that a message that always fails cannot starve the event loop.
                 await asyncio.sleep(0)
+            else:
+                self.queue.ack()
             finally:
-                self.queue.unacked -= 1
                 self.busy.discard(task)
 
     async def stop(self, grace: float) -> None:
@@ -195,7 +236,9 @@ class MemoryTransport(Transport):
         if max_queue_size < 1:
             raise ConfigurationError("max_queue_size must be at least 1")
         if unroutable not in ("ignore", "log", "raise"):
-            raise ConfigurationError(f"unroutable must be 'ignore', 'log' or 'raise', not {unroutable!r}")
+            raise ConfigurationError(
+                f"unroutable must be 'ignore', 'log' or 'raise', not {unroutable!r}"
+            )
         self._url = url
         self._name = parts.netloc + parts.path
         self._max_queue_size = max_queue_size
@@ -311,7 +354,7 @@ class MemoryTransport(Transport):
 
         async def deliver() -> None:
             # The loop may wake a timer up to its clock resolution early; never deliver early.
-            while (remaining := due - loop.time()) > 0:
+            while (remaining := due - loop.time()) > 0:  # noqa: ASYNC110 - a timer, not a poll
                 await asyncio.sleep(remaining)
             await func(*args)  # type: ignore[operator]
 
@@ -343,5 +386,7 @@ class MemoryTransport(Transport):
     def pending(self) -> int:
         """Messages waiting, unacknowledged or delayed, in all queues of this broker."""
         broker = self._require_broker()
-        queued = sum(len(q) + q.unacked for q in broker.queues.values() if not q.name.endswith(".dlq"))
+        queued = sum(
+            len(q) + q.unacked for q in broker.queues.values() if not q.name.endswith(".dlq")
+        )
         return queued + len(self._delayed)

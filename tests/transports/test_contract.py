@@ -16,8 +16,12 @@ pytestmark = pytest.mark.anyio
 
 
 def sub(queue: str, *patterns: str, prefetch: int = 10, broadcast: bool = False) -> Subscription:
-    return Subscription(queue=queue, patterns=patterns or ("contract.event",), prefetch=prefetch,
-                        broadcast=broadcast)
+    return Subscription(
+        queue=queue,
+        patterns=patterns or ("contract.event",),
+        prefetch=prefetch,
+        broadcast=broadcast,
+    )
 
 
 class Recorder:
@@ -31,7 +35,9 @@ class Recorder:
         return [m.body for m in self.messages]
 
 
-async def test_publish_delivers_every_field(new_transport: TransportFactory, queue_name: str) -> None:
+async def test_publish_delivers_every_field(
+    new_transport: TransportFactory, queue_name: str
+) -> None:
     transport = await new_transport()
     recorder = Recorder()
     await transport.declare(sub(queue_name))
@@ -48,7 +54,12 @@ async def test_publish_delivers_every_field(new_transport: TransportFactory, que
     await wait_until(lambda: len(recorder.messages) == 1)
     got = recorder.messages[0]
     assert (got.id, got.name, got.body, got.correlation_id, got.causation_id, got.attempt) == (
-        sent.id, sent.name, sent.body, "corr-1", "cause-1", 3
+        sent.id,
+        sent.name,
+        sent.body,
+        "corr-1",
+        "cause-1",
+        3,
     )
     assert got.headers == {"tenant": "acme", "trace": "abc"}
     assert got.content_type == "application/json"
@@ -56,11 +67,16 @@ async def test_publish_delivers_every_field(new_transport: TransportFactory, que
     assert got.redelivered is False
 
 
-async def test_fan_out_to_every_bound_queue(new_transport: TransportFactory, queue_name: str) -> None:
+async def test_fan_out_to_every_bound_queue(
+    new_transport: TransportFactory, queue_name: str
+) -> None:
     transport = await new_transport()
     first, second, other = Recorder(), Recorder(), Recorder()
-    for suffix, recorder, pattern in (("a", first, "contract.event"), ("b", second, "contract.event"),
-                                      ("c", other, "contract.other")):
+    for suffix, recorder, pattern in (
+        ("a", first, "contract.event"),
+        ("b", second, "contract.event"),
+        ("c", other, "contract.other"),
+    ):
         await transport.declare(sub(f"{queue_name}.{suffix}", pattern))
         await transport.consume(sub(f"{queue_name}.{suffix}", pattern), recorder)
     for n in range(5):
@@ -252,7 +268,8 @@ async def test_send_and_dead_letter_and_browse(
     await transport.dead_letter(queue_name, second)
     stored = await transport.browse(dead_letter_queue(queue_name))
     assert [(m.id, m.body, m.headers) for m in stored] == [
-        (first.id, b"1", {"reason": "bad"}), (second.id, b"2", {})
+        (first.id, b"1", {"reason": "bad"}),
+        (second.id, b"2", {}),
     ]
     # Browsing does not consume.
     assert len(await transport.browse(dead_letter_queue(queue_name))) == 2
@@ -269,7 +286,7 @@ async def test_broadcast_reaches_every_process(
     processes = [await new_transport(), await new_transport()]
     recorders = [Recorder(), Recorder()]
     subscription = sub(queue_name, broadcast=True)
-    for transport, recorder in zip(processes, recorders):
+    for transport, recorder in zip(processes, recorders, strict=True):
         await transport.declare(subscription)
         await transport.consume(subscription, recorder)
     await processes[0].publish(Message(name="contract.event", body=b"hello"))

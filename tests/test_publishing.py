@@ -1,0 +1,289 @@
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+from fastapi import HTTPException
+from fastapi.responses import JSONResponse
+from fastapi.testclient import TestClient
+from pydantic import BaseModel
+
+from fastapi_bus import (
+    Bus,
+    BusExtension,
+    EventRouter,
+    EventValidationError,
+    FastAPI,
+    MemoryTransport,
+    Message,
+    PublishError,
+    UnknownEventError,
+)
+from fastapi_bus.testing import drain
+from tests.helpers import OrderPlaced, OrderShipped, Recorder, make_app
+
+
+def order_router(recorder: Recorder) -> EventRouter:
+    events = EventRouter()
+
+    @events.on("OrderPlaced")
+    async def reserve_stock(event: OrderPlaced, msg: Message) -> None:
+        recorder.add(event, msg)
+
+    return events
+
+
+def test_publish_model_and_name_with_dict() -> None:
+    recorder = Recorder()
+    app, _ = make_app(order_router(recorder))
+
+    @app.post("/orders", status_code=202)
+    async def place(order: OrderPlaced, bus: Bus) -> dict[str, str]:
+        await bus.publish(order)
+        await bus.publish("OrderPlaced", {"order_id": "2", "total": "3.5"})
+        return {"accepted": order.order_id}
+
+    with TestClient(app) as client:
+        response = client.post(
+            "/orders", json={"order_id": "1", "total": 1}, headers={"X-Request-ID": "req-42"}
+        )
+        assert response.status_code == 202
+        drain(client)
+    assert recorder.events == [
+        OrderPlaced(order_id="1", total=1),
+        OrderPlaced(order_id="2", total=3.5),
+    ]
+    assert [m.correlation_id for m in recorder.messages] == ["req-42", "req-42"]
+    assert all(m.name == "OrderPlaced" and m.causation_id is None for m in recorder.messages)
+    assert len({m.id for m in recorder.messages}) == 2
+
+
+def test_a_request_without_request_id_gets_one_shared_correlation_id() -> None:
+    recorder = Recorder()
+    app, _ = make_app(order_router(recorder))
+
+    @app.post("/orders")
+    async def place(bus: Bus) -> None:
+        await bus.publish(OrderPlaced(order_id="1", total=1))
+        await bus.publish(OrderPlaced(order_id="2", total=1))
+
+    with TestClient(app) as client:
+        client.post("/orders")
+        client.post("/orders")
+        drain(client)
+    ids = [m.correlation_id for m in recorder.messages]
+    assert ids[0] and ids[0] == ids[1]
+    assert ids[2] and ids[2] == ids[3] and ids[2] != ids[0]
+
+
+@pytest.mark.parametrize("failure", ["http-exception", "error-status", "crash"])
+def test_events_of_a_failed_request_are_not_sent(failure: str) -> None:
+    recorder = Recorder()
+    app, _ = make_app(order_router(recorder))
+
+    @app.post("/orders")
+    async def place(bus: Bus) -> Any:
+        await bus.publish(OrderPlaced(order_id="lost", total=1))
+        if failure == "http-exception":
+            raise HTTPException(409, "conflict")
+        if failure == "error-status":
+            return JSONResponse({"error": "no"}, status_code=503)
+        raise RuntimeError("the endpoint crashed")
+
+    @app.post("/ok")
+    async def ok(bus: Bus) -> None:
+        await bus.publish(OrderPlaced(order_id="kept", total=1))
+
+    with TestClient(app, raise_server_exceptions=False) as client:
+        assert client.post("/orders").status_code >= 400
+        client.post("/ok")
+        drain(client)
+    assert [e.order_id for e in recorder.events] == ["kept"]  # type: ignore[attr-defined]
+
+
+def test_immediate_is_sent_even_if_the_request_fails() -> None:
+    recorder = Recorder()
+    app, _ = make_app(order_router(recorder))
+
+    @app.post("/orders")
+    async def place(bus: Bus) -> None:
+        await bus.publish(OrderPlaced(order_id="now", total=1), immediate=True)
+        await bus.publish(OrderPlaced(order_id="held", total=1))
+        raise HTTPException(400)
+
+    with TestClient(app) as client:
+        assert client.post("/orders").status_code == 400
+        drain(client)
+    assert [e.order_id for e in recorder.events] == ["now"]  # type: ignore[attr-defined]
+
+
+def test_events_are_sent_before_the_response() -> None:
+    # No queue takes "Nobody", and this broker refuses unroutable events: if the response were
+    # sent before the events, the client would see a 2xx for events that were never sent.
+    app = FastAPI()
+    app.include_extension(BusExtension(transport=MemoryTransport(unroutable="raise"), service="s"))
+
+    class Nobody(BaseModel):
+        n: int
+
+    @app.post("/x")
+    async def place(bus: Bus) -> dict[str, str]:
+        await bus.publish(Nobody(n=1))
+        return {"ok": "yes"}
+
+    with TestClient(app, raise_server_exceptions=False) as client:
+        assert client.post("/x").status_code == 500
+
+
+def test_unknown_event_name_is_refused_and_nothing_sent() -> None:
+    recorder = Recorder()
+    app, _ = make_app(order_router(recorder))
+    errors: list[Exception] = []
+
+    @app.post("/x")
+    async def place(bus: Bus) -> None:
+        calls: list[Callable[[], Awaitable[str]]] = [
+            lambda: bus.publish("OrderPlacd", {"order_id": "1", "total": 1}),
+            lambda: bus.publish("OrderPlaced", {"order_id": "1"}),
+            lambda: bus.publish("OrderPlaced", {"order_id": "1", "total": "lots"}),
+            lambda: bus.publish("OrderPlaced", OrderShipped(order_id="1")),
+            lambda: bus.publish(OrderPlaced.model_construct(order_id="1", total="x")),
+            lambda: bus.publish("not a name!", {"order_id": "1", "total": 1}),
+        ]
+        for call in calls:
+            try:
+                await call()
+            except PublishError as exc:
+                errors.append(exc)
+            except Exception as exc:  # ConfigurationError for the invalid name
+                errors.append(exc)
+
+    with TestClient(app) as client:
+        client.post("/x")
+        drain(client)
+    assert recorder.events == []
+    assert [type(e) for e in errors[:5]] == [UnknownEventError] + [EventValidationError] * 4
+    assert "OrderPlacd" in str(errors[0]) and "publishes" in str(errors[0])
+    assert "total" in str(errors[1])
+    assert len(errors) == 6
+
+
+def test_publishes_declares_the_name_a_model_is_sent_under() -> None:
+    seen: list[Message] = []
+    events = EventRouter(prefix="orders")
+    events.publishes("shipped", OrderShipped)
+
+    everything = EventRouter()
+
+    @everything.on("#", name="audit")
+    async def audit(msg: Message) -> None:
+        seen.append(msg)
+
+    class Undeclared(BaseModel):
+        x: int
+
+    app, _ = make_app(events, everything)
+
+    @app.post("/x")
+    async def place(bus: Bus) -> None:
+        await bus.publish(OrderShipped(order_id="1"))
+        await bus.publish("orders.shipped", {"order_id": "2"})
+        await bus.publish(Undeclared(x=1))
+
+    with TestClient(app) as client:
+        client.post("/x")
+        drain(client)
+    assert [m.name for m in seen] == ["orders.shipped", "orders.shipped", "Undeclared"]
+
+
+def test_delay_holds_the_event_back() -> None:
+    arrivals: list[float] = []
+    events = EventRouter()
+
+    @events.on(OrderPlaced)
+    async def on_order(event: OrderPlaced) -> None:
+        arrivals.append(time.monotonic())
+
+    app, _ = make_app(events)
+    sent: list[float] = []
+
+    @app.post("/x")
+    async def place(bus: Bus) -> None:
+        await bus.publish(OrderPlaced(order_id="1", total=1), delay=0.2)
+        sent.append(time.monotonic())
+
+    with TestClient(app) as client:
+        client.post("/x")
+        drain(client)
+    assert len(arrivals) == 1 and arrivals[0] - sent[0] >= 0.15
+
+
+def test_handler_publishes_with_correlation_and_causation() -> None:
+    shipped: list[Message] = []
+    events = EventRouter()
+    placed_ids: list[str] = []
+
+    @events.on(OrderPlaced)
+    async def ship(event: OrderPlaced, msg: Message, bus: Bus) -> None:
+        placed_ids.append(msg.id)
+        await bus.publish(OrderShipped(order_id=event.order_id))
+
+    @events.on(OrderShipped)
+    async def notify(event: OrderShipped, msg: Message) -> None:
+        shipped.append(msg)
+
+    app, _ = make_app(events)
+
+    @app.post("/x")
+    async def place(bus: Bus) -> None:
+        await bus.publish(OrderPlaced(order_id="1", total=1))
+
+    with TestClient(app) as client:
+        client.post("/x", headers={"X-Request-ID": "r1"})
+        drain(client)
+    assert len(shipped) == 1
+    assert shipped[0].correlation_id == "r1"
+    assert shipped[0].causation_id == placed_ids[0]
+
+
+def test_a_failing_handler_sends_nothing_and_its_message_comes_back() -> None:
+    shipped: list[str] = []
+    attempts: list[bool] = []
+    events = EventRouter()
+
+    @events.on(OrderPlaced)
+    async def ship(event: OrderPlaced, msg: Message, bus: Bus) -> None:
+        attempts.append(msg.redelivered)
+        await bus.publish(OrderShipped(order_id=f"try-{len(attempts)}"))
+        if len(attempts) == 1:
+            raise RuntimeError("database hiccup")
+
+    @events.on(OrderShipped)
+    async def notify(event: OrderShipped) -> None:
+        shipped.append(event.order_id)
+
+    app, _ = make_app(events)
+    with TestClient(app) as client:
+        client.portal.call(app.state.fastapi_bus.publish, OrderPlaced(order_id="1", total=1))
+        drain(client)
+    assert attempts == [False, True]
+    assert shipped == ["try-2"]
+
+
+def test_publishing_outside_the_lifespan_is_a_clear_error() -> None:
+    _, extension = make_app(order_router(Recorder()))
+    with pytest.raises(PublishError, match="TestClient"):
+        asyncio.run(extension.bus.publish(OrderPlaced(order_id="1", total=1)))
+
+
+def test_publish_from_outside_a_request() -> None:
+    recorder = Recorder()
+    app, extension = make_app(order_router(recorder))
+    with TestClient(app) as client:
+        message_id = client.portal.call(extension.bus.publish, OrderPlaced(order_id="1", total=1))
+        drain(client)
+    assert [m.id for m in recorder.messages] == [message_id]
+    assert recorder.messages[0].correlation_id is None
