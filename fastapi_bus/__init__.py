@@ -18,6 +18,7 @@ from fastapi_bus.extension import BusExtension, Extension, FastAPI, get_bus
 from fastapi_bus.messages import Message
 from fastapi_bus.middleware import ConsumeApp, Delivery, Middleware
 from fastapi_bus.publisher import Bus, Publisher
+from fastapi_bus.retry import RetryPolicy
 from fastapi_bus.routing import EventRoute, EventRouter
 from fastapi_bus.transports import MemoryTransport, Transport
 
@@ -45,6 +46,7 @@ __all__ = [
     "Publisher",
     "Reject",
     "Retry",
+    "RetryPolicy",
     "Transport",
     "TransportClosedError",
     "TransportError",

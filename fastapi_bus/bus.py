@@ -14,7 +14,7 @@ from fastapi import params
 from pydantic import BaseModel, ValidationError
 from pydantic_core import PydanticSerializationError
 
-from fastapi_bus.dispatcher import DeadLetterMiddleware, HandlerCall
+from fastapi_bus.dispatcher import HandlerCall
 from fastapi_bus.exceptions import (
     ConfigurationError,
     EventValidationError,
@@ -24,6 +24,7 @@ from fastapi_bus.exceptions import (
 from fastapi_bus.messages import Message, validate_event_name
 from fastapi_bus.middleware import ConsumeApp, Delivery, Middleware, build_pipeline
 from fastapi_bus.publisher import Publisher, current_publisher
+from fastapi_bus.retry import FailureMiddleware, RetryPolicy
 from fastapi_bus.routing import EventRoute, EventRouter
 from fastapi_bus.transports.base import Subscription, Transport
 from fastapi_bus.types import AnyCallable
@@ -98,6 +99,7 @@ class EventBus:
         prefetch: int = 10,
         concurrency: int | None = None,
         shutdown_grace: float = 10.0,
+        retry: RetryPolicy | None = None,
     ) -> None:
         validate_event_name(service, what="service name")
         if prefetch < 1:
@@ -113,6 +115,7 @@ class EventBus:
         self.prefetch = prefetch
         self.concurrency = concurrency
         self.shutdown_grace = shutdown_grace
+        self.retry = retry or RetryPolicy()
         self.state = BusState.CREATED
         self.registry = EventRegistry()
         self.routes: list[EventRoute] = []
@@ -171,7 +174,7 @@ class EventBus:
                 event_type = self.registry.models.get(route.event)
             call = HandlerCall(route, plan, event_type, self)
             pipeline = build_pipeline(call, self.middleware)
-            pipeline = DeadLetterMiddleware(pipeline)
+            pipeline = FailureMiddleware(pipeline, policy=route.retry or self.retry)
             subscription = Subscription(
                 queue=self.queue_for(route),
                 patterns=(route.event,),

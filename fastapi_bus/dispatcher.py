@@ -1,4 +1,4 @@
-"""The innermost steps of a handler's pipeline, and dead-lettering.
+"""The innermost steps of a handler's pipeline.
 
 decode → validate → resolve dependencies → call the handler → send what it published.
 """
@@ -6,7 +6,6 @@ decode → validate → resolve dependencies → call the handler → send what 
 from __future__ import annotations
 
 import json
-import logging
 import traceback
 from contextlib import AsyncExitStack
 from datetime import datetime, timezone
@@ -15,17 +14,15 @@ from typing import TYPE_CHECKING, Any
 from pydantic import TypeAdapter, ValidationError
 
 from fastapi_bus.dependencies import HandlerPlan, SolveContext, solve
-from fastapi_bus.exceptions import Reject
-from fastapi_bus.middleware import ConsumeApp, Delivery
+from fastapi_bus.middleware import Delivery
 from fastapi_bus.publisher import Outbox, Publisher, bind_publisher, unbind_publisher
 
 if TYPE_CHECKING:
     from fastapi_bus.bus import EventBus
     from fastapi_bus.routing import EventRoute
 
-__all__ = ["DeadLetterMiddleware", "HandlerCall", "InvalidMessage", "dead_letter_headers"]
+__all__ = ["HandlerCall", "InvalidMessage", "dead_letter_headers"]
 
-logger = logging.getLogger("fastapi_bus.dispatch")
 
 #: Headers added to a dead-lettered message (the original ones are kept).
 HEADER_PREFIX = "x-bus-"
@@ -124,32 +121,3 @@ def dead_letter_headers(
             "".join(traceback.format_exception(type(cause), cause, cause.__traceback__)), 4000
         )
     return headers
-
-
-class DeadLetterMiddleware:
-    """Outermost step: a message that can never succeed (invalid, or rejected by its handler)
-    goes to the handler's dead-letter queue with the reason, and is acknowledged."""
-
-    def __init__(self, app: ConsumeApp) -> None:
-        self.app = app
-
-    async def __call__(self, delivery: Delivery) -> None:
-        try:
-            await self.app(delivery)
-        except InvalidMessage as exc:
-            await self.dead_letter(delivery, exc.reason, exc)
-        except Reject as exc:
-            await self.dead_letter(delivery, f"rejected by the handler: {exc.reason}", exc)
-
-    @staticmethod
-    async def dead_letter(delivery: Delivery, reason: str, exc: BaseException | None) -> None:
-        message = delivery.message
-        headers = {**message.headers, **dead_letter_headers(delivery, reason, exc)}
-        logger.warning(
-            "dead-lettering message %s (%s) from %s: %s",
-            message.id,
-            message.name,
-            delivery.queue,
-            reason.splitlines()[0],
-        )
-        await delivery.bus.transport.dead_letter(delivery.queue, message.replace(headers=headers))

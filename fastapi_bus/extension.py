@@ -13,6 +13,7 @@ from fastapi_bus.bus import EventBus
 from fastapi_bus.exceptions import ConfigurationError
 from fastapi_bus.middleware import Middleware
 from fastapi_bus.publisher import PublisherMiddleware
+from fastapi_bus.retry import RetryPolicy
 from fastapi_bus.routing import EventRouter
 from fastapi_bus.transports import Transport, transport_from_url
 
@@ -63,6 +64,7 @@ class BusExtension:
         prefetch: default for handlers: messages fetched and not yet acknowledged.
         concurrency: default for handlers: calls at once (default: ``prefetch``).
         shutdown_grace: seconds in-flight handlers get to finish at shutdown.
+        retry: the default :class:`RetryPolicy` (routers and handlers may set their own).
     """
 
     def __init__(
@@ -78,6 +80,7 @@ class BusExtension:
         prefetch: int = 10,
         concurrency: int | None = None,
         shutdown_grace: float = 10.0,
+        retry: RetryPolicy | None = None,
     ) -> None:
         self.bus = EventBus(
             transport or transport_from_url(url),
@@ -89,6 +92,7 @@ class BusExtension:
             prefetch=prefetch,
             concurrency=concurrency,
             shutdown_grace=shutdown_grace,
+            retry=retry,
         )
         self.app: fastapi.FastAPI | None = None
 

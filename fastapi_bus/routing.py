@@ -13,6 +13,7 @@ from pydantic import BaseModel, PydanticUserError, TypeAdapter
 from fastapi_bus.dependencies import HandlerPlan, analyze_handler, event_type_of
 from fastapi_bus.exceptions import ConfigurationError
 from fastapi_bus.messages import is_pattern, validate_event_name, validate_pattern
+from fastapi_bus.retry import RetryPolicy
 from fastapi_bus.types import AnyCallable
 
 __all__ = ["EventDeclaration", "EventRoute", "EventRouter"]
@@ -52,6 +53,8 @@ class EventRoute:
     concurrency: int | None = None
     summary: str | None = None
     description: str | None = None
+    #: How failures are retried (``None``: the router's, else the extension's).
+    retry: RetryPolicy | None = None
 
     @property
     def is_pattern(self) -> bool:
@@ -118,6 +121,7 @@ class EventRouter:
         include_in_schema: show this router's handlers in the AsyncAPI document.
         prefetch: default for this router's handlers (see :meth:`on`).
         concurrency: default for this router's handlers (see :meth:`on`).
+        retry: default :class:`RetryPolicy` for this router's handlers.
     """
 
     def __init__(
@@ -129,6 +133,7 @@ class EventRouter:
         include_in_schema: bool = True,
         prefetch: int | None = None,
         concurrency: int | None = None,
+        retry: RetryPolicy | None = None,
     ) -> None:
         if prefix:
             validate_event_name(prefix.rstrip("."), what="router prefix")
@@ -140,6 +145,7 @@ class EventRouter:
         self.include_in_schema = include_in_schema
         self.prefetch = prefetch
         self.concurrency = concurrency
+        self.retry = retry
         self.routes: list[EventRoute] = []
         self.declarations: list[EventDeclaration] = []
         self._frozen_by: str | None = None
@@ -164,6 +170,7 @@ class EventRouter:
         concurrency: int | None = None,
         summary: str | None = None,
         description: str | None = None,
+        retry: RetryPolicy | None = None,
     ) -> Callable[[F], F]:
         """Register the decorated function as a handler of ``event``.
 
@@ -178,6 +185,7 @@ class EventRouter:
             prefetch: at most this many messages fetched and not yet acknowledged (default 10).
             concurrency: at most this many calls of this handler at once (default: prefetch).
             summary, description: for the AsyncAPI document (default: from the docstring).
+            retry: how failures of this handler are retried (:class:`RetryPolicy`).
         """
 
         def decorator(func: F) -> F:
@@ -193,6 +201,7 @@ class EventRouter:
                 concurrency=concurrency,
                 summary=summary,
                 description=description,
+                retry=retry,
             )
             return func
 
@@ -212,6 +221,7 @@ class EventRouter:
         concurrency: int | None = None,
         summary: str | None = None,
         description: str | None = None,
+        retry: RetryPolicy | None = None,
     ) -> EventRoute:
         """Register ``func`` as a handler of ``event``; the same options as :meth:`on`."""
         self._check_open()
@@ -249,6 +259,7 @@ class EventRouter:
             concurrency=concurrency or self.concurrency,
             summary=summary,
             description=description if description is not None else inspect.getdoc(func),
+            retry=retry or self.retry,
         )
         # Analyse now, so a wrong parameter fails here and names the handler.
         plan = route.plan()
@@ -320,6 +331,7 @@ class EventRouter:
                     include_in_schema=visible and route.include_in_schema,
                     prefetch=route.prefetch or self.prefetch,
                     concurrency=route.concurrency or self.concurrency,
+                    retry=route.retry or self.retry,
                 )
             )
         for declaration in router.declarations:

@@ -269,8 +269,8 @@ def test_a_failing_handler_sends_nothing_and_its_message_comes_back() -> None:
     with TestClient(app) as client:
         client.portal.call(app.state.fastapi_bus.publish, OrderPlaced(order_id="1", total=1))
         drain(client)
-    assert attempts == [False, True]
-    assert shipped == ["try-2"]
+    assert len(attempts) == 2, "the handler was retried"
+    assert shipped == ["try-2"], "only the successful attempt's events were sent"
 
 
 def test_publishing_outside_the_lifespan_is_a_clear_error() -> None:
