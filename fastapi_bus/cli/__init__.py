@@ -1,0 +1,35 @@
+"""The ``fastapi-bus`` command line."""
+
+from __future__ import annotations
+
+import typer
+
+from fastapi_bus.cli.loading import load_bus
+
+__all__ = ["app", "load_bus", "main"]
+
+app = typer.Typer(
+    name="fastapi-bus",
+    help="Run and operate fastapi-bus apps.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.callback()
+def root() -> None:
+    """Run and operate fastapi-bus apps."""
+
+
+@app.command()
+def version() -> None:
+    """Print the installed fastapi-bus version."""
+    from fastapi_bus import __version__
+
+    typer.echo(__version__)
+
+
+def main() -> None:
+    """Entry point of the ``fastapi-bus`` script."""
+    app()
