@@ -14,6 +14,7 @@ from fastapi import params
 from pydantic import BaseModel, ValidationError
 from pydantic_core import PydanticSerializationError
 
+from fastapi_bus.deadletters import DeadLetterQueue
 from fastapi_bus.dispatcher import HandlerCall
 from fastapi_bus.exceptions import (
     ConfigurationError,
@@ -343,6 +344,11 @@ class EventBus:
             delay=delay,
             immediate=immediate,
         )
+
+    @property
+    def dead_letters(self) -> DeadLetterQueue:
+        """Tools to list, replay and purge this bus's dead-lettered messages."""
+        return DeadLetterQueue(self)
 
     # testing support
 

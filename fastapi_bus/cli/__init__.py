@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from fastapi_bus.cli.dlq import dlq
 from fastapi_bus.cli.loading import load_bus
 
 __all__ = ["app", "load_bus", "main"]
@@ -15,6 +16,9 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+app.add_typer(dlq, name="dlq")
 
 
 @app.callback()

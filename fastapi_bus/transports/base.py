@@ -25,7 +25,7 @@ from urllib.parse import urlsplit, urlunsplit
 from fastapi_bus.messages import Message
 from fastapi_bus.types import Consumer
 
-__all__ = ["Subscription", "Transport", "dead_letter_queue", "redact_url"]
+__all__ = ["Pulled", "Subscription", "Transport", "dead_letter_queue", "redact_url"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,6 +48,21 @@ class Subscription:
     def max_concurrency(self) -> int:
         """How many deliveries may be processed at once."""
         return min(self.prefetch, self.concurrency or self.prefetch)
+
+
+class Pulled(abc.ABC):
+    """A message taken from a queue by :meth:`Transport.pull` and not yet settled."""
+
+    def __init__(self, message: Message) -> None:
+        self.message = message
+
+    @abc.abstractmethod
+    async def ack(self) -> None:
+        """Remove the message from its queue for good."""
+
+    @abc.abstractmethod
+    async def release(self) -> None:
+        """Give the message back to its queue."""
 
 
 def dead_letter_queue(queue: str) -> str:
@@ -111,6 +126,15 @@ class Transport(abc.ABC):
     @abc.abstractmethod
     async def browse(self, queue: str, limit: int = 100) -> list[Message]:
         """Up to ``limit`` messages waiting in ``queue``, oldest first, without removing them."""
+
+    async def pull(self, queue: str) -> Pulled | None:
+        """Take the next message of ``queue`` without a consumer (for tools), or ``None`` if
+        it is empty. The message stays unacknowledged until settled."""
+        raise NotImplementedError(f"{type(self).__name__} cannot pull messages")
+
+    async def purge(self, queue: str) -> int:
+        """Delete every message waiting in ``queue``; returns how many there were."""
+        raise NotImplementedError(f"{type(self).__name__} cannot purge queues")
 
     async def dead_letter(self, queue: str, message: Message) -> None:
         """Keep ``message`` in the dead-letter queue of ``queue``."""

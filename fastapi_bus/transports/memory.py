@@ -24,7 +24,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from fastapi_bus.exceptions import ConfigurationError, TransportClosedError, UnroutableError
 from fastapi_bus.messages import Message, pattern_matches
-from fastapi_bus.transports.base import Subscription, Transport, dead_letter_queue
+from fastapi_bus.transports.base import Pulled, Subscription, Transport, dead_letter_queue
 from fastapi_bus.types import Consumer
 
 __all__ = ["MemoryTransport"]
@@ -130,6 +130,24 @@ class _Queue:
         with self._lock:
             self.unacked -= 1
 
+    def take_nowait(self) -> Message | None:
+        with self._lock:
+            if not self._items:
+                return None
+            self.unacked += 1
+            message = self._items.popleft()
+            putters = self._take(self._putters)
+        self._wake(putters)
+        return message
+
+    def purge(self) -> int:
+        with self._lock:
+            count = len(self._items)
+            self._items.clear()
+            putters = self._take(self._putters)
+        self._wake(putters)
+        return count
+
     def requeue(self, message: Message) -> None:
         """Give an unacknowledged message back, at the head of the queue."""
         with self._lock:
@@ -158,6 +176,18 @@ class _Broker:
             for queue in self.queues.values()
             if any(pattern_matches(pattern, name) for pattern in queue.patterns)
         ]
+
+
+class _MemoryPulled(Pulled):
+    def __init__(self, queue: _Queue, message: Message) -> None:
+        super().__init__(message)
+        self._queue = queue
+
+    async def ack(self) -> None:
+        self._queue.ack()
+
+    async def release(self) -> None:
+        self._queue.requeue(self.message.replace(redelivered=True))
 
 
 _shared_brokers: weakref.WeakValueDictionary[str, _Broker] = weakref.WeakValueDictionary()
@@ -378,6 +408,15 @@ class MemoryTransport(Transport):
         broker = self._require_broker()
         found = broker.queues.get(queue)
         return found.snapshot()[:limit] if found else []
+
+    async def pull(self, queue: str) -> Pulled | None:
+        found = self._require_broker().queues.get(queue)
+        message = found.take_nowait() if found else None
+        return None if found is None or message is None else _MemoryPulled(found, message)
+
+    async def purge(self, queue: str) -> int:
+        found = self._require_broker().queues.get(queue)
+        return found.purge() if found else 0
 
     def queue_names(self) -> Iterator[str]:
         """The names of the queues this broker holds."""

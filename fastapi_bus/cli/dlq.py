@@ -1,0 +1,197 @@
+"""``fastapi-bus dlq``: look at, replay and purge dead-lettered messages."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
+from fastapi_bus.bus import EventBus
+from fastapi_bus.cli.loading import load_bus
+from fastapi_bus.deadletters import DeadLetter, DeadLetterQueue
+
+__all__ = ["dlq"]
+
+dlq = typer.Typer(help="Look at, replay and purge dead-lettered messages.", no_args_is_help=True)
+console = Console()
+T = TypeVar("T")
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_age(text: str | None) -> timedelta | None:
+    """``30s``, ``15m``, ``2h``, ``7d`` or ``1w``."""
+    if text is None:
+        return None
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*", text)
+    if not match:
+        raise typer.BadParameter(f"{text!r}: use a number and a unit, such as 30m, 2h or 7d")
+    return timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
+
+
+Target = Annotated[str, typer.Argument(help="The app, as module:attribute (e.g. main:app).")]
+Handler = Annotated[str | None, typer.Option("--handler", "-H", help="Only this handler.")]
+Exc = Annotated[
+    str | None, typer.Option("--exception", "-e", help="Only this exception type (e.g. KeyError).")
+]
+Older = Annotated[str | None, typer.Option(help="Only failures older than this (e.g. 2h).")]
+Newer = Annotated[str | None, typer.Option(help="Only failures newer than this (e.g. 30m).")]
+
+
+def _run(target: str, work: Callable[[DeadLetterQueue], Awaitable[T]]) -> T:
+    _, bus = load_bus(target)
+    if bus.transport.protocol == "memory":
+        console.print(
+            "[yellow]this app uses memory://: its dead letters live inside the app's own "
+            "process, so a separate command cannot see them[/yellow]"
+        )
+
+    async def main() -> T:
+        await _connect(bus)
+        try:
+            return await work(bus.dead_letters)
+        finally:
+            await bus.close(grace=0)
+
+    return asyncio.run(main())
+
+
+async def _connect(bus: EventBus) -> None:
+    bus.consume = False
+    await bus.start()
+
+
+@dlq.command("list")
+def list_(
+    target: Target,
+    handler: Handler = None,
+    exception: Exc = None,
+    older_than: Older = None,
+    newer_than: Newer = None,
+    limit: Annotated[int, typer.Option(help="At most this many.")] = 100,
+) -> None:
+    """List dead-lettered messages, oldest first."""
+    letters = _run(
+        target,
+        lambda q: q.list(
+            handler=handler, exception_type=exception, older_than=parse_age(older_than),
+            newer_than=parse_age(newer_than), limit=limit,
+        ),
+    )  # fmt: skip
+    table = Table("message id", "event", "handler", "attempts", "failed at", "reason")
+    for letter in letters:
+        failed = (
+            letter.last_failure_at.isoformat(timespec="seconds") if letter.last_failure_at else ""
+        )
+        table.add_row(
+            letter.message.id, letter.message.name, letter.handler, str(letter.attempts), failed,
+            letter.reason.splitlines()[0][:80] if letter.reason else "",
+        )  # fmt: skip
+    console.print(table)
+    console.print(f"{len(letters)} dead letter(s)")
+
+
+@dlq.command()
+def show(
+    target: Target,
+    message_id: Annotated[str, typer.Argument(help="The message id.")],
+    handler: Handler = None,
+) -> None:
+    """Show one dead letter: headers, body, reason and traceback."""
+    letter = _run(target, lambda q: q.show(message_id, handler=handler))
+    if letter is None:
+        console.print(f"[red]no dead letter with message id {message_id}[/red]")
+        raise typer.Exit(1)
+    _print_letter(letter)
+
+
+def _print_letter(letter: DeadLetter) -> None:
+    message = letter.message
+    fields: list[tuple[str, Any]] = [
+        ("message id", message.id), ("event", message.name), ("handler", letter.handler),
+        ("queue", letter.queue), ("attempts", letter.attempts),
+        ("correlation id", message.correlation_id), ("causation id", message.causation_id),
+        ("published at", message.published_at.isoformat()),
+        ("first failure", letter.first_failure_at), ("last failure", letter.last_failure_at),
+        ("exception", letter.exception_type), ("message", letter.exception_message),
+        ("reason", letter.reason),
+    ]  # fmt: skip
+    for name, value in fields:
+        console.print(f"[bold]{name}:[/bold] {'' if value is None else value}", markup=True)
+    console.print("[bold]headers:[/bold]")
+    for key, value in sorted(message.headers.items()):
+        if key != "x-bus-traceback":
+            console.print(f"  {key}: {value}", markup=False)
+    console.print("[bold]body:[/bold]")
+    console.print(message.body.decode("utf-8", "replace"), markup=False)
+    if letter.traceback:
+        console.print("[bold]traceback:[/bold]")
+        console.print(letter.traceback, markup=False)
+
+
+def _bulk(
+    target: str,
+    verb: str,
+    handler: str | None,
+    exception: str | None,
+    older_than: str | None,
+    newer_than: str | None,
+    ids: list[str] | None,
+) -> int:
+    async def work(queue: DeadLetterQueue) -> int:
+        matching = await queue.list(
+            handler=handler, exception_type=exception, older_than=parse_age(older_than),
+            newer_than=parse_age(newer_than), limit=10_000_000,
+        )  # fmt: skip
+        total = len([m for m in matching if ids is None or m.message.id in ids])
+        with Progress(console=console, transient=True) as bar:
+            task = bar.add_task(f"{verb}...", total=total)
+            method = queue.replay if verb == "replaying" else queue.purge
+            return await method(
+                handler=handler, exception_type=exception, older_than=parse_age(older_than),
+                newer_than=parse_age(newer_than), message_ids=ids,
+                progress=lambda done: bar.update(task, completed=done),
+            )  # fmt: skip
+
+    return _run(target, work)
+
+
+Ids = Annotated[list[str] | None, typer.Option("--id", help="Only this message id (repeatable).")]
+
+
+@dlq.command()
+def replay(
+    target: Target,
+    handler: Handler = None,
+    exception: Exc = None,
+    older_than: Older = None,
+    newer_than: Newer = None,
+    message_id: Ids = None,
+) -> None:
+    """Send dead letters back to their handler's queue, keeping their message ids."""
+    done = _bulk(target, "replaying", handler, exception, older_than, newer_than, message_id)
+    console.print(f"replayed {done} message(s)")
+
+
+@dlq.command()
+def purge(
+    target: Target,
+    handler: Handler = None,
+    exception: Exc = None,
+    older_than: Older = None,
+    newer_than: Newer = None,
+    message_id: Ids = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Delete dead letters for good."""
+    if not yes:
+        typer.confirm("Delete the matching dead letters for good?", abort=True)
+    done = _bulk(target, "purging", handler, exception, older_than, newer_than, message_id)
+    console.print(f"purged {done} message(s)")

@@ -1,0 +1,242 @@
+"""Looking at, replaying and purging dead-lettered messages.
+
+```python
+dlq = ext.bus.dead_letters
+for letter in await dlq.list(handler="reserve_stock", exception_type="ConnectionError"):
+    print(letter.message.id, letter.reason)
+await dlq.replay(handler="reserve_stock")       # back to the handler's queue, same message id
+```
+
+Replaying moves one message at a time: the copy is in the handler's queue (confirmed by the
+broker) before the dead letter is removed, so an interrupted replay loses nothing (a message may
+then be in both places, and be handled again: handlers are at-least-once anyway).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING
+
+from fastapi_bus.exceptions import ConfigurationError
+from fastapi_bus.messages import Message
+from fastapi_bus.transports.base import Pulled, dead_letter_queue
+
+if TYPE_CHECKING:
+    from fastapi_bus.bus import EventBus
+
+__all__ = ["DeadLetter", "DeadLetterQueue"]
+
+_H = "x-bus-"
+_FAILURE_HEADERS = (
+    "dead-letter-reason", "handler", "queue", "attempts", "first-failure-at", "last-failure-at",
+    "exception-type", "exception-message", "traceback",
+)  # fmt: skip
+REPLAYED = f"{_H}replayed"
+
+
+def _parse_time(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        return None
+
+
+@dataclasses.dataclass(frozen=True)
+class DeadLetter:
+    """A dead-lettered message and why it failed."""
+
+    message: Message
+    handler: str
+    queue: str
+    reason: str
+    exception_type: str | None
+    exception_message: str | None
+    attempts: int
+    first_failure_at: datetime | None
+    last_failure_at: datetime | None
+    traceback: str | None
+
+    @classmethod
+    def from_message(cls, message: Message, queue: str) -> DeadLetter:
+        headers = message.headers
+        return cls(
+            message=message,
+            handler=headers.get(f"{_H}handler", ""),
+            queue=headers.get(f"{_H}queue", queue),
+            reason=headers.get(f"{_H}dead-letter-reason", ""),
+            exception_type=headers.get(f"{_H}exception-type"),
+            exception_message=headers.get(f"{_H}exception-message"),
+            attempts=int(headers.get(f"{_H}attempts", "0") or 0),
+            first_failure_at=_parse_time(headers.get(f"{_H}first-failure-at")),
+            last_failure_at=_parse_time(headers.get(f"{_H}last-failure-at")),
+            traceback=headers.get(f"{_H}traceback"),
+        )
+
+    def matches(
+        self,
+        *,
+        exception_type: str | None = None,
+        older_than: timedelta | None = None,
+        newer_than: timedelta | None = None,
+        message_ids: Sequence[str] | None = None,
+        now: datetime | None = None,
+    ) -> bool:
+        """True if this dead letter passes every given filter. ``exception_type`` matches the
+        full dotted name or its last part (``ConnectionError``)."""
+        if message_ids is not None and self.message.id not in message_ids:
+            return False
+        if exception_type is not None:
+            full = self.exception_type or ""
+            if exception_type not in (full, full.rsplit(".", 1)[-1]):
+                return False
+        failed = self.last_failure_at
+        now = now or datetime.now(timezone.utc)
+        if older_than is not None and (failed is None or now - failed < older_than):
+            return False
+        return not (newer_than is not None and (failed is None or now - failed > newer_than))
+
+    def for_replay(self) -> Message:
+        """The message as it goes back to its handler: same id and body, failure headers
+        removed, attempts counted from 1 again."""
+        headers = {
+            key: value
+            for key, value in self.message.headers.items()
+            if key.removeprefix(_H) not in _FAILURE_HEADERS or not key.startswith(_H)
+        }
+        headers[REPLAYED] = str(int(self.message.headers.get(REPLAYED, "0")) + 1)
+        return self.message.replace(headers=headers, attempt=1, redelivered=False)
+
+
+Progress = Callable[[int], None]
+
+
+class DeadLetterQueue:
+    """Tools over the dead-letter queues of one bus's handlers. The bus must be started (its
+    transport connected); it need not consume."""
+
+    def __init__(self, bus: EventBus) -> None:
+        self._bus = bus
+
+    def queues(self, handler: str | None = None) -> list[str]:
+        """The handler queues whose dead letters these tools look at."""
+        bus = self._bus
+        bus.build()
+        queues = [bus.queue_for(route) for route in bus.routes if handler in (None, route.name)]
+        if handler is not None and not queues:
+            known = ", ".join(sorted(route.name for route in bus.routes)) or "none"
+            raise ConfigurationError(f"no handler named {handler!r} (handlers: {known})")
+        return queues
+
+    async def list(
+        self,
+        *,
+        handler: str | None = None,
+        exception_type: str | None = None,
+        older_than: timedelta | None = None,
+        newer_than: timedelta | None = None,
+        limit: int = 100,
+    ) -> list[DeadLetter]:
+        """Dead letters, oldest first per handler, without removing them."""
+        found: list[DeadLetter] = []
+        now = datetime.now(timezone.utc)
+        for queue in self.queues(handler):
+            for message in await self._bus.transport.browse(dead_letter_queue(queue), 100_000):
+                letter = DeadLetter.from_message(message, queue)
+                if letter.matches(
+                    exception_type=exception_type, older_than=older_than,
+                    newer_than=newer_than, now=now,
+                ):  # fmt: skip
+                    found.append(letter)
+                    if len(found) >= limit:
+                        return found
+        return found
+
+    async def show(self, message_id: str, *, handler: str | None = None) -> DeadLetter | None:
+        """The dead letter with this message id, if any."""
+        for letter in await self.list(handler=handler, limit=1_000_000):
+            if letter.message.id == message_id:
+                return letter
+        return None
+
+    async def replay(
+        self,
+        *,
+        handler: str | None = None,
+        exception_type: str | None = None,
+        older_than: timedelta | None = None,
+        newer_than: timedelta | None = None,
+        message_ids: Sequence[str] | None = None,
+        progress: Progress | None = None,
+    ) -> int:
+        """Send matching dead letters back to their handler's queue; returns how many."""
+
+        async def move(letter: DeadLetter, pulled: Pulled) -> None:
+            await self._bus.transport.send(letter.queue, letter.for_replay())
+            await pulled.ack()
+
+        return await self._each(
+            handler, exception_type, older_than, newer_than, message_ids, progress, move
+        )
+
+    async def purge(
+        self,
+        *,
+        handler: str | None = None,
+        exception_type: str | None = None,
+        older_than: timedelta | None = None,
+        newer_than: timedelta | None = None,
+        message_ids: Sequence[str] | None = None,
+        progress: Progress | None = None,
+    ) -> int:
+        """Delete matching dead letters for good; returns how many."""
+
+        async def drop(letter: DeadLetter, pulled: Pulled) -> None:
+            await pulled.ack()
+
+        return await self._each(
+            handler, exception_type, older_than, newer_than, message_ids, progress, drop
+        )
+
+    async def _each(
+        self,
+        handler: str | None,
+        exception_type: str | None,
+        older_than: timedelta | None,
+        newer_than: timedelta | None,
+        message_ids: Sequence[str] | None,
+        progress: Progress | None,
+        act: Callable[[DeadLetter, Pulled], object],
+    ) -> int:
+        done = 0
+        now = datetime.now(timezone.utc)
+        transport = self._bus.transport
+        for queue in self.queues(handler):
+            dlq = dead_letter_queue(queue)
+            # Only what is there now: messages dead-lettered meanwhile wait for the next run.
+            count = len(await transport.browse(dlq, 1_000_000))
+            kept: list[Pulled] = []
+            try:
+                for _ in range(count):
+                    pulled = await transport.pull(dlq)
+                    if pulled is None:
+                        break
+                    letter = DeadLetter.from_message(pulled.message, queue)
+                    if letter.matches(
+                        exception_type=exception_type, older_than=older_than,
+                        newer_than=newer_than, message_ids=message_ids, now=now,
+                    ):  # fmt: skip
+                        await act(letter, pulled)  # type: ignore[misc]
+                        done += 1
+                        if progress is not None:
+                            progress(done)
+                    else:
+                        kept.append(pulled)
+            finally:
+                # Give back what did not match, last first, so the queue keeps its order.
+                for pulled in reversed(kept):
+                    await pulled.release()
+        return done
