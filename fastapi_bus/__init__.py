@@ -1,6 +1,7 @@
 """fastapi-bus: a message bus for FastAPI."""
 
 from fastapi_bus.bus import BusState, EventBus
+from fastapi_bus.deadletters import DeadLetter, DeadLetterQueue
 from fastapi_bus.exceptions import (
     BusError,
     ConfigurationError,
@@ -15,7 +16,10 @@ from fastapi_bus.exceptions import (
     UnroutableError,
 )
 from fastapi_bus.extension import BusExtension, Extension, FastAPI, get_bus
+from fastapi_bus.faults import Fault
+from fastapi_bus.idempotency import IdempotencyStore, MemoryIdempotencyStore
 from fastapi_bus.messages import Message
+from fastapi_bus.metrics import CounterMetrics, Metrics
 from fastapi_bus.middleware import ConsumeApp, Delivery, Middleware
 from fastapi_bus.publisher import Bus, Publisher
 from fastapi_bus.retry import RetryPolicy
@@ -31,6 +35,9 @@ __all__ = [
     "BusState",
     "ConfigurationError",
     "ConsumeApp",
+    "CounterMetrics",
+    "DeadLetter",
+    "DeadLetterQueue",
     "Delivery",
     "EventBus",
     "EventRoute",
@@ -38,9 +45,13 @@ __all__ = [
     "EventValidationError",
     "Extension",
     "FastAPI",
+    "Fault",
     "HandlerSignal",
+    "IdempotencyStore",
+    "MemoryIdempotencyStore",
     "MemoryTransport",
     "Message",
+    "Metrics",
     "Middleware",
     "PublishError",
     "Publisher",

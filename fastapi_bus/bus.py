@@ -22,7 +22,10 @@ from fastapi_bus.exceptions import (
     PublishError,
     UnknownEventError,
 )
+from fastapi_bus.faults import FAULT_EVENT
+from fastapi_bus.idempotency import IdempotencyMiddleware, IdempotencyStore, MemoryIdempotencyStore
 from fastapi_bus.messages import Message, validate_event_name
+from fastapi_bus.metrics import CounterMetrics, Metrics
 from fastapi_bus.middleware import ConsumeApp, Delivery, Middleware, build_pipeline
 from fastapi_bus.publisher import Publisher, current_publisher
 from fastapi_bus.retry import FailureMiddleware, RetryPolicy
@@ -101,6 +104,9 @@ class EventBus:
         concurrency: int | None = None,
         shutdown_grace: float = 10.0,
         retry: RetryPolicy | None = None,
+        metrics: Metrics | None = None,
+        idempotency_store: IdempotencyStore | None = None,
+        publish_faults: bool | None = None,
     ) -> None:
         validate_event_name(service, what="service name")
         if prefetch < 1:
@@ -117,6 +123,9 @@ class EventBus:
         self.concurrency = concurrency
         self.shutdown_grace = shutdown_grace
         self.retry = retry or RetryPolicy()
+        self.metrics: Metrics = metrics if metrics is not None else CounterMetrics()
+        self.idempotency_store = idempotency_store or MemoryIdempotencyStore()
+        self._publish_faults = publish_faults
         self.state = BusState.CREATED
         self.registry = EventRegistry()
         self.routes: list[EventRoute] = []
@@ -175,6 +184,8 @@ class EventBus:
                 event_type = self.registry.models.get(route.event)
             call = HandlerCall(route, plan, event_type, self)
             pipeline = build_pipeline(call, self.middleware)
+            if route.idempotent:
+                pipeline = IdempotencyMiddleware(pipeline, store=self.idempotency_store)
             pipeline = FailureMiddleware(pipeline, policy=route.retry or self.retry)
             subscription = Subscription(
                 queue=self.queue_for(route),
@@ -344,6 +355,14 @@ class EventBus:
             delay=delay,
             immediate=immediate,
         )
+
+    @property
+    def publishes_faults(self) -> bool:
+        """Whether dead-lettering publishes a :class:`Fault` event: as configured, else only
+        when a handler of this service subscribes to faults."""
+        if self._publish_faults is not None:
+            return self._publish_faults
+        return any(route.event == FAULT_EVENT for route in self.routes)
 
     @property
     def dead_letters(self) -> DeadLetterQueue:

@@ -6,6 +6,7 @@ decode → validate → resolve dependencies → call the handler → send what 
 from __future__ import annotations
 
 import json
+import time
 import traceback
 from contextlib import AsyncExitStack
 from datetime import datetime, timezone
@@ -76,6 +77,8 @@ class HandlerCall:
             outbox=outbox,
         )
         token = bind_publisher(publisher)
+        metrics = self.bus.metrics
+        start = time.perf_counter()
         try:
             async with AsyncExitStack() as stack:
                 ctx = SolveContext(
@@ -85,12 +88,15 @@ class HandlerCall:
                     stack=stack,
                 )
                 await solve(self.plan, event, ctx)
-        except BaseException:
+        except BaseException as exc:
             outbox.discard()
+            if isinstance(exc, Exception):
+                metrics.failed(self.route.name, message.name, exc)
             raise
         finally:
             unbind_publisher(token)
         await outbox.flush()
+        metrics.handled(self.route.name, message.name, time.perf_counter() - start)
 
 
 def _trim(text: str, limit: int = MAX_HEADER_TEXT) -> str:

@@ -11,6 +11,8 @@ from fastapi import params
 
 from fastapi_bus.bus import EventBus
 from fastapi_bus.exceptions import ConfigurationError
+from fastapi_bus.idempotency import IdempotencyStore
+from fastapi_bus.metrics import Metrics
 from fastapi_bus.middleware import Middleware
 from fastapi_bus.publisher import PublisherMiddleware
 from fastapi_bus.retry import RetryPolicy
@@ -65,6 +67,12 @@ class BusExtension:
         concurrency: default for handlers: calls at once (default: ``prefetch``).
         shutdown_grace: seconds in-flight handlers get to finish at shutdown.
         retry: the default :class:`RetryPolicy` (routers and handlers may set their own).
+        metrics: hooks told of every outcome (default: in-memory counters,
+            ``ext.bus.metrics.counts``).
+        idempotency_store: where ``idempotent=True`` handlers remember processed messages
+            (default: process memory).
+        publish_faults: publish a :class:`Fault` event for each dead-lettered message
+            (default: only if a handler of this service subscribes to ``Fault``).
     """
 
     def __init__(
@@ -81,6 +89,9 @@ class BusExtension:
         concurrency: int | None = None,
         shutdown_grace: float = 10.0,
         retry: RetryPolicy | None = None,
+        metrics: Metrics | None = None,
+        idempotency_store: IdempotencyStore | None = None,
+        publish_faults: bool | None = None,
     ) -> None:
         self.bus = EventBus(
             transport or transport_from_url(url),
@@ -93,6 +104,9 @@ class BusExtension:
             concurrency=concurrency,
             shutdown_grace=shutdown_grace,
             retry=retry,
+            metrics=metrics,
+            idempotency_store=idempotency_store,
+            publish_faults=publish_faults,
         )
         self.app: fastapi.FastAPI | None = None
 

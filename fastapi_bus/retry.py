@@ -27,6 +27,7 @@ from tenacity import (
 
 from fastapi_bus.dispatcher import InvalidMessage, dead_letter_headers
 from fastapi_bus.exceptions import ConfigurationError, HandlerSignal, Reject, Retry
+from fastapi_bus.faults import FAULT_EVENT, Fault
 from fastapi_bus.middleware import ConsumeApp, Delivery
 
 __all__ = ["FailureMiddleware", "RetryPolicy"]
@@ -157,10 +158,12 @@ class FailureMiddleware:
         )
         # The copy is confirmed by the broker before the original is acknowledged (on return).
         await delivery.bus.transport.send(delivery.queue, retry, delay=delay)
+        delivery.bus.metrics.retried(delivery.route.name, message.name, delay)
 
     @staticmethod
     async def _dead_letter(delivery: Delivery, reason: str, exc: BaseException | None) -> None:
         message = delivery.message
+        bus = delivery.bus
         headers = {**message.headers, **dead_letter_headers(delivery, reason, exc)}
         logger.warning(
             "dead-lettering message %s (%s) from %s: %s",
@@ -169,4 +172,23 @@ class FailureMiddleware:
             delivery.queue,
             reason.splitlines()[0],
         )
-        await delivery.bus.transport.dead_letter(delivery.queue, message.replace(headers=headers))
+        await bus.transport.dead_letter(delivery.queue, message.replace(headers=headers))
+        bus.metrics.dead_lettered(delivery.route.name, message.name, reason)
+        if bus.publishes_faults and message.name != FAULT_EVENT:
+            fault = Fault(
+                message_id=message.id,
+                event=message.name,
+                service=bus.service,
+                handler=delivery.route.name,
+                queue=delivery.queue,
+                reason=reason,
+                exception_type=headers.get("x-bus-exception-type"),
+                exception_message=headers.get("x-bus-exception-message"),
+                attempts=message.attempt,
+                failed_at=datetime.now(timezone.utc),
+                correlation_id=message.correlation_id,
+            )
+            encoded = bus.encode(
+                fault, correlation_id=message.correlation_id, causation_id=message.id
+            )
+            await bus.transport.publish(encoded)

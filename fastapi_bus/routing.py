@@ -55,6 +55,8 @@ class EventRoute:
     description: str | None = None
     #: How failures are retried (``None``: the router's, else the extension's).
     retry: RetryPolicy | None = None
+    #: Skip messages this handler has already processed (by message id).
+    idempotent: bool = False
 
     @property
     def is_pattern(self) -> bool:
@@ -171,6 +173,7 @@ class EventRouter:
         summary: str | None = None,
         description: str | None = None,
         retry: RetryPolicy | None = None,
+        idempotent: bool = False,
     ) -> Callable[[F], F]:
         """Register the decorated function as a handler of ``event``.
 
@@ -186,6 +189,8 @@ class EventRouter:
             concurrency: at most this many calls of this handler at once (default: prefetch).
             summary, description: for the AsyncAPI document (default: from the docstring).
             retry: how failures of this handler are retried (:class:`RetryPolicy`).
+            idempotent: skip a message whose id this handler already processed successfully
+                (delivery is at-least-once; see the failures guide).
         """
 
         def decorator(func: F) -> F:
@@ -202,6 +207,7 @@ class EventRouter:
                 summary=summary,
                 description=description,
                 retry=retry,
+                idempotent=idempotent,
             )
             return func
 
@@ -222,6 +228,7 @@ class EventRouter:
         summary: str | None = None,
         description: str | None = None,
         retry: RetryPolicy | None = None,
+        idempotent: bool = False,
     ) -> EventRoute:
         """Register ``func`` as a handler of ``event``; the same options as :meth:`on`."""
         self._check_open()
@@ -260,6 +267,7 @@ class EventRouter:
             summary=summary,
             description=description if description is not None else inspect.getdoc(func),
             retry=retry or self.retry,
+            idempotent=idempotent,
         )
         # Analyse now, so a wrong parameter fails here and names the handler.
         plan = route.plan()

@@ -1,0 +1,123 @@
+"""Idempotent handlers, Fault events and metrics hooks."""
+
+from __future__ import annotations
+
+from fastapi.testclient import TestClient
+
+from fastapi_bus import (
+    BusExtension,
+    CounterMetrics,
+    EventRouter,
+    FastAPI,
+    Fault,
+    Message,
+    Reject,
+    RetryPolicy,
+    get_bus,
+)
+from fastapi_bus.testing import drain, publish
+from tests.helpers import OrderPlaced
+
+
+def test_idempotent_handler_skips_a_message_it_already_processed() -> None:
+    calls: dict[str, list[str]] = {"idempotent": [], "plain": []}
+    events = EventRouter()
+
+    @events.on(OrderPlaced, idempotent=True)
+    async def idempotent(event: OrderPlaced, msg: Message) -> None:
+        calls["idempotent"].append(msg.id)
+
+    @events.on(OrderPlaced)
+    async def plain(event: OrderPlaced, msg: Message) -> None:
+        calls["plain"].append(msg.id)
+
+    app = FastAPI()
+    app.include_extension(BusExtension(routers=[events], service="shop"))
+    with TestClient(app) as client:
+        bus = get_bus(app)
+        message = bus.encode(OrderPlaced(order_id="1", total=1))
+        for _ in range(3):  # the broker delivers the same message three times
+            client.portal.call(bus.transport.publish, message)  # type: ignore[union-attr]
+        other = publish(client, OrderPlaced(order_id="2", total=1))
+        drain(client)
+    assert calls["idempotent"] == [message.id, other]
+    assert calls["plain"] == [message.id] * 3 + [other]
+    assert isinstance(bus.metrics, CounterMetrics)
+    assert bus.metrics.counts["skipped", "idempotent"] == 2
+
+
+def test_a_failed_attempt_is_not_remembered_as_processed() -> None:
+    calls: list[int] = []
+    events = EventRouter()
+
+    @events.on(OrderPlaced, idempotent=True, retry=RetryPolicy(attempts=2, backoff=0, delays=()))
+    async def flaky(event: OrderPlaced) -> None:
+        calls.append(1)
+        if len(calls) == 1:
+            raise ConnectionError
+
+    app = FastAPI()
+    app.include_extension(BusExtension(routers=[events], service="shop"))
+    with TestClient(app) as client:
+        publish(client, OrderPlaced(order_id="1", total=1))
+        drain(client)
+    assert len(calls) == 2
+
+
+def test_dead_lettering_publishes_a_fault() -> None:
+    faults: list[tuple[Fault, Message]] = []
+    events = EventRouter()
+
+    @events.on(OrderPlaced)
+    async def reserve(event: OrderPlaced) -> None:
+        raise Reject("out of stock")
+
+    @events.on(Fault)
+    async def alert(fault: Fault, msg: Message) -> None:
+        faults.append((fault, msg))
+        raise Reject("a failing fault handler must not start a loop")
+
+    app = FastAPI()
+    app.include_extension(BusExtension(routers=[events], service="shop"))
+    with TestClient(app) as client:
+        message_id = publish(client, OrderPlaced(order_id="1", total=1), correlation_id="c-1")
+        drain(client)
+    assert len(faults) == 1
+    fault, msg = faults[0]
+    assert (fault.message_id, fault.event, fault.service, fault.handler, fault.queue) == (
+        message_id,
+        "OrderPlaced",
+        "shop",
+        "reserve",
+        "shop.reserve",
+    )
+    assert fault.reason == "rejected by the handler: out of stock"
+    assert fault.exception_type == "fastapi_bus.exceptions.Reject"
+    assert fault.attempts == 1
+    assert (msg.name, msg.correlation_id, msg.causation_id) == ("Fault", "c-1", message_id)
+
+
+def test_metrics_count_each_outcome_per_handler() -> None:
+    events = EventRouter(retry=RetryPolicy(attempts=2, backoff=0, delays=(0.01,)))
+
+    @events.on(OrderPlaced)
+    async def fine(event: OrderPlaced) -> None:
+        pass
+
+    @events.on(OrderPlaced)
+    async def broken(event: OrderPlaced) -> None:
+        raise ConnectionError
+
+    metrics = CounterMetrics()
+    app = FastAPI()
+    app.include_extension(BusExtension(routers=[events], service="shop", metrics=metrics))
+    with TestClient(app) as client:
+        publish(client, OrderPlaced(order_id="1", total=1))
+        publish(client, OrderPlaced(order_id="2", total=1))
+        drain(client)
+    assert metrics.counts == {
+        ("handled", "fine"): 2,
+        ("failed", "broken"): 8,  # 2 messages x 2 deliveries x 2 calls
+        ("retried", "broken"): 2,
+        ("dead_lettered", "broken"): 2,
+    }
