@@ -73,6 +73,9 @@ class BusExtension:
             (default: process memory).
         publish_faults: publish a :class:`Fault` event for each dead-lettered message
             (default: only if a handler of this service subscribes to ``Fault``).
+        admin_url: serve dead-letter admin routes under this path (default: off).
+        admin_dependencies: ``Depends(...)`` guarding the admin routes; required with
+            ``admin_url``.
     """
 
     def __init__(
@@ -92,7 +95,16 @@ class BusExtension:
         metrics: Metrics | None = None,
         idempotency_store: IdempotencyStore | None = None,
         publish_faults: bool | None = None,
+        admin_url: str | None = None,
+        admin_dependencies: Sequence[params.Depends] = (),
     ) -> None:
+        if admin_url is not None and not admin_dependencies:
+            raise ConfigurationError(
+                "admin_url needs admin_dependencies: the admin routes can replay and delete "
+                "messages, so protect them, e.g. admin_dependencies=[Depends(require_admin)]"
+            )
+        self.admin_url = admin_url
+        self.admin_dependencies = list(admin_dependencies)
         self.bus = EventBus(
             transport or transport_from_url(url),
             service=service,
@@ -129,6 +141,12 @@ class BusExtension:
         bus.app = app
         setattr(app.state, STATE_KEY, bus)
         app.add_middleware(PublisherMiddleware, bus=bus)
+        if self.admin_url is not None:
+            from fastapi_bus.admin import install_admin_routes
+
+            install_admin_routes(
+                app, bus, prefix=self.admin_url, dependencies=self.admin_dependencies
+            )
         user_lifespan = app.router.lifespan_context
 
         @contextlib.asynccontextmanager
