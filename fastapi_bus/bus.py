@@ -242,6 +242,13 @@ class EventBus:
 
         return consume
 
+    async def stop_consuming(self, grace: float | None = None) -> None:
+        """Stop taking messages; in-flight handlers get ``grace`` seconds (default
+        ``shutdown_grace``) to finish. Publishing keeps working until :meth:`close`."""
+        if self.state is BusState.CONSUMING:
+            self.state = BusState.STARTED
+            await self.transport.stop_consuming(self.shutdown_grace if grace is None else grace)
+
     async def close(self, grace: float | None = None) -> None:
         """Stop consuming, let in-flight handlers finish within ``grace`` seconds (default
         ``shutdown_grace``), then disconnect. Unfinished messages go back to their queues."""

@@ -51,8 +51,8 @@ class BusExtension:
 
     On install it wraps the app's lifespan (keeping yours) and adds the publisher middleware.
     At startup it connects and declares the topology before your startup code runs, and starts
-    the consumers after it; at shutdown it drains the consumers and disconnects after your
-    shutdown code.
+    the consumers after it; at shutdown it lets in-flight handlers finish before your shutdown
+    code runs, and disconnects after it.
 
     Args:
         url: the broker: ``memory://`` (embedded, the default) or ``amqp://user:pass@host/vhost``.
@@ -155,7 +155,11 @@ class BusExtension:
             try:
                 async with user_lifespan(inner_app) as state:
                     await bus.start_consuming()
-                    yield state
+                    try:
+                        yield state
+                    finally:
+                        # Handlers finish while the resources of the user's lifespan are up.
+                        await bus.stop_consuming()
             finally:
                 await bus.close()
 

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
@@ -51,7 +52,7 @@ def test_lifespan_order_keeps_the_users_own() -> None:
         assert client.get("/state").json() == {"pool": "ready"}
         assert bus.state is BusState.CONSUMING
         drain(client)
-    assert log == ["user startup, bus started", "handled", "user shutdown, bus consuming"]
+    assert log == ["user startup, bus started", "handled", "user shutdown, bus started"]
     assert bus.state.value == "closed"
 
 
@@ -148,3 +149,34 @@ def test_the_bus_dependency_without_the_extension_is_explained() -> None:
 def test_extension_repr_names_service_and_broker() -> None:
     extension = BusExtension("memory://", service="shop")
     assert "shop" in repr(extension) and "memory://" in repr(extension)
+
+
+@pytest.mark.anyio
+async def test_in_flight_handlers_finish_before_user_shutdown_code() -> None:
+    log: list[str] = []
+    started, release = asyncio.Event(), asyncio.Event()
+    events = EventRouter()
+
+    @events.on(OrderPlaced)
+    async def slow(event: OrderPlaced) -> None:
+        started.set()
+        await release.wait()
+        log.append("handler finished")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: fastapi.FastAPI) -> AsyncIterator[None]:
+        yield
+        log.append("user shutdown")
+
+    app = FastAPI(lifespan=lifespan)
+    extension = BusExtension(routers=[events], service="shop", shutdown_grace=30)
+    app.include_extension(extension)
+    lifespan_cm = app.router.lifespan_context(app)
+    await lifespan_cm.__aenter__()
+    await extension.bus.publish(OrderPlaced(order_id="1", total=1))
+    await asyncio.wait_for(started.wait(), 10)
+    shutdown = asyncio.create_task(lifespan_cm.__aexit__(None, None, None))
+    await asyncio.sleep(0)
+    release.set()
+    await asyncio.wait_for(shutdown, 30)
+    assert log == ["handler finished", "user shutdown"]

@@ -123,6 +123,16 @@ class Transport(abc.ABC):
 
         ``consumer`` returning acknowledges the message; raising returns it to the queue."""
 
+    async def stop_consuming(self, grace: float = 10.0) -> None:
+        """Stop every consumer: no new deliveries; in-flight ones get ``grace`` seconds to
+        finish, then go back to their queues. Publishing keeps working until :meth:`close`."""
+        await self.close(grace)
+
+    @property
+    def connected(self) -> bool:
+        """True while the broker connection is up (for health checks)."""
+        return True
+
     @abc.abstractmethod
     async def browse(self, queue: str, limit: int = 100) -> list[Message]:
         """Up to ``limit`` messages waiting in ``queue``, oldest first, without removing them."""

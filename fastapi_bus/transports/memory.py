@@ -298,12 +298,19 @@ class MemoryTransport(Transport):
                 self._broker = _Broker(self._max_queue_size)
         self._running = True
 
+    @property
+    def connected(self) -> bool:
+        return self._running
+
+    async def stop_consuming(self, grace: float = 10.0) -> None:
+        consumers, self._consumers = self._consumers, []
+        await asyncio.gather(*(consumer.stop(grace) for consumer in consumers))
+
     async def close(self, grace: float = 10.0) -> None:
         if not self._running:
             return
         self._running = False
-        consumers, self._consumers = self._consumers, []
-        await asyncio.gather(*(consumer.stop(grace) for consumer in consumers))
+        await self.stop_consuming(grace)
         if not self._name:
             # A private broker dies with its transport, and so do its delayed messages.
             for task in self._delayed:
