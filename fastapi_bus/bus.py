@@ -39,8 +39,9 @@ logger = logging.getLogger("fastapi_bus")
 
 
 class BusState(enum.Enum):
-    """Where a bus is in its life. Moves only forward: CREATED → STARTED → CONSUMING →
-    CLOSED (CONSUMING is skipped when the process only publishes)."""
+    """Where a bus is in its life: CREATED → STARTED → CONSUMING → STARTED (draining) →
+    CLOSED. CONSUMING is skipped when the process only publishes; a CLOSED bus may start
+    again (an app's lifespan can run more than once, as in tests)."""
 
     CREATED = "created"
     STARTED = "started"
@@ -204,8 +205,8 @@ class EventBus:
 
     async def start(self) -> None:
         """Connect and declare the topology. Publishing works from here on."""
-        if self.state is not BusState.CREATED:
-            raise ConfigurationError(f"the bus cannot start: it is {self.state.value}")
+        if self.state not in (BusState.CREATED, BusState.CLOSED):
+            raise ConfigurationError(f"the bus cannot start: it is already {self.state.value}")
         self.build()
         await self.transport.start()
         try:
@@ -271,6 +272,7 @@ class EventBus:
         causation_id: str | None = None,
     ) -> Message:
         """Validate an event and turn it into a message; raises and sends nothing if invalid."""
+        self._check_can_publish(event if isinstance(event, str) else type(event).__name__)
         if isinstance(event, BaseModel):
             if payload is not None:
                 raise PublishError("pass either a model instance, or a name and a payload")
@@ -330,13 +332,16 @@ class EventBus:
             raise EventValidationError(f"event {name!r} is invalid: {exc}") from exc
         return body
 
-    async def send_message(self, message: Message, *, delay: float | None = None) -> None:
-        """Send an encoded message (outboxes call this when they flush)."""
+    def _check_can_publish(self, what: str) -> None:
         if self.state not in (BusState.STARTED, BusState.CONSUMING):
             raise PublishError(
-                f"cannot publish {message.name!r}: the bus is {self.state.value} (it runs "
+                f"cannot publish {what!r}: the bus is {self.state.value} (it runs "
                 "while the app's lifespan does: use `with TestClient(app)` in tests)"
             )
+
+    async def send_message(self, message: Message, *, delay: float | None = None) -> None:
+        """Send an encoded message (outboxes call this when they flush)."""
+        self._check_can_publish(message.name)
         await self.transport.publish(message, delay=delay)
 
     async def publish(

@@ -19,7 +19,7 @@ from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.types import Message as ASGIMessage
 
-from fastapi_bus.exceptions import ConfigurationError
+from fastapi_bus.exceptions import ConfigurationError, PublishError
 from fastapi_bus.messages import Message, new_id
 
 if TYPE_CHECKING:
@@ -119,6 +119,8 @@ class Publisher:
         Raises:
             UnknownEventError: a name with a dict payload that no router declares.
             EventValidationError: the payload does not validate; nothing is sent.
+            PublishError: the request or handler this publisher belongs to has failed (a
+                background task of a 4xx response, say), or the bus is not running.
         """
         if delay is not None and delay < 0:
             raise ValueError("delay must not be negative")
@@ -129,10 +131,17 @@ class Publisher:
             correlation_id=correlation_id or self.correlation_id,
             causation_id=self.causation_id,
         )
-        if self._outbox is not None and self._outbox.is_open and not immediate:
-            self._outbox.add(message, delay)
-        else:
-            await self._bus.send_message(message, delay=delay)
+        outbox = self._outbox
+        if outbox is not None and not immediate:
+            if outbox.is_open:
+                outbox.add(message, delay)
+                return message.id
+            if outbox.state is _OutboxState.DISCARDED:
+                raise PublishError(
+                    f"not publishing {message.name!r}: the request or handler it belongs to "
+                    "failed, so its events are not sent (pass immediate=True to send anyway)"
+                )
+        await self._bus.send_message(message, delay=delay)
         return message.id
 
 

@@ -6,7 +6,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
-from fastapi import HTTPException
+from fastapi import BackgroundTasks, HTTPException
 from fastapi.responses import JSONResponse
 from fastapi.testclient import TestClient
 from pydantic import BaseModel
@@ -19,10 +19,11 @@ from fastapi_bus import (
     FastAPI,
     MemoryTransport,
     Message,
+    Publisher,
     PublishError,
     UnknownEventError,
 )
-from fastapi_bus.testing import drain
+from fastapi_bus.testing import drain, publish
 from tests.helpers import OrderPlaced, OrderShipped, Recorder, make_app
 
 
@@ -287,3 +288,43 @@ def test_publish_from_outside_a_request() -> None:
         drain(client)
     assert [m.id for m in recorder.messages] == [message_id]
     assert recorder.messages[0].correlation_id is None
+
+
+def test_background_tasks_of_a_failed_request_cannot_publish() -> None:
+    recorder = Recorder()
+    app, _ = make_app(order_router(recorder))
+    outcomes: list[str] = []
+
+    async def later(bus: Publisher) -> None:
+        try:
+            await bus.publish(OrderPlaced(order_id="late", total=1))
+            outcomes.append("sent")
+        except PublishError as exc:
+            outcomes.append(str(exc))
+
+    @app.post("/orders")
+    async def place(bus: Bus, tasks: BackgroundTasks) -> JSONResponse:
+        tasks.add_task(later, bus)
+        return JSONResponse({"error": "no"}, status_code=422, background=tasks)
+
+    @app.post("/ok")
+    async def ok(bus: Bus, tasks: BackgroundTasks) -> None:
+        tasks.add_task(later, bus)
+
+    with TestClient(app) as client:
+        client.post("/orders")
+        client.post("/ok")
+        drain(client)
+    assert "failed" in outcomes[0]
+    assert outcomes[1] == "sent"
+    assert [e.order_id for e in recorder.events] == ["late"]  # type: ignore[attr-defined]
+
+
+def test_an_app_can_run_its_lifespan_again() -> None:
+    recorder = Recorder()
+    app, _ = make_app(order_router(recorder))
+    for n in range(2):
+        with TestClient(app) as client:
+            publish(client, OrderPlaced(order_id=str(n), total=1))
+            drain(client)
+    assert [e.order_id for e in recorder.events] == ["0", "1"]  # type: ignore[attr-defined]
