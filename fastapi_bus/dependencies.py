@@ -1,10 +1,17 @@
 """Dependency injection for event handlers, with FastAPI's ``Depends`` semantics.
 
 The resolver reads only FastAPI's public markers (``fastapi.params.Depends``: ``.dependency``,
-``.use_cache``) and supports what routes support: sync, async and generator dependencies (cleanup
-after the handler, also when it raises, in reverse order), sub-dependencies, per-message caching,
-``use_cache=False``, classes as dependencies, ``Annotated`` aliases and
-``app.dependency_overrides``.
+``.use_cache`` and, where FastAPI has it, ``.scope``) and supports what routes support: sync,
+async and generator dependencies (cleanup after the handler, also when it raises, in reverse
+order), sub-dependencies, per-message caching, ``use_cache=False``, classes and callable
+instances as dependencies, ``Annotated`` aliases and ``app.dependency_overrides``.
+
+It follows the order in which FastAPI solves a route's dependencies, so that a graph shared by
+routes and handlers runs the same way in both: the sub-dependencies of a dependency are solved
+before its cached value is looked up (a ``use_cache=False`` sub-dependency of a cached dependency
+runs at every use), the first value computed for a dependency is what later cached uses get
+(even when it was computed with ``use_cache=False``), and the cache is keyed by the declared
+dependency, not by what overrides it.
 
 A handler has no HTTP request, so parameters that only make sense in one (``Query``, ``Header``,
 ``Body``, ``Request``...) are refused when the handler is registered.
@@ -17,13 +24,15 @@ import dataclasses
 import enum
 import functools
 import inspect
-import typing
+import logging
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from typing import Annotated, Any, get_args, get_origin
 
 import anyio.to_thread
 from fastapi import params
+from fastapi.security import SecurityScopes
 from pydantic import BaseModel
 from starlette.background import BackgroundTasks
 from starlette.requests import HTTPConnection
@@ -35,7 +44,12 @@ from fastapi_bus.types import AnyCallable
 
 __all__ = ["Dependant", "HandlerPlan", "ParamKind", "SolveContext", "analyze_handler", "solve"]
 
-_HTTP_ONLY_TYPES: tuple[type, ...] = (HTTPConnection, Response, BackgroundTasks)
+logger = logging.getLogger("fastapi_bus.dependencies")
+
+_HTTP_ONLY_TYPES: tuple[type, ...] = (HTTPConnection, Response, BackgroundTasks, SecurityScopes)
+
+#: How many analysed callables are remembered (overrides are analysed when first used).
+_ANALYSIS_CACHE_SIZE = 4096
 
 
 class ParamKind(enum.Enum):
@@ -52,6 +66,53 @@ class Param:
     annotation: Any = None
     depends: params.Depends | None = None
     default: Any = None
+    #: For a dependency: its analysis (``None`` for the publisher behind ``Bus``).
+    dependant: Dependant | None = None
+
+
+# Telling generator, coroutine and plain callables apart, as FastAPI does: through
+# functools.partial and functools.wraps, and through the __call__ of callable instances (but a
+# class is called to build an instance, whatever its __call__ is).
+
+
+def _impartial(call: Any) -> Any:
+    while isinstance(call, functools.partial):
+        call = call.func
+    return call
+
+
+def _unwrapped(call: Any) -> Any:
+    call = _impartial(call)
+    try:
+        return _impartial(inspect.unwrap(call))
+    except ValueError:  # a __wrapped__ loop
+        return call
+
+
+def _is_kind(test: Callable[[Any], bool], call: Any) -> bool:
+    if test(_impartial(call)) or test(_unwrapped(call)):
+        return True
+    if inspect.isclass(_unwrapped(call)):
+        return False
+    for holder in (_impartial(call), _unwrapped(call)):
+        dunder = getattr(holder, "__call__", None)  # noqa: B004 - callable instances
+        if dunder is not None and (test(_impartial(dunder)) or test(_unwrapped(dunder))):
+            return True
+    return False
+
+
+def _is_coroutine(func: Any) -> bool:
+    return inspect.isroutine(func) and inspect.iscoroutinefunction(func)
+
+
+def _call_kind(call: Any) -> str:
+    if _is_kind(inspect.isasyncgenfunction, call):
+        return "asyncgen"
+    if _is_kind(inspect.isgeneratorfunction, call):
+        return "gen"
+    if _is_kind(_is_coroutine, call):
+        return "async"
+    return "sync"
 
 
 @dataclasses.dataclass
@@ -65,22 +126,8 @@ class Dependant:
 
     @functools.cached_property
     def kind(self) -> str:
-        call = self.call
-        if inspect.isasyncgenfunction(call) or inspect.isasyncgenfunction(
-            getattr(call, "__call__", None)  # noqa: B004 - callable instances
-        ):
-            return "asyncgen"
-        if inspect.isgeneratorfunction(call) or inspect.isgeneratorfunction(
-            getattr(call, "__call__", None)  # noqa: B004
-        ):
-            return "gen"
-        if inspect.isclass(call):
-            return "sync"
-        if inspect.iscoroutinefunction(call) or inspect.iscoroutinefunction(
-            getattr(call, "__call__", None)  # noqa: B004
-        ):
-            return "async"
-        return "sync"
+        """``"async"``, ``"sync"``, ``"asyncgen"`` or ``"gen"``."""
+        return _call_kind(self.call)
 
 
 @dataclasses.dataclass
@@ -109,14 +156,32 @@ def _http_only(owner: str, name: str, what: str) -> ConfigurationError:
     )
 
 
-def _type_hints(call: AnyCallable) -> dict[str, Any]:
-    target: Any = call.__init__ if inspect.isclass(call) else call
-    if not (inspect.isfunction(target) or inspect.ismethod(target)):
-        target = getattr(call, "__call__", call)  # noqa: B004 - callable instances
+def _namespace(call: AnyCallable) -> dict[str, Any]:
+    """The globals that the callable's text annotations are evaluated in."""
+    target = _unwrapped(call)
+    if inspect.isclass(target):
+        module = sys.modules.get(target.__module__)
+        return vars(module) if module is not None else {}
+    if not inspect.isroutine(target):
+        target = _unwrapped(getattr(target, "__call__", target))  # noqa: B004
+    target = getattr(target, "__func__", target)
+    namespace = getattr(target, "__globals__", None)
+    return namespace if isinstance(namespace, dict) else {}
+
+
+def _resolve_annotation(annotation: Any, namespace: dict[str, Any], owner: str, name: str) -> Any:
+    """Evaluate a text annotation (``from __future__ import annotations``), one parameter at a
+    time: one that cannot be evaluated must not hide the ``Depends`` of the others."""
+    if not isinstance(annotation, str):
+        return annotation
     try:
-        return typing.get_type_hints(target, include_extras=True)
-    except Exception:  # unresolvable forward references: fall back to the raw annotations
-        return dict(getattr(target, "__annotations__", {}))
+        return eval(annotation, namespace)
+    except Exception as exc:
+        raise ConfigurationError(
+            f"{owner}: the annotation {annotation!r} of parameter {name!r} cannot be evaluated "
+            f"({type(exc).__name__}: {exc}). With `from __future__ import annotations`, the "
+            "names in annotations must be importable from the module, not local to a function."
+        ) from None
 
 
 def _describe(call: AnyCallable) -> str:
@@ -139,7 +204,14 @@ def _classify(
     elif isinstance(default, (params.Param, params.Body)):
         return _fail_http(owner, name, default)
     if parameter.kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD):
-        raise ConfigurationError(f"{owner}: parameter {name!r}: *args and **kwargs are not supported")
+        raise ConfigurationError(
+            f"{owner}: parameter {name!r}: *args and **kwargs are not supported"
+        )
+    if parameter.kind is inspect.Parameter.POSITIONAL_ONLY:
+        raise ConfigurationError(
+            f"{owner}: parameter {name!r} is positional-only; handlers and dependencies are "
+            "called with keyword arguments"
+        )
     if depends is not None:
         if depends.dependency is None and inner is inspect.Parameter.empty:
             raise ConfigurationError(
@@ -152,10 +224,9 @@ def _classify(
             return Param(name, ParamKind.MESSAGE, annotation=inner)
         if issubclass(inner, _HTTP_ONLY_TYPES):
             raise _http_only(owner, name, f"a {inner.__name__}")
-        if inner.__name__ == "SecurityScopes":
-            raise _http_only(owner, name, "SecurityScopes")
-    if handler:
-        # Keep Annotated metadata (a discriminator, say): it is part of how the event validates.
+    if handler and parameter.default is inspect.Parameter.empty:
+        # The event is the one plain parameter without a default. Keep Annotated metadata (a
+        # discriminator, say): it is part of how the event validates.
         return Param(name, ParamKind.EVENT, annotation=hint)
     if parameter.default is not inspect.Parameter.empty:
         return Param(name, ParamKind.DEFAULT, annotation=inner, default=parameter.default)
@@ -170,39 +241,104 @@ def _fail_http(owner: str, name: str, marker: object) -> Param:
     raise _http_only(owner, name, f"{type(marker).__name__}(...)")
 
 
-_analysis_cache: dict[Any, Dependant] = {}
+class _Identity:
+    """A dictionary key that compares callables by identity: two equal callable instances are
+    still two dependencies, each called itself."""
+
+    __slots__ = ("call",)
+
+    def __init__(self, call: Any) -> None:
+        self.call = call
+
+    def __hash__(self) -> int:
+        return id(self.call)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Identity) and other.call is self.call
+
+
+_analysis_cache: dict[_Identity, Dependant] = {}
 
 
 def analyze(call: AnyCallable, *, owner: str) -> Dependant:
     """Read the signature of a dependency and of its sub-dependencies, recursively."""
-    try:
-        cached = _analysis_cache.get(call)
-    except TypeError:  # unhashable callable
-        cached = None
+    return _analyze_dependency(call, owner=owner, chain=())
+
+
+def _analyze_dependency(call: AnyCallable, *, owner: str, chain: tuple[Any, ...]) -> Dependant:
+    key = _Identity(call)
+    cached = _analysis_cache.get(key)
     if cached is not None:
         return cached
     label = f"{owner} -> dependency {_describe(call)!r}"
-    dependant = _analyze(call, label=label, handler=False)
-    with contextlib.suppress(TypeError):
-        _analysis_cache[call] = dependant
+    dependant = _analyze(call, label=label, handler=False, chain=chain)
+    if len(_analysis_cache) >= _ANALYSIS_CACHE_SIZE:
+        del _analysis_cache[next(iter(_analysis_cache))]
+    _analysis_cache[key] = dependant
     return dependant
 
 
-def _analyze(call: AnyCallable, *, label: str, handler: bool) -> Dependant:
+def _dependency_of(param: Param) -> Any:
+    assert param.depends is not None
+    return param.depends.dependency or param.annotation
+
+
+def _analyze_param_dependency(
+    param: Param, *, owner: str, chain: tuple[Any, ...]
+) -> Dependant | None:
+    """Analyse the dependency behind ``param`` (``None`` for the publisher behind ``Bus``)."""
+    sub_call = _dependency_of(param)
+    if _is_publisher_provider(sub_call):
+        return None
+    if not callable(sub_call):
+        raise ConfigurationError(
+            f"{owner}: parameter {param.name!r}: the dependency {sub_call!r} is not callable"
+        )
+    if any(sub_call is seen for seen in chain):
+        raise ConfigurationError(
+            f"{owner}: parameter {param.name!r}: dependency {_describe(sub_call)!r} depends on "
+            "itself (directly or through other dependencies)"
+        )
+    dependant = _analyze_dependency(sub_call, owner=owner, chain=chain)
+    _check_scopes(param, dependant, owner)
+    return dependant
+
+
+def _scope_of(depends: params.Depends, kind: str) -> str:
+    """The scope FastAPI gives a dependency (of this kind): its own, else "request" for
+    generators. (``Depends.scope`` exists from FastAPI 0.121 on.)"""
+    scope: str | None = getattr(depends, "scope", None)
+    if scope:
+        return scope
+    return "request" if kind in ("gen", "asyncgen") else ""
+
+
+def _check_scopes(param: Param, dependant: Dependant, owner: str) -> None:
+    assert param.depends is not None
+    if _scope_of(param.depends, dependant.kind) != "request":
+        return
+    for sub in dependant.params:
+        if sub.depends is not None and getattr(sub.depends, "scope", None) == "function":
+            raise ConfigurationError(
+                f"{owner}: parameter {param.name!r}: dependency {_describe(dependant.call)!r} "
+                f"has scope 'request', and its parameter {sub.name!r} has scope 'function': a "
+                "dependency with scope 'request' cannot depend on one with scope 'function'"
+            )
+
+
+def _analyze(call: AnyCallable, *, label: str, handler: bool, chain: tuple[Any, ...]) -> Dependant:
     try:
         signature = inspect.signature(call)
     except (TypeError, ValueError) as exc:
         raise ConfigurationError(f"{label}: cannot read its signature ({exc})") from None
-    hints = _type_hints(call)
+    namespace = _namespace(call)
     found: list[Param] = []
     for name, parameter in signature.parameters.items():
-        hint = hints.get(name, parameter.annotation)
+        hint = _resolve_annotation(parameter.annotation, namespace, label, name)
         param = _classify(name, parameter, hint, label, handler=handler)
         if param.kind is ParamKind.DEPENDENCY:
-            assert param.depends is not None
-            sub_call = param.depends.dependency or param.annotation
-            if not _is_publisher_provider(sub_call):
-                analyze(sub_call, owner=label)  # validate the whole tree now
+            # Validate the whole tree now, so that a wrong parameter fails at registration.
+            param.dependant = _analyze_param_dependency(param, owner=label, chain=(*chain, call))
         found.append(param)
     return Dependant(call=call, params=found, label=label)
 
@@ -222,7 +358,9 @@ def analyze_handler(
     """Analyse a handler: its event parameter, its dependencies, and the extra ``dependencies``
     of its router(s) and extension. Raises :class:`ConfigurationError` naming the handler and
     the parameter at fault."""
-    dependant = _analyze(func, label=label, handler=True)
+    dependant = _analyze(func, label=label, handler=True, chain=())
+    if dependant.kind in ("gen", "asyncgen"):
+        raise ConfigurationError(f"{label}: a handler cannot be a generator")
     events = [p for p in dependant.params if p.kind is ParamKind.EVENT]
     if len(events) > 1:
         names = ", ".join(repr(p.name) for p in events)
@@ -236,79 +374,153 @@ def analyze_handler(
             raise ConfigurationError(
                 f"{label}: dependencies[{index}] must be Depends(callable), got {depends!r}"
             )
-        if not _is_publisher_provider(depends.dependency):
-            analyze(depends.dependency, owner=label)
-        extra.append(Param(f"dependencies[{index}]", ParamKind.DEPENDENCY, depends=depends))
+        param = Param(f"dependencies[{index}]", ParamKind.DEPENDENCY, depends=depends)
+        param.dependant = _analyze_param_dependency(param, owner=label, chain=())
+        extra.append(param)
     return HandlerPlan(dependant=dependant, extra=extra, event_param=events[0] if events else None)
 
 
 @dataclasses.dataclass
 class SolveContext:
-    """What one delivery provides to the dependencies of its handler."""
+    """What one delivery provides to the dependencies of its handler.
+
+    ``solve`` runs the exits of the dependencies with ``yield`` itself, before it returns (so
+    that it can tell when one of them swallowed the handler's exception); ``stack`` is the
+    caller's, for anything else that must outlive the call.
+    """
 
     message: Message
     publisher: Any
     overrides: Mapping[AnyCallable, AnyCallable]
     stack: AsyncExitStack
-    cache: dict[AnyCallable, Any] = dataclasses.field(default_factory=dict)
+    #: Values of the dependencies already called for this message.
+    cache: dict[Any, Any] = dataclasses.field(default_factory=dict)
 
 
 async def solve(plan: HandlerPlan, event: Any, ctx: SolveContext) -> Any:
-    """Resolve the handler's dependencies for one message and call it."""
-    for param in plan.extra:
-        await _resolve_param(param, ctx)
-    kwargs = await _arguments(plan.dependant, ctx, event=event)
-    return await _call(plan.dependant, kwargs, ctx, is_handler=True)
+    """Resolve the handler's dependencies for one message and call it.
+
+    The exits of dependencies with ``yield`` run after the handler, in reverse order, with the
+    handler's exception thrown into them if it raised; those declared with
+    ``Depends(..., scope="function")`` exit before the others, as in FastAPI. A dependency that
+    catches that exception and does not raise it again cannot turn the failure into a success:
+    the exception propagates all the same (FastAPI answers an error in that case too).
+    """
+    failure: BaseException | None = None
+    result: Any = None
+    async with AsyncExitStack() as request_stack, AsyncExitStack() as function_stack:
+        solver = _Solver(ctx, request_stack, function_stack)
+        try:
+            for param in plan.extra:
+                await solver.resolve(param)
+            kwargs = await solver.arguments(plan.dependant, event)
+            result = await solver.call_handler(plan.dependant, kwargs)
+        except BaseException as exc:
+            failure = exc
+            raise
+    if failure is not None:
+        # Only reached when the exit of a dependency with yield swallowed the exception.
+        logger.warning(
+            "%s: a dependency with yield caught %s and did not raise it again; the delivery "
+            "fails all the same (re-raise in the dependency's except block)",
+            plan.dependant.label,
+            type(failure).__name__,
+        )
+        raise failure
+    return result
 
 
-async def _arguments(dependant: Dependant, ctx: SolveContext, event: Any = None) -> dict[str, Any]:
-    values: dict[str, Any] = {}
-    for param in dependant.params:
-        if param.kind is ParamKind.EVENT:
-            values[param.name] = event
-        elif param.kind is ParamKind.MESSAGE:
-            values[param.name] = ctx.message
-        elif param.kind is ParamKind.DEFAULT:
-            values[param.name] = param.default
-        else:
-            values[param.name] = await _resolve_param(param, ctx)
-    return values
-
-
-async def _resolve_param(param: Param, ctx: SolveContext) -> Any:
+def _cache_key(param: Param, original: Any) -> Any:
+    """The per-message cache key: the declared dependency (not its override) and its scope."""
     assert param.depends is not None
-    original = param.depends.dependency or param.annotation
-    call = ctx.overrides.get(original, original)
-    if call is original and _is_publisher_provider(call):
-        return ctx.publisher
-    use_cache = param.depends.use_cache
-    if use_cache and call in ctx.cache:
-        return ctx.cache[call]
-    dependant = analyze(call, owner="event handler")
-    kwargs = await _arguments(dependant, ctx)
-    value = await _call(dependant, kwargs, ctx, is_handler=False)
-    if use_cache:
-        ctx.cache[call] = value
-    return value
+    kind = param.dependant.kind if param.dependant is not None else _call_kind(original)
+    key = (original, _scope_of(param.depends, kind))
+    try:
+        hash(key)
+    except TypeError:  # an unhashable callable instance: not cached
+        return None
+    return key
 
 
-async def _call(
-    dependant: Dependant, kwargs: dict[str, Any], ctx: SolveContext, *, is_handler: bool
-) -> Any:
-    call = dependant.call
-    kind = dependant.kind
-    if kind == "async":
-        return await call(**kwargs)
-    if kind == "asyncgen" and not is_handler:
-        return await ctx.stack.enter_async_context(contextlib.asynccontextmanager(call)(**kwargs))
-    if kind == "gen" and not is_handler:
-        manager = contextlib.contextmanager(call)(**kwargs)
-        value = await anyio.to_thread.run_sync(manager.__enter__)
-        ctx.stack.push_async_exit(_threaded_exit(manager))
+class _Solver:
+    """Solves one handler's dependency graph for one message."""
+
+    def __init__(
+        self, ctx: SolveContext, request_stack: AsyncExitStack, function_stack: AsyncExitStack
+    ) -> None:
+        self.ctx = ctx
+        self.request_stack = request_stack
+        self.function_stack = function_stack
+
+    async def arguments(self, dependant: Dependant, event: Any = None) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        for param in dependant.params:
+            if param.kind is ParamKind.EVENT:
+                values[param.name] = event
+            elif param.kind is ParamKind.MESSAGE:
+                values[param.name] = self.ctx.message
+            elif param.kind is ParamKind.DEFAULT:
+                values[param.name] = param.default
+            else:
+                values[param.name] = await self.resolve(param)
+        return values
+
+    def _override(self, original: Any) -> Any:
+        try:
+            return self.ctx.overrides.get(original, original)
+        except TypeError:  # unhashable: cannot be a key of the overrides
+            return original
+
+    async def resolve(self, param: Param) -> Any:
+        depends = param.depends
+        assert depends is not None
+        original = _dependency_of(param)
+        call = self._override(original)
+        if _is_publisher_provider(call):
+            return self.ctx.publisher
+        if call is original and param.dependant is not None:
+            dependant = param.dependant
+        else:  # an override, read (and checked) when first used
+            dependant = analyze(call, owner=f"override of {_describe(original)!r}")
+        # As FastAPI does: sub-dependencies first, then the cache.
+        kwargs = await self.arguments(dependant)
+        key = _cache_key(param, original)
+        cache = self.ctx.cache
+        if key is not None and depends.use_cache and key in cache:
+            return cache[key]
+        value = await self._call_dependency(dependant, kwargs, depends)
+        if key is not None and key not in cache:
+            cache[key] = value
         return value
-    if kind in ("asyncgen", "gen"):
-        raise ConfigurationError(f"{dependant.label}: a handler cannot be a generator")
-    return await anyio.to_thread.run_sync(functools.partial(call, **kwargs))
+
+    async def _call_dependency(
+        self, dependant: Dependant, kwargs: dict[str, Any], depends: params.Depends
+    ) -> Any:
+        call = dependant.call
+        kind = dependant.kind
+        if kind in ("gen", "asyncgen"):
+            scope = getattr(depends, "scope", None)
+            stack = self.function_stack if scope == "function" else self.request_stack
+            if kind == "asyncgen":
+                manager = contextlib.asynccontextmanager(call)(**kwargs)
+                return await stack.enter_async_context(manager)
+            sync_manager = contextlib.contextmanager(call)(**kwargs)
+            value = await anyio.to_thread.run_sync(sync_manager.__enter__)
+            stack.push_async_exit(_threaded_exit(sync_manager))
+            return value
+        if kind == "async":
+            return await call(**kwargs)
+        return await anyio.to_thread.run_sync(functools.partial(call, **kwargs))
+
+    @staticmethod
+    async def call_handler(dependant: Dependant, kwargs: dict[str, Any]) -> Any:
+        kind = dependant.kind
+        if kind in ("asyncgen", "gen"):
+            raise ConfigurationError(f"{dependant.label}: a handler cannot be a generator")
+        if kind == "async":
+            return await dependant.call(**kwargs)
+        # A sync handler runs in a worker thread, as a sync route does.
+        return await anyio.to_thread.run_sync(functools.partial(dependant.call, **kwargs))
 
 
 def _threaded_exit(manager: contextlib.AbstractContextManager[Any]) -> Callable[..., Any]:
