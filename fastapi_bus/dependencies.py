@@ -385,14 +385,12 @@ class SolveContext:
     """What one delivery provides to the dependencies of its handler.
 
     ``solve`` runs the exits of the dependencies with ``yield`` itself, before it returns (so
-    that it can tell when one of them swallowed the handler's exception); ``stack`` is the
-    caller's, for anything else that must outlive the call.
+    that it can tell when one of them swallowed the handler's exception).
     """
 
     message: Message
     publisher: Any
     overrides: Mapping[AnyCallable, AnyCallable]
-    stack: AsyncExitStack
     #: Values of the dependencies already called for this message.
     cache: dict[Any, Any] = dataclasses.field(default_factory=dict)
 

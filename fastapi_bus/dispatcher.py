@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import time
 import traceback
-from contextlib import AsyncExitStack
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -80,14 +79,10 @@ class HandlerCall:
         metrics = self.bus.metrics
         start = time.perf_counter()
         try:
-            async with AsyncExitStack() as stack:
-                ctx = SolveContext(
-                    message=message,
-                    publisher=publisher,
-                    overrides=self.bus.dependency_overrides,
-                    stack=stack,
-                )
-                await solve(self.plan, event, ctx)
+            ctx = SolveContext(
+                message=message, publisher=publisher, overrides=self.bus.dependency_overrides
+            )
+            await solve(self.plan, event, ctx)
         except BaseException as exc:
             outbox.discard()
             if isinstance(exc, Exception):
