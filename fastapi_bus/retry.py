@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import random
@@ -92,6 +93,10 @@ class RetryPolicy:
         return delay * (1 + random.uniform(0, self.jitter))
 
 
+def _jittered(delay: float, jitter: float) -> float:
+    return delay * (1 + random.uniform(0, jitter))  # noqa: S311 - not for security
+
+
 class FailureMiddleware:
     """The outermost step of every handler: in-process retries, redelivery, dead letters."""
 
@@ -117,12 +122,18 @@ class FailureMiddleware:
 
     async def _call_with_retries(self, delivery: Delivery) -> None:
         policy = self.policy
-        if policy.attempts == 1:
+        # The first call is made directly: most calls succeed, and tenacity's bookkeeping is
+        # worth paying only once there is something to retry.
+        try:
             await self.app(delivery)
             return
+        except Exception as exc:
+            if policy.attempts == 1 or not policy.retries(exc):
+                raise
+        await asyncio.sleep(_jittered(policy.backoff, policy.jitter))
         retrying = AsyncRetrying(
-            stop=stop_after_attempt(policy.attempts),
-            wait=wait_exponential(multiplier=policy.backoff, max=policy.max_backoff)
+            stop=stop_after_attempt(policy.attempts - 1),
+            wait=wait_exponential(multiplier=policy.backoff * 2, max=policy.max_backoff)
             + wait_random(0, policy.backoff * policy.jitter),
             retry=retry_if_exception(policy.retries),
             reraise=True,
