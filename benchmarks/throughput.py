@@ -1,7 +1,7 @@
 """Publish and handle N events, and report the rates.
 
     .venv/bin/python benchmarks/throughput.py --url memory:// --events 20000
-    .venv/bin/python benchmarks/throughput.py --url amqp://guest:guest@127.0.0.1:5672/ --events 20000
+    .venv/bin/python benchmarks/throughput.py --url amqp://guest:guest@localhost/ --events 20000
 
 Publishers run concurrently (``--publishers``); one handler counts deliveries.
 """

@@ -94,7 +94,7 @@ class RetryPolicy:
 
 
 def _jittered(delay: float, jitter: float) -> float:
-    return delay * (1 + random.uniform(0, jitter))  # noqa: S311 - not for security
+    return delay * (1 + random.uniform(0, jitter))
 
 
 class FailureMiddleware:
