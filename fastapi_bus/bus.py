@@ -6,6 +6,7 @@ import asyncio
 import enum
 import inspect
 import logging
+import os
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -33,9 +34,23 @@ from fastapi_bus.routing import EventRoute, EventRouter
 from fastapi_bus.transports.base import Subscription, Transport
 from fastapi_bus.types import AnyCallable
 
-__all__ = ["BusState", "EventBus", "EventRegistry"]
+__all__ = ["CONSUME_ENV", "BusState", "EventBus", "EventRegistry"]
 
 logger = logging.getLogger("fastapi_bus")
+
+#: Read when ``consume`` is not given: ``false`` makes a publish-only process (e.g. the web
+#: processes, when workers run the handlers), so one app module serves both roles.
+CONSUME_ENV = "FASTAPI_BUS_CONSUME"
+
+
+def consume_from_env() -> bool:
+    """``FASTAPI_BUS_CONSUME`` as a boolean; true when unset."""
+    text = os.environ.get(CONSUME_ENV, "").strip().lower()
+    if text in ("", "1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ConfigurationError(f"{CONSUME_ENV}={text!r}: use true or false")
 
 
 class BusState(enum.Enum):
@@ -100,7 +115,7 @@ class EventBus:
         routers: Sequence[EventRouter] = (),
         dependencies: Sequence[params.Depends] = (),
         middleware: Sequence[Middleware] = (),
-        consume: bool = True,
+        consume: bool | None = None,
         prefetch: int = 10,
         concurrency: int | None = None,
         shutdown_grace: float = 10.0,
@@ -119,7 +134,12 @@ class EventBus:
         self.routers: list[EventRouter] = list(routers)
         self.dependencies = list(dependencies)
         self.middleware = list(middleware)
-        self.consume = consume
+        self.consume = consume_from_env() if consume is None else consume
+        #: Consume only the handlers with these names or tags (``None``: no filter).
+        self.only: set[str] | None = None
+        self.only_tags: set[str] | None = None
+        #: Names of the handlers whose consumers are running (for health checks).
+        self.consuming: set[str] = set()
         self.prefetch = prefetch
         self.concurrency = concurrency
         self.shutdown_grace = shutdown_grace
@@ -230,10 +250,21 @@ class EventBus:
         if not self.consume:
             return
         for route, subscription, pipeline in self._pipelines.values():
+            if not self.selects(route):
+                continue
             await self.transport.consume(
                 subscription, self._consumer(route, subscription, pipeline)
             )
+            self.consuming.add(route.name)
         self.state = BusState.CONSUMING
+
+    def selects(self, route: EventRoute) -> bool:
+        """Whether this process consumes ``route``, given :attr:`only` and :attr:`only_tags`."""
+        if self.only is None and self.only_tags is None:
+            return True
+        return route.name in (self.only or ()) or not (self.only_tags or set()).isdisjoint(
+            route.tags
+        )
 
     def _consumer(self, route: EventRoute, subscription: Subscription, pipeline: ConsumeApp):  # type: ignore[no-untyped-def]
         queue = subscription.queue
@@ -248,6 +279,7 @@ class EventBus:
         ``shutdown_grace``) to finish. Publishing keeps working until :meth:`close`."""
         if self.state is BusState.CONSUMING:
             self.state = BusState.STARTED
+            self.consuming.clear()
             await self.transport.stop_consuming(self.shutdown_grace if grace is None else grace)
 
     async def close(self, grace: float | None = None) -> None:
@@ -257,6 +289,7 @@ class EventBus:
             self.state = BusState.CLOSED
             return
         self.state = BusState.CLOSED
+        self.consuming.clear()
         await self.transport.close(grace=self.shutdown_grace if grace is None else grace)
         logger.info("fastapi-bus stopped: service %r", self.service)
 

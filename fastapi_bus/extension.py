@@ -9,6 +9,7 @@ from typing import Any, Protocol, runtime_checkable
 import fastapi
 from fastapi import params
 
+from fastapi_bus.asyncapi.docs import DEFAULT_CSS_URL, DEFAULT_JS_URL, install_asyncapi_routes
 from fastapi_bus.bus import EventBus
 from fastapi_bus.exceptions import ConfigurationError
 from fastapi_bus.idempotency import IdempotencyStore
@@ -62,7 +63,8 @@ class BusExtension:
         dependencies: ``Depends(...)`` run before every handler.
         middleware: consumer middleware, ``Middleware(cls, **options)``, first is outermost.
         consume: run the handlers in this process (``False``: publish only, e.g. a web
-            process whose handlers run in workers).
+            process whose handlers run in workers). Default: the ``FASTAPI_BUS_CONSUME``
+            environment variable (``true`` when unset), read here.
         prefetch: default for handlers: messages fetched and not yet acknowledged.
         concurrency: default for handlers: calls at once (default: ``prefetch``).
         shutdown_grace: seconds in-flight handlers get to finish at shutdown.
@@ -76,6 +78,12 @@ class BusExtension:
         admin_url: serve dead-letter admin routes under this path (default: off).
         admin_dependencies: ``Depends(...)`` guarding the admin routes; required with
             ``admin_url``.
+        docs_url: serve the events page (the AsyncAPI document as HTML) here; ``None``: off.
+        asyncapi_url: serve the AsyncAPI document as JSON here, and as YAML at the same path
+            ending in ``.yaml``; ``None``: off.
+        docs_dependencies: ``Depends(...)`` guarding the page and the documents.
+        asyncapi_js_url, asyncapi_css_url: where the page loads the AsyncAPI React component's
+            standalone bundle and stylesheet from (default: the jsDelivr CDN).
     """
 
     def __init__(
@@ -87,7 +95,7 @@ class BusExtension:
         transport: Transport | None = None,
         dependencies: Sequence[params.Depends] = (),
         middleware: Sequence[Middleware] = (),
-        consume: bool = True,
+        consume: bool | None = None,
         prefetch: int = 10,
         concurrency: int | None = None,
         shutdown_grace: float = 10.0,
@@ -97,6 +105,11 @@ class BusExtension:
         publish_faults: bool | None = None,
         admin_url: str | None = None,
         admin_dependencies: Sequence[params.Depends] = (),
+        docs_url: str | None = "/events/docs",
+        asyncapi_url: str | None = "/events/asyncapi.json",
+        docs_dependencies: Sequence[params.Depends] = (),
+        asyncapi_js_url: str = DEFAULT_JS_URL,
+        asyncapi_css_url: str = DEFAULT_CSS_URL,
     ) -> None:
         if admin_url is not None and not admin_dependencies:
             raise ConfigurationError(
@@ -105,6 +118,11 @@ class BusExtension:
             )
         self.admin_url = admin_url
         self.admin_dependencies = list(admin_dependencies)
+        self.docs_url = docs_url
+        self.asyncapi_url = asyncapi_url
+        self.docs_dependencies = list(docs_dependencies)
+        self.asyncapi_js_url = asyncapi_js_url
+        self.asyncapi_css_url = asyncapi_css_url
         self.bus = EventBus(
             transport or transport_from_url(url),
             service=service,
@@ -147,6 +165,15 @@ class BusExtension:
             install_admin_routes(
                 app, bus, prefix=self.admin_url, dependencies=self.admin_dependencies
             )
+        install_asyncapi_routes(
+            app,
+            bus,
+            asyncapi_url=self.asyncapi_url,
+            docs_url=self.docs_url,
+            dependencies=self.docs_dependencies,
+            js_url=self.asyncapi_js_url,
+            css_url=self.asyncapi_css_url,
+        )
         user_lifespan = app.router.lifespan_context
 
         @contextlib.asynccontextmanager

@@ -90,6 +90,12 @@ def _resolvable(annotation: Any, label: str, param: str) -> Any:
     return annotation
 
 
+def _own_doc(model: type[BaseModel]) -> str | None:
+    """The model's own docstring (``inspect.getdoc`` would return BaseModel's)."""
+    doc = model.__dict__.get("__doc__")
+    return inspect.cleandoc(doc) if doc else None
+
+
 def _where(func: AnyCallable) -> str:
     module = getattr(func, "__module__", "?")
     return f"{module}.{getattr(func, '__qualname__', repr(func))}"
@@ -305,7 +311,7 @@ class EventRouter:
             EventDeclaration(
                 name=full,
                 model=model,
-                description=description if description is not None else inspect.getdoc(model),
+                description=description if description is not None else _own_doc(model),
                 tags=(*self.tags, *(tags or [])),
                 include_in_schema=include_in_schema and self.include_in_schema,
             )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sized
 
 
 async def wait_until(condition: Callable[[], bool], timeout: float = 10.0, what: str = "") -> None:
@@ -23,3 +23,14 @@ def wait_until_sync(condition: Callable[[], bool], timeout: float = 10.0, what: 
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what or condition}")
         time.sleep(0.005)
+
+
+async def wait_until_async(
+    look: Callable[[], Awaitable[Sized]], size: int, timeout: float = 10.0
+) -> None:
+    """Wait until the awaited ``look()`` has ``size`` items (a queue being filled, say)."""
+    deadline = time.monotonic() + timeout
+    while len(await look()) != size:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {size} items")
+        await asyncio.sleep(0.01)

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import typer
 
+from fastapi_bus.cli.asyncapi import asyncapi
 from fastapi_bus.cli.dlq import dlq
 from fastapi_bus.cli.loading import load_bus
+from fastapi_bus.cli.publish import events, publish
+from fastapi_bus.cli.worker import worker
 
 __all__ = ["app", "load_bus", "main"]
 
@@ -19,6 +22,10 @@ app = typer.Typer(
 
 
 app.add_typer(dlq, name="dlq")
+app.command()(worker)
+app.command()(publish)
+app.command()(events)
+app.command()(asyncapi)
 
 
 @app.callback()

@@ -115,7 +115,8 @@ class Transport(abc.ABC):
 
     @abc.abstractmethod
     async def send(self, queue: str, message: Message, *, delay: float | None = None) -> None:
-        """Put ``message`` straight into ``queue`` (for retries, replays and dead letters)."""
+        """Put ``message`` straight into ``queue`` (for retries, replays and dead letters).
+        Raises :class:`~fastapi_bus.UnroutableError` if the queue does not exist."""
 
     @abc.abstractmethod
     async def consume(self, subscription: Subscription, consumer: Consumer) -> None:
@@ -135,7 +136,10 @@ class Transport(abc.ABC):
 
     @abc.abstractmethod
     async def browse(self, queue: str, limit: int = 100) -> list[Message]:
-        """Up to ``limit`` messages waiting in ``queue``, oldest first, without removing them."""
+        """Up to ``limit`` messages waiting in ``queue``, oldest first, without removing them.
+
+        Some brokers can only look by taking and returning messages: browsing may then mark
+        them redelivered and raise their delivery count."""
 
     async def pull(self, queue: str) -> Pulled | None:
         """Take the next message of ``queue`` without a consumer (for tools), or ``None`` if

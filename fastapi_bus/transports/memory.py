@@ -374,7 +374,9 @@ class MemoryTransport(Transport):
     async def send(self, queue: str, message: Message, *, delay: float | None = None) -> None:
         broker = self._require_running()
         if queue not in broker.queues:
-            raise TransportClosedError(f"no queue named {queue!r} is declared")
+            raise UnroutableError(
+                f"no queue named {queue!r} exists; message {message.id} was not sent"
+            )
         target = broker.queues[queue]
         if delay:
             self._later(delay, self._put, target, message)

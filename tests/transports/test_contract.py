@@ -7,10 +7,11 @@ import time
 
 import pytest
 
+from fastapi_bus.exceptions import UnroutableError
 from fastapi_bus.messages import Message
 from fastapi_bus.transports.base import Subscription, dead_letter_queue
 from tests.transports.conftest import TransportFactory
-from tests.utils import wait_until
+from tests.utils import wait_until, wait_until_async
 
 pytestmark = pytest.mark.anyio
 
@@ -292,3 +293,51 @@ async def test_broadcast_reaches_every_process(
     await processes[0].publish(Message(name="contract.event", body=b"hello"))
     await wait_until(lambda: all(len(r.messages) == 1 for r in recorders))
     assert [r.bodies() for r in recorders] == [[b"hello"], [b"hello"]]
+
+
+async def test_send_to_a_missing_queue_is_an_error(
+    new_transport: TransportFactory, queue_name: str
+) -> None:
+    transport = await new_transport()
+    with pytest.raises(UnroutableError):
+        await transport.send(f"{queue_name}.missing", Message(name="contract.event", body=b"x"))
+
+
+async def test_pull_release_ack_and_purge(new_transport: TransportFactory, queue_name: str) -> None:
+    transport = await new_transport()
+    await transport.declare(sub(queue_name))
+    sent = [Message(name="contract.event", body=str(n).encode()) for n in range(3)]
+    for message in sent:
+        await transport.send(queue_name, message)
+    await wait_until_async(lambda: transport.browse(queue_name), 3)
+    first = await transport.pull(queue_name)
+    second = await transport.pull(queue_name)
+    assert first is not None
+    assert second is not None
+    assert (first.message.id, second.message.id) == (sent[0].id, sent[1].id)
+    await first.ack()
+    await second.release()
+    remaining = await transport.browse(queue_name)
+    assert sorted(m.id for m in remaining) == sorted([sent[1].id, sent[2].id])
+    assert await transport.purge(queue_name) == 2
+    assert await transport.browse(queue_name) == []
+    assert await transport.pull(queue_name) is None
+
+
+async def test_stop_consuming_keeps_publishing(
+    new_transport: TransportFactory, queue_name: str
+) -> None:
+    transport = await new_transport()
+    assert transport.connected
+    recorder = Recorder()
+    await transport.declare(sub(queue_name))
+    await transport.consume(sub(queue_name), recorder)
+    await transport.publish(Message(name="contract.event", body=b"before"))
+    await wait_until(lambda: len(recorder.messages) == 1)
+    await transport.stop_consuming(grace=5)
+    await transport.publish(Message(name="contract.event", body=b"after"))
+    await wait_until_async(lambda: transport.browse(queue_name), 1)
+    assert recorder.bodies() == [b"before"]
+    assert transport.connected
+    await transport.close(grace=1)
+    assert not transport.connected

@@ -1,0 +1,1 @@
+"""Tools for the AsyncAPI tests: the official parser (npm) and a headless Chromium."""
