@@ -23,6 +23,7 @@ Returning lets the message be acknowledged; raising hands it back to the broker.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -51,6 +52,10 @@ class Delivery:
 ConsumeApp = Callable[[Delivery], Awaitable[None]]
 
 
+async def _NEXT(delivery: Delivery) -> None:  # noqa: N802 - a placeholder for signature checks
+    """Stands for the next step when middleware options are checked."""
+
+
 class Middleware:
     """A middleware class and its options: ``Middleware(cls, **options)``."""
 
@@ -59,6 +64,13 @@ class Middleware:
             raise ConfigurationError(f"Middleware needs a class, got {cls!r}")
         self.cls = cls
         self.options = options
+        try:
+            # The next step is passed at startup; check the options now, at declaration.
+            inspect.signature(cls).bind(_NEXT, **options)
+        except TypeError as exc:
+            raise ConfigurationError(f"{self!r}: {exc}") from None
+        except ValueError:  # no signature to check (a builtin): checked when built
+            pass
 
     def __iter__(self) -> Iterator[Any]:
         return iter((self.cls, self.options))

@@ -1,0 +1,178 @@
+"""Retries, dead letters and their tools on a real RabbitMQ."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+
+from fastapi_bus import EventBus, EventRouter, Message, RetryPolicy
+from fastapi_bus.transports.base import dead_letter_queue
+from fastapi_bus.transports.rabbitmq import RabbitMQTransport
+from tests.dlq_app import Shipment, build_router
+from tests.helpers import OrderPlaced
+from tests.utils import wait_until, wait_until_async
+
+pytestmark = [pytest.mark.anyio, pytest.mark.rabbitmq]
+
+
+@pytest.fixture
+def names() -> tuple[str, str]:
+    suffix = uuid.uuid4().hex[:10]
+    return f"test-failures-{suffix}", f"svc{suffix}"
+
+
+def make_bus(url: str, names: tuple[str, str], *routers: EventRouter) -> EventBus:
+    exchange, service = names
+    transport = RabbitMQTransport(url, exchange=exchange, auto_delete_topology=True)
+    return EventBus(transport, service=service, routers=list(routers))
+
+
+@pytest.fixture
+async def running() -> AsyncIterator[list[EventBus]]:
+    buses: list[EventBus] = []
+    yield buses
+    for bus in buses:
+        await bus.close(grace=1)
+
+
+async def start(bus: EventBus, running: list[EventBus]) -> EventBus:
+    await bus.start()
+    running.append(bus)
+    await bus.start_consuming()
+    return bus
+
+
+async def test_delayed_redelivery_then_dead_letter(
+    rabbitmq_url: str, names: tuple[str, str], running: list[EventBus]
+) -> None:
+    deliveries: list[tuple[str, int]] = []
+    events = EventRouter(retry=RetryPolicy(attempts=2, backoff=0, delays=(0.2, 0.4)))
+
+    @events.on(OrderPlaced)
+    async def broken(event: OrderPlaced, msg: Message) -> None:
+        deliveries.append((msg.id, msg.attempt))
+        raise ConnectionError("payment service down")
+
+    bus = await start(make_bus(rabbitmq_url, names, events), running)
+    message_id = await bus.publish(OrderPlaced(order_id="1", total=1), headers={"tenant": "a"})
+    dlq = dead_letter_queue(bus.queue_for(bus.routes[0]))
+    await wait_until_async(lambda: bus.transport.browse(dlq), 1, timeout=30)
+    assert deliveries == [(message_id, n) for n in (1, 1, 2, 2, 3, 3)]
+    (letter,) = await bus.dead_letters.list()
+    assert letter.message.id == message_id
+    assert letter.attempts == 3
+    assert letter.exception_type == "builtins.ConnectionError"
+    assert letter.message.headers["tenant"] == "a"
+    assert await bus.transport.browse(bus.queue_for(bus.routes[0])) == []
+
+
+async def test_a_poison_message_does_not_stall_the_stream(
+    rabbitmq_url: str, names: tuple[str, str], running: list[EventBus]
+) -> None:
+    handled: list[str] = []
+    events = EventRouter()
+
+    @events.on(OrderPlaced, prefetch=1, retry=RetryPolicy(attempts=1, delays=(3600.0,)))
+    async def picky(event: OrderPlaced) -> None:
+        if event.order_id == "poison":
+            raise ValueError("cannot handle this one")
+        handled.append(event.order_id)
+
+    bus = await start(make_bus(rabbitmq_url, names, events), running)
+    await bus.publish(OrderPlaced(order_id="poison", total=1))
+    for n in range(100):
+        await bus.publish(OrderPlaced(order_id=str(n), total=1))
+    # With one message at a time, a consumer that waited out the hour would handle nothing.
+    await wait_until(lambda: len(handled) == 100, timeout=30)
+    assert handled == [str(n) for n in range(100)]
+    assert await bus.dead_letters.list() == []
+
+
+async def test_replay_sends_dead_letters_back_with_their_ids(
+    rabbitmq_url: str, names: tuple[str, str], running: list[EventBus]
+) -> None:
+    healed: set[str] = set()
+    handled: list[tuple[str, int]] = []
+    events = EventRouter(retry=RetryPolicy.never())
+
+    @events.on(OrderPlaced)
+    async def reserve(event: OrderPlaced, msg: Message) -> None:
+        if event.order_id not in healed:
+            raise ConnectionError(event.order_id)
+        handled.append((msg.id, msg.attempt))
+
+    bus = await start(make_bus(rabbitmq_url, names, events), running)
+    ids = [await bus.publish(OrderPlaced(order_id=str(n), total=1)) for n in range(5)]
+    dlq = dead_letter_queue(bus.queue_for(bus.routes[0]))
+    await wait_until_async(lambda: bus.transport.browse(dlq), 5, timeout=30)
+    healed.update({"1", "3"})
+    progress: list[int] = []
+    moved = await bus.dead_letters.replay(message_ids=[ids[1], ids[3]], progress=progress.append)
+    assert moved == 2
+    assert progress == [1, 2]
+    await wait_until(lambda: len(handled) == 2, timeout=30)
+    assert sorted(handled) == sorted([(ids[1], 1), (ids[3], 1)])
+    assert [letter.message.id for letter in await bus.dead_letters.list()] == [
+        ids[0],
+        ids[2],
+        ids[4],
+    ]
+    assert await bus.dead_letters.purge(older_than=None) == 3
+
+
+@pytest.fixture
+def cli_env(rabbitmq_url: str, names: tuple[str, str]) -> Iterator[dict[str, str]]:
+    exchange, service = names
+    env = {
+        **os.environ,
+        "FASTAPI_BUS_TEST_URL": rabbitmq_url,
+        "FASTAPI_BUS_TEST_EXCHANGE": exchange,
+        "FASTAPI_BUS_TEST_SERVICE": service,
+        "COLUMNS": "200",
+    }
+    yield env
+
+
+def cli(env: dict[str, str], command: str, *args: str) -> str:
+    result = subprocess.run(
+        [sys.executable, "-m", "fastapi_bus.cli", "dlq", command, "tests.dlq_app:app", *args],
+        env=env, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+async def test_the_dlq_command_line(
+    rabbitmq_url: str, names: tuple[str, str], running: list[EventBus], cli_env: dict[str, str]
+) -> None:
+    bus = await start(make_bus(rabbitmq_url, names, build_router()), running)
+    ids = [await bus.publish(Shipment(shipment_id=name)) for name in ("a", "key-b", "c")]
+    queue = bus.queue_for(bus.routes[0])
+    await wait_until_async(lambda: bus.transport.browse(dead_letter_queue(queue)), 3, timeout=30)
+    await bus.stop_consuming(grace=1)
+
+    async def run(*args: str) -> str:
+        return await asyncio.to_thread(cli, cli_env, *args)
+
+    listed = await run("list")
+    assert all(message_id in listed for message_id in ids)
+    assert "3 dead letter(s)" in listed
+    only_keys = await run("list", "--exception", "KeyError")
+    assert ids[1] in only_keys
+    assert ids[0] not in only_keys
+    shown = await run("show", ids[0])
+    assert "carrier refused a" in shown
+    assert "traceback" in shown
+    replayed = await run("replay", "--id", ids[2])
+    assert "replayed 1 message(s)" in replayed
+    back = await bus.transport.browse(queue)
+    assert [m.id for m in back] == [ids[2]], "the replayed message waits in the handler's queue"
+    purged = await run("purge", "--yes")
+    assert "purged 2 message(s)" in purged
+    assert await bus.transport.browse(dead_letter_queue(queue)) == []
