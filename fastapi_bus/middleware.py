@@ -52,7 +52,7 @@ class Delivery:
 ConsumeApp = Callable[[Delivery], Awaitable[None]]
 
 
-async def _NEXT(delivery: Delivery) -> None:  # noqa: N802 - a placeholder for signature checks
+async def _NEXT(delivery: Delivery) -> None:
     """Stands for the next step when middleware options are checked."""
 
 

@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -127,7 +127,7 @@ async def test_replay_sends_dead_letters_back_with_their_ids(
 
 
 @pytest.fixture
-def cli_env(rabbitmq_url: str, names: tuple[str, str]) -> Iterator[dict[str, str]]:
+def cli_env(rabbitmq_url: str, names: tuple[str, str]) -> dict[str, str]:
     exchange, service = names
     env = {
         **os.environ,
@@ -136,7 +136,7 @@ def cli_env(rabbitmq_url: str, names: tuple[str, str]) -> Iterator[dict[str, str
         "FASTAPI_BUS_TEST_SERVICE": service,
         "COLUMNS": "200",
     }
-    yield env
+    return env
 
 
 def cli(env: dict[str, str], command: str, *args: str) -> str:
