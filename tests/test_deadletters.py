@@ -112,3 +112,36 @@ def test_unknown_handler_is_named() -> None:
     app, _ = make_app(events)
     with TestClient(app) as client, pytest.raises(ConfigurationError, match="invoice, reserve"):
         run(client, lambda q: q.list(handler="nope"))
+
+
+class Interrupted(Exception):
+    pass
+
+
+def test_an_interrupted_replay_loses_nothing() -> None:
+    events, _ = build()
+    app, _ = make_app(events)
+    with TestClient(app) as client:
+        ids = [publish(client, OrderPlaced(order_id=f"conn-{n}", total=1)) for n in range(6)]
+        drain(client)
+        bus = get_bus(app)  # type: ignore[arg-type]
+
+        async def stop_after_two() -> None:
+            def progress(done: int) -> None:
+                if done == 2:
+                    raise Interrupted
+
+            await bus.transport.stop_consuming(grace=1)  # keep replayed messages in the queue
+            with pytest.raises(Interrupted):
+                await bus.dead_letters.replay(progress=progress)
+
+        client.portal.call(stop_after_two)  # type: ignore[union-attr]
+
+        async def where() -> tuple[list[str], list[str]]:
+            queue = [m.id for m in await bus.transport.browse("shop.reserve")]
+            dlq = [m.id for m in await bus.transport.browse("shop.reserve.dlq")]
+            return queue, dlq
+
+        queue, dlq = client.portal.call(where)  # type: ignore[union-attr]
+    assert queue == ids[:2]
+    assert dlq == ids[2:], "the rest stay dead letters, in order"

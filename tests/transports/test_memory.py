@@ -1,0 +1,81 @@
+"""What only the embedded broker has to show: bounded queues and named brokers."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from fastapi_bus.exceptions import ConfigurationError, TransportClosedError
+from fastapi_bus.messages import Message
+from fastapi_bus.transports.base import Subscription
+from fastapi_bus.transports.memory import MemoryTransport
+from tests.utils import wait_until
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_a_full_queue_makes_publishers_wait() -> None:
+    transport = MemoryTransport("memory://?max_queue_size=2")
+    await transport.start()
+    subscription = Subscription(queue="bounded", patterns=("e",), prefetch=1)
+    await transport.declare(subscription)
+    for n in range(2):
+        await transport.publish(Message(name="e", body=str(n).encode()))
+    blocked = asyncio.create_task(transport.publish(Message(name="e", body=b"2")))
+    for _ in range(20):  # give the publisher every chance to get through
+        await asyncio.sleep(0)
+    assert not blocked.done(), "the third publish waits for room"
+    seen: list[bytes] = []
+
+    async def consumer(message: Message) -> None:
+        seen.append(message.body)
+
+    await transport.consume(subscription, consumer)
+    await asyncio.wait_for(blocked, 10)
+    await wait_until(lambda: len(seen) == 3)
+    assert seen == [b"0", b"1", b"2"]
+    await transport.close()
+
+
+async def test_requeued_messages_always_fit() -> None:
+    transport = MemoryTransport(max_queue_size=1)
+    await transport.start()
+    subscription = Subscription(queue="tight", patterns=("e",), prefetch=2)
+    await transport.declare(subscription)
+    calls: list[bytes] = []
+
+    async def flaky(message: Message) -> None:
+        calls.append(message.body)
+        if len(calls) <= 2:
+            raise RuntimeError("fails twice")
+
+    await transport.consume(subscription, flaky)
+    await transport.publish(Message(name="e", body=b"a"))
+    await transport.publish(Message(name="e", body=b"b"))
+    await wait_until(lambda: transport.pending() == 0)
+    assert sorted(set(calls)) == [b"a", b"b"]
+    await transport.close()
+
+
+async def test_named_brokers_are_shared_and_private_ones_are_not() -> None:
+    one, two = MemoryTransport("memory://shared-x"), MemoryTransport("memory://shared-x")
+    alone = MemoryTransport()
+    for transport in (one, two, alone):
+        await transport.start()
+    await one.declare(Subscription(queue="q", patterns=("e",)))
+    await two.publish(Message(name="e", body=b"x"))
+    assert [m.body for m in await one.browse("q")] == [b"x"]
+    assert await alone.browse("q") == []
+    for transport in (one, two, alone):
+        await transport.close()
+
+
+async def test_bad_settings_and_closed_transports_are_explained() -> None:
+    with pytest.raises(ConfigurationError, match="memory://"):
+        MemoryTransport("amqp://localhost/")
+    with pytest.raises(ConfigurationError, match="max_queue_size"):
+        MemoryTransport(max_queue_size=0)
+    transport = MemoryTransport()
+    with pytest.raises(TransportClosedError):
+        await transport.publish(Message(name="e", body=b"x"))
