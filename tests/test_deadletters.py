@@ -124,7 +124,7 @@ def test_an_interrupted_replay_loses_nothing() -> None:
     with TestClient(app) as client:
         ids = [publish(client, OrderPlaced(order_id=f"conn-{n}", total=1)) for n in range(6)]
         drain(client)
-        bus = get_bus(app)  # type: ignore[arg-type]
+        bus = get_bus(app)
 
         async def stop_after_two() -> None:
             def progress(done: int) -> None:
@@ -135,13 +135,13 @@ def test_an_interrupted_replay_loses_nothing() -> None:
             with pytest.raises(Interrupted):
                 await bus.dead_letters.replay(progress=progress)
 
-        client.portal.call(stop_after_two)  # type: ignore[union-attr]
+        client.portal.call(stop_after_two)
 
         async def where() -> tuple[list[str], list[str]]:
             queue = [m.id for m in await bus.transport.browse("shop.reserve")]
             dlq = [m.id for m in await bus.transport.browse("shop.reserve.dlq")]
             return queue, dlq
 
-        queue, dlq = client.portal.call(where)  # type: ignore[union-attr]
+        queue, dlq = client.portal.call(where)
     assert queue == ids[:2]
     assert dlq == ids[2:], "the rest stay dead letters, in order"
