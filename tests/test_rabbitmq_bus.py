@@ -1,4 +1,4 @@
-"""Retries, dead letters and their tools on a real RabbitMQ."""
+"""The bus on a real RabbitMQ: services and replicas, retries, dead letters and their tools."""
 
 from __future__ import annotations
 
@@ -46,6 +46,34 @@ async def start(bus: EventBus, running: list[EventBus]) -> EventBus:
     running.append(bus)
     await bus.start_consuming()
     return bus
+
+
+async def test_services_get_their_own_queues_and_replicas_share_one(
+    rabbitmq_url: str, names: tuple[str, str], running: list[EventBus]
+) -> None:
+    exchange, service = names
+    shop, billing = f"{service}shop", f"{service}billing"
+    seen: dict[str, list[str]] = {"shop-1": [], "shop-2": [], "billing": []}
+
+    def router(replica: str) -> EventRouter:
+        events = EventRouter()
+
+        @events.on(OrderPlaced, name="on_order")  # the same handler name in both services
+        async def on_order(event: OrderPlaced) -> None:
+            seen[replica].append(event.order_id)
+
+        return events
+
+    shop_1 = await start(make_bus(rabbitmq_url, (exchange, shop), router("shop-1")), running)
+    await start(make_bus(rabbitmq_url, (exchange, shop), router("shop-2")), running)
+    await start(make_bus(rabbitmq_url, (exchange, billing), router("billing")), running)
+    for n in range(40):
+        await shop_1.publish(OrderPlaced(order_id=str(n), total=1))
+    everything = [str(n) for n in range(40)]
+    await wait_until(lambda: len(seen["shop-1"]) + len(seen["shop-2"]) == 40, timeout=30)
+    await wait_until(lambda: len(seen["billing"]) == 40, timeout=30)
+    assert sorted(seen["shop-1"] + seen["shop-2"], key=int) == everything
+    assert sorted(seen["billing"], key=int) == everything
 
 
 async def test_delayed_redelivery_then_dead_letter(
