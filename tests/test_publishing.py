@@ -6,7 +6,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
-from fastapi import BackgroundTasks, HTTPException
+from fastapi import BackgroundTasks, HTTPException, WebSocket
 from fastapi.responses import JSONResponse
 from fastapi.testclient import TestClient
 from pydantic import BaseModel
@@ -328,3 +328,24 @@ def test_an_app_can_run_its_lifespan_again() -> None:
             publish(client, OrderPlaced(order_id=str(n), total=1))
             drain(client)
     assert [e.order_id for e in recorder.events] == ["0", "1"]  # type: ignore[attr-defined]
+
+
+def test_websocket_endpoints_publish_at_once() -> None:
+    recorder = Recorder()
+    app, _ = make_app(order_router(recorder))
+
+    @app.websocket("/ws")
+    async def orders_socket(websocket: WebSocket, bus: Bus) -> None:
+        await websocket.accept()
+        order = OrderPlaced.model_validate(await websocket.receive_json())
+        await bus.publish(order)
+        await websocket.send_json({"accepted": order.order_id})
+        await websocket.close()
+
+    with TestClient(app) as client:
+        with client.websocket_connect("/ws", headers={"X-Request-ID": "ws-1"}) as socket:
+            socket.send_json({"order_id": "w1", "total": 2})
+            assert socket.receive_json() == {"accepted": "w1"}
+        drain(client)
+    assert [e.order_id for e in recorder.events] == ["w1"]  # type: ignore[attr-defined]
+    assert recorder.messages[0].correlation_id == "ws-1"
