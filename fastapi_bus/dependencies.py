@@ -19,18 +19,15 @@ A handler has no HTTP request, so parameters that only make sense in one (``Quer
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import enum
 import functools
 import inspect
 import logging
 import sys
-from collections.abc import Callable, Mapping, Sequence
-from contextlib import AsyncExitStack
+from collections.abc import Callable, Sequence
 from typing import Annotated, Any, get_args, get_origin
 
-import anyio.to_thread
 from fastapi import params
 from fastapi.security import SecurityScopes
 from pydantic import BaseModel
@@ -42,7 +39,7 @@ from fastapi_bus.exceptions import ConfigurationError
 from fastapi_bus.messages import Message
 from fastapi_bus.types import AnyCallable
 
-__all__ = ["Dependant", "HandlerPlan", "ParamKind", "SolveContext", "analyze_handler", "solve"]
+__all__ = ["Dependant", "HandlerPlan", "ParamKind", "analyze_handler", "event_type_of"]
 
 logger = logging.getLogger("fastapi_bus.dependencies")
 
@@ -105,7 +102,7 @@ def _is_coroutine(func: Any) -> bool:
     return inspect.isroutine(func) and inspect.iscoroutinefunction(func)
 
 
-def _call_kind(call: Any) -> str:
+def call_kind(call: Any) -> str:
     if _is_kind(inspect.isasyncgenfunction, call):
         return "asyncgen"
     if _is_kind(inspect.isgeneratorfunction, call):
@@ -127,7 +124,7 @@ class Dependant:
     @functools.cached_property
     def kind(self) -> str:
         """``"async"``, ``"sync"``, ``"asyncgen"`` or ``"gen"``."""
-        return _call_kind(self.call)
+        return call_kind(self.call)
 
 
 @dataclasses.dataclass
@@ -184,7 +181,7 @@ def _resolve_annotation(annotation: Any, namespace: dict[str, Any], owner: str, 
         ) from None
 
 
-def _describe(call: AnyCallable) -> str:
+def describe(call: AnyCallable) -> str:
     return getattr(call, "__qualname__", None) or getattr(call, "__name__", None) or repr(call)
 
 
@@ -270,7 +267,7 @@ def _analyze_dependency(call: AnyCallable, *, owner: str, chain: tuple[Any, ...]
     cached = _analysis_cache.get(key)
     if cached is not None:
         return cached
-    label = f"{owner} -> dependency {_describe(call)!r}"
+    label = f"{owner} -> dependency {describe(call)!r}"
     dependant = _analyze(call, label=label, handler=False, chain=chain)
     if len(_analysis_cache) >= _ANALYSIS_CACHE_SIZE:
         del _analysis_cache[next(iter(_analysis_cache))]
@@ -278,7 +275,7 @@ def _analyze_dependency(call: AnyCallable, *, owner: str, chain: tuple[Any, ...]
     return dependant
 
 
-def _dependency_of(param: Param) -> Any:
+def dependency_of(param: Param) -> Any:
     assert param.depends is not None
     return param.depends.dependency or param.annotation
 
@@ -287,8 +284,8 @@ def _analyze_param_dependency(
     param: Param, *, owner: str, chain: tuple[Any, ...]
 ) -> Dependant | None:
     """Analyse the dependency behind ``param`` (``None`` for the publisher behind ``Bus``)."""
-    sub_call = _dependency_of(param)
-    if _is_publisher_provider(sub_call):
+    sub_call = dependency_of(param)
+    if is_publisher_provider(sub_call):
         return None
     if not callable(sub_call):
         raise ConfigurationError(
@@ -296,7 +293,7 @@ def _analyze_param_dependency(
         )
     if any(sub_call is seen for seen in chain):
         raise ConfigurationError(
-            f"{owner}: parameter {param.name!r}: dependency {_describe(sub_call)!r} depends on "
+            f"{owner}: parameter {param.name!r}: dependency {describe(sub_call)!r} depends on "
             "itself (directly or through other dependencies)"
         )
     dependant = _analyze_dependency(sub_call, owner=owner, chain=chain)
@@ -304,7 +301,7 @@ def _analyze_param_dependency(
     return dependant
 
 
-def _scope_of(depends: params.Depends, kind: str) -> str:
+def scope_of(depends: params.Depends, kind: str) -> str:
     """The scope FastAPI gives a dependency (of this kind): its own, else "request" for
     generators. (``Depends.scope`` exists from FastAPI 0.121 on.)"""
     scope: str | None = getattr(depends, "scope", None)
@@ -315,12 +312,12 @@ def _scope_of(depends: params.Depends, kind: str) -> str:
 
 def _check_scopes(param: Param, dependant: Dependant, owner: str) -> None:
     assert param.depends is not None
-    if _scope_of(param.depends, dependant.kind) != "request":
+    if scope_of(param.depends, dependant.kind) != "request":
         return
     for sub in dependant.params:
         if sub.depends is not None and getattr(sub.depends, "scope", None) == "function":
             raise ConfigurationError(
-                f"{owner}: parameter {param.name!r}: dependency {_describe(dependant.call)!r} "
+                f"{owner}: parameter {param.name!r}: dependency {describe(dependant.call)!r} "
                 f"has scope 'request', and its parameter {sub.name!r} has scope 'function': a "
                 "dependency with scope 'request' cannot depend on one with scope 'function'"
             )
@@ -343,7 +340,7 @@ def _analyze(call: AnyCallable, *, label: str, handler: bool, chain: tuple[Any, 
     return Dependant(call=call, params=found, label=label)
 
 
-def _is_publisher_provider(call: Any) -> bool:
+def is_publisher_provider(call: Any) -> bool:
     from fastapi_bus.publisher import get_publisher
 
     return call is get_publisher
@@ -378,154 +375,6 @@ def analyze_handler(
         param.dependant = _analyze_param_dependency(param, owner=label, chain=())
         extra.append(param)
     return HandlerPlan(dependant=dependant, extra=extra, event_param=events[0] if events else None)
-
-
-@dataclasses.dataclass
-class SolveContext:
-    """What one delivery provides to the dependencies of its handler.
-
-    ``solve`` runs the exits of the dependencies with ``yield`` itself, before it returns (so
-    that it can tell when one of them swallowed the handler's exception).
-    """
-
-    message: Message
-    publisher: Any
-    overrides: Mapping[AnyCallable, AnyCallable]
-    #: Values of the dependencies already called for this message.
-    cache: dict[Any, Any] = dataclasses.field(default_factory=dict)
-
-
-async def solve(plan: HandlerPlan, event: Any, ctx: SolveContext) -> Any:
-    """Resolve the handler's dependencies for one message and call it.
-
-    The exits of dependencies with ``yield`` run after the handler, in reverse order, with the
-    handler's exception thrown into them if it raised; those declared with
-    ``Depends(..., scope="function")`` exit before the others, as in FastAPI. A dependency that
-    catches that exception and does not raise it again cannot turn the failure into a success:
-    the exception propagates all the same (FastAPI answers an error in that case too).
-    """
-    failure: BaseException | None = None
-    result: Any = None
-    async with AsyncExitStack() as request_stack, AsyncExitStack() as function_stack:
-        solver = _Solver(ctx, request_stack, function_stack)
-        try:
-            for param in plan.extra:
-                await solver.resolve(param)
-            kwargs = await solver.arguments(plan.dependant, event)
-            result = await solver.call_handler(plan.dependant, kwargs)
-        except BaseException as exc:
-            failure = exc
-            raise
-    if failure is not None:
-        # Only reached when the exit of a dependency with yield swallowed the exception.
-        logger.warning(
-            "%s: a dependency with yield caught %s and did not raise it again; the delivery "
-            "fails all the same (re-raise in the dependency's except block)",
-            plan.dependant.label,
-            type(failure).__name__,
-        )
-        raise failure
-    return result
-
-
-def _cache_key(param: Param, original: Any) -> Any:
-    """The per-message cache key: the declared dependency (not its override) and its scope."""
-    assert param.depends is not None
-    kind = param.dependant.kind if param.dependant is not None else _call_kind(original)
-    key = (original, _scope_of(param.depends, kind))
-    try:
-        hash(key)
-    except TypeError:  # an unhashable callable instance: not cached
-        return None
-    return key
-
-
-class _Solver:
-    """Solves one handler's dependency graph for one message."""
-
-    def __init__(
-        self, ctx: SolveContext, request_stack: AsyncExitStack, function_stack: AsyncExitStack
-    ) -> None:
-        self.ctx = ctx
-        self.request_stack = request_stack
-        self.function_stack = function_stack
-
-    async def arguments(self, dependant: Dependant, event: Any = None) -> dict[str, Any]:
-        values: dict[str, Any] = {}
-        for param in dependant.params:
-            if param.kind is ParamKind.EVENT:
-                values[param.name] = event
-            elif param.kind is ParamKind.MESSAGE:
-                values[param.name] = self.ctx.message
-            elif param.kind is ParamKind.DEFAULT:
-                values[param.name] = param.default
-            else:
-                values[param.name] = await self.resolve(param)
-        return values
-
-    def _override(self, original: Any) -> Any:
-        try:
-            return self.ctx.overrides.get(original, original)
-        except TypeError:  # unhashable: cannot be a key of the overrides
-            return original
-
-    async def resolve(self, param: Param) -> Any:
-        depends = param.depends
-        assert depends is not None
-        original = _dependency_of(param)
-        call = self._override(original)
-        if _is_publisher_provider(call):
-            return self.ctx.publisher
-        if call is original and param.dependant is not None:
-            dependant = param.dependant
-        else:  # an override, read (and checked) when first used
-            dependant = analyze(call, owner=f"override of {_describe(original)!r}")
-        # As FastAPI does: sub-dependencies first, then the cache.
-        kwargs = await self.arguments(dependant)
-        key = _cache_key(param, original)
-        cache = self.ctx.cache
-        if key is not None and depends.use_cache and key in cache:
-            return cache[key]
-        value = await self._call_dependency(dependant, kwargs, depends)
-        if key is not None and key not in cache:
-            cache[key] = value
-        return value
-
-    async def _call_dependency(
-        self, dependant: Dependant, kwargs: dict[str, Any], depends: params.Depends
-    ) -> Any:
-        call = dependant.call
-        kind = dependant.kind
-        if kind in ("gen", "asyncgen"):
-            scope = getattr(depends, "scope", None)
-            stack = self.function_stack if scope == "function" else self.request_stack
-            if kind == "asyncgen":
-                manager = contextlib.asynccontextmanager(call)(**kwargs)
-                return await stack.enter_async_context(manager)
-            sync_manager = contextlib.contextmanager(call)(**kwargs)
-            value = await anyio.to_thread.run_sync(sync_manager.__enter__)
-            stack.push_async_exit(_threaded_exit(sync_manager))
-            return value
-        if kind == "async":
-            return await call(**kwargs)
-        return await anyio.to_thread.run_sync(functools.partial(call, **kwargs))
-
-    @staticmethod
-    async def call_handler(dependant: Dependant, kwargs: dict[str, Any]) -> Any:
-        kind = dependant.kind
-        if kind in ("asyncgen", "gen"):
-            raise ConfigurationError(f"{dependant.label}: a handler cannot be a generator")
-        if kind == "async":
-            return await dependant.call(**kwargs)
-        # A sync handler runs in a worker thread, as a sync route does.
-        return await anyio.to_thread.run_sync(functools.partial(dependant.call, **kwargs))
-
-
-def _threaded_exit(manager: contextlib.AbstractContextManager[Any]) -> Callable[..., Any]:
-    async def exit_(*exc_info: Any) -> bool | None:
-        return await anyio.to_thread.run_sync(manager.__exit__, *exc_info)
-
-    return exit_
 
 
 def event_type_of(plan: HandlerPlan) -> Any:

@@ -13,9 +13,10 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import TypeAdapter, ValidationError
 
-from fastapi_bus.dependencies import HandlerPlan, SolveContext, solve
+from fastapi_bus.dependencies import HandlerPlan
 from fastapi_bus.middleware import Delivery
 from fastapi_bus.publisher import Outbox, Publisher, bind_publisher, unbind_publisher
+from fastapi_bus.solver import SolveContext, solve
 
 if TYPE_CHECKING:
     from fastapi_bus.bus import EventBus

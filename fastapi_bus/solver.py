@@ -1,0 +1,185 @@
+"""Solving a handler's dependencies for one message, in the order FastAPI solves a route's.
+
+See :mod:`fastapi_bus.dependencies` for how handlers are analysed and what is supported.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import logging
+from collections.abc import Callable, Mapping
+from contextlib import AsyncExitStack
+from typing import Any
+
+import anyio.to_thread
+from fastapi import params
+
+from fastapi_bus.dependencies import (
+    Dependant,
+    HandlerPlan,
+    Param,
+    ParamKind,
+    analyze,
+    call_kind,
+    dependency_of,
+    describe,
+    is_publisher_provider,
+    scope_of,
+)
+from fastapi_bus.exceptions import ConfigurationError
+from fastapi_bus.messages import Message
+from fastapi_bus.types import AnyCallable
+
+__all__ = ["SolveContext", "solve"]
+
+logger = logging.getLogger("fastapi_bus.dependencies")
+
+
+@dataclasses.dataclass
+class SolveContext:
+    """What one delivery provides to the dependencies of its handler.
+
+    ``solve`` runs the exits of the dependencies with ``yield`` itself, before it returns (so
+    that it can tell when one of them swallowed the handler's exception).
+    """
+
+    message: Message
+    publisher: Any
+    overrides: Mapping[AnyCallable, AnyCallable]
+    #: Values of the dependencies already called for this message.
+    cache: dict[Any, Any] = dataclasses.field(default_factory=dict)
+
+
+async def solve(plan: HandlerPlan, event: Any, ctx: SolveContext) -> Any:
+    """Resolve the handler's dependencies for one message and call it.
+
+    The exits of dependencies with ``yield`` run after the handler, in reverse order, with the
+    handler's exception thrown into them if it raised; those declared with
+    ``Depends(..., scope="function")`` exit before the others, as in FastAPI. A dependency that
+    catches that exception and does not raise it again cannot turn the failure into a success:
+    the exception propagates all the same (FastAPI answers an error in that case too).
+    """
+    failure: BaseException | None = None
+    result: Any = None
+    async with AsyncExitStack() as request_stack, AsyncExitStack() as function_stack:
+        solver = _Solver(ctx, request_stack, function_stack)
+        try:
+            for param in plan.extra:
+                await solver.resolve(param)
+            kwargs = await solver.arguments(plan.dependant, event)
+            result = await solver.call_handler(plan.dependant, kwargs)
+        except BaseException as exc:
+            failure = exc
+            raise
+    if failure is not None:
+        # Only reached when the exit of a dependency with yield swallowed the exception.
+        logger.warning(
+            "%s: a dependency with yield caught %s and did not raise it again; the delivery "
+            "fails all the same (re-raise in the dependency's except block)",
+            plan.dependant.label,
+            type(failure).__name__,
+        )
+        raise failure
+    return result
+
+
+def _cache_key(param: Param, original: Any) -> Any:
+    """The per-message cache key: the declared dependency (not its override) and its scope."""
+    assert param.depends is not None
+    kind = param.dependant.kind if param.dependant is not None else call_kind(original)
+    key = (original, scope_of(param.depends, kind))
+    try:
+        hash(key)
+    except TypeError:  # an unhashable callable instance: not cached
+        return None
+    return key
+
+
+class _Solver:
+    """Solves one handler's dependency graph for one message."""
+
+    def __init__(
+        self, ctx: SolveContext, request_stack: AsyncExitStack, function_stack: AsyncExitStack
+    ) -> None:
+        self.ctx = ctx
+        self.request_stack = request_stack
+        self.function_stack = function_stack
+
+    async def arguments(self, dependant: Dependant, event: Any = None) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        for param in dependant.params:
+            if param.kind is ParamKind.EVENT:
+                values[param.name] = event
+            elif param.kind is ParamKind.MESSAGE:
+                values[param.name] = self.ctx.message
+            elif param.kind is ParamKind.DEFAULT:
+                values[param.name] = param.default
+            else:
+                values[param.name] = await self.resolve(param)
+        return values
+
+    def _override(self, original: Any) -> Any:
+        try:
+            return self.ctx.overrides.get(original, original)
+        except TypeError:  # unhashable: cannot be a key of the overrides
+            return original
+
+    async def resolve(self, param: Param) -> Any:
+        depends = param.depends
+        assert depends is not None
+        original = dependency_of(param)
+        call = self._override(original)
+        if is_publisher_provider(call):
+            return self.ctx.publisher
+        if call is original and param.dependant is not None:
+            dependant = param.dependant
+        else:  # an override, read (and checked) when first used
+            dependant = analyze(call, owner=f"override of {describe(original)!r}")
+        # As FastAPI does: sub-dependencies first, then the cache.
+        kwargs = await self.arguments(dependant)
+        key = _cache_key(param, original)
+        cache = self.ctx.cache
+        if key is not None and depends.use_cache and key in cache:
+            return cache[key]
+        value = await self._call_dependency(dependant, kwargs, depends)
+        if key is not None and key not in cache:
+            cache[key] = value
+        return value
+
+    async def _call_dependency(
+        self, dependant: Dependant, kwargs: dict[str, Any], depends: params.Depends
+    ) -> Any:
+        call = dependant.call
+        kind = dependant.kind
+        if kind in ("gen", "asyncgen"):
+            scope = getattr(depends, "scope", None)
+            stack = self.function_stack if scope == "function" else self.request_stack
+            if kind == "asyncgen":
+                manager = contextlib.asynccontextmanager(call)(**kwargs)
+                return await stack.enter_async_context(manager)
+            sync_manager = contextlib.contextmanager(call)(**kwargs)
+            value = await anyio.to_thread.run_sync(sync_manager.__enter__)
+            stack.push_async_exit(_threaded_exit(sync_manager))
+            return value
+        if kind == "async":
+            return await call(**kwargs)
+        return await anyio.to_thread.run_sync(functools.partial(call, **kwargs))
+
+    @staticmethod
+    async def call_handler(dependant: Dependant, kwargs: dict[str, Any]) -> Any:
+        kind = dependant.kind
+        if kind in ("asyncgen", "gen"):
+            raise ConfigurationError(f"{dependant.label}: a handler cannot be a generator")
+        if kind == "async":
+            return await dependant.call(**kwargs)
+        # A sync handler runs in a worker thread, as a sync route does.
+        return await anyio.to_thread.run_sync(functools.partial(dependant.call, **kwargs))
+
+
+def _threaded_exit(manager: contextlib.AbstractContextManager[Any]) -> Callable[..., Any]:
+    async def exit_(*exc_info: Any) -> bool | None:
+        return await anyio.to_thread.run_sync(manager.__exit__, *exc_info)
+
+    return exit_
