@@ -1,0 +1,137 @@
+"""Reaching RabbitMQ: opening the robust connection, and short-lived channels on it.
+
+The connection is opened with retries until ``connect_timeout``, except when the broker refuses
+the credentials: trying again would not help. Every error names the broker by its redacted URL
+and has the password scrubbed from what aio-pika or the broker said.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import ssl
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import aio_pika
+import aio_pika.abc
+import aio_pika.exceptions
+import tenacity
+
+from fastapi_bus.exceptions import TransportError
+from fastapi_bus.transports.base import redact_url
+
+logger = logging.getLogger("fastapi_bus.rabbitmq")
+
+#: Bound on broker round trips that are not publishes (declares, cancels, closes).
+OPERATION_TIMEOUT = 15.0
+
+_AUTHENTICATION_ERRORS = (
+    aio_pika.exceptions.AuthenticationError,
+    aio_pika.exceptions.ProbableAuthenticationError,
+)
+
+
+def connect_options(
+    url: str, *, reconnect_interval: float, ssl_context: ssl.SSLContext | None
+) -> dict[str, Any]:
+    """Keyword arguments for ``aio_pika.connect_robust``, besides the URL's own parameters."""
+    query = parse_qs(urlsplit(url).query)
+    options: dict[str, Any] = {
+        "client_properties": {
+            "connection_name": f"fastapi-bus {socket.gethostname()} pid {os.getpid()}",
+        },
+    }
+    if "reconnect_interval" not in query:
+        options["reconnect_interval"] = reconnect_interval
+    if ssl_context is not None:
+        options["ssl_context"] = ssl_context
+    return options
+
+
+async def connect(
+    url: str,
+    *,
+    connect_timeout: float,
+    options: dict[str, Any],
+    scrub: Callable[[str], str],
+) -> aio_pika.abc.AbstractRobustConnection:
+    """Open a robust connection to ``url``, retrying for up to ``connect_timeout`` seconds.
+
+    Raises :class:`~fastapi_bus.TransportError`, whose text has the password scrubbed.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + connect_timeout
+    redacted = redact_url(url)
+
+    def retryable(exc: BaseException) -> bool:
+        return not isinstance(exc, _AUTHENTICATION_ERRORS) and isinstance(
+            exc, (OSError, asyncio.TimeoutError, aio_pika.exceptions.AMQPError)
+        )
+
+    def log_retry(state: tenacity.RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        logger.warning(
+            "cannot connect to RabbitMQ at %s (%s); retrying",
+            redacted,
+            scrub(str(exc) or type(exc).__name__),
+        )
+
+    retrying = tenacity.AsyncRetrying(
+        stop=tenacity.stop_after_delay(connect_timeout),
+        wait=tenacity.wait_exponential(multiplier=0.2, max=5),
+        retry=tenacity.retry_if_exception(retryable),
+        before_sleep=log_retry,
+        reraise=True,
+    )
+    try:
+        async for attempt in retrying:
+            with attempt:
+                timeout = max(deadline - loop.time(), 1.0)
+                connection: aio_pika.abc.AbstractRobustConnection
+                connection = await aio_pika.connect_robust(url, timeout=timeout, **options)
+                return connection
+    except _AUTHENTICATION_ERRORS as exc:
+        user = urlsplit(url).username or "guest"
+        raise TransportError(
+            f"RabbitMQ at {redacted} refused the credentials of user {user!r}: {scrub(str(exc))}"
+        ) from None
+    except Exception as exc:
+        raise TransportError(
+            f"cannot connect to RabbitMQ at {redacted} within {connect_timeout:g}s: "
+            f"{scrub(str(exc) or type(exc).__name__)}"
+        ) from None
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+@contextlib.asynccontextmanager
+async def temporary_channel(
+    connection: aio_pika.abc.AbstractRobustConnection,
+    *,
+    url: str,
+    scrub: Callable[[str], str],
+) -> AsyncIterator[aio_pika.abc.AbstractChannel]:
+    """A plain channel for operations that may fail: a broker error closes only it.
+
+    ``url`` is the redacted URL, for the errors.
+    """
+    channel = aio_pika.Channel(connection, publisher_confirms=False)
+    try:
+        await asyncio.wait_for(connection.ready(), OPERATION_TIMEOUT)
+        await asyncio.wait_for(channel.initialize(), OPERATION_TIMEOUT)
+    except asyncio.TimeoutError:
+        raise TransportError(f"RabbitMQ at {url} did not answer in time") from None
+    except aio_pika.exceptions.AMQPError as exc:
+        raise TransportError(
+            f"cannot open a channel to RabbitMQ at {url}: {scrub(str(exc))}"
+        ) from None
+    try:
+        yield channel
+    finally:
+        if not channel.is_closed:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(channel.close(), OPERATION_TIMEOUT)
