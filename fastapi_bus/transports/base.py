@@ -20,12 +20,27 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import logging
+from typing import Literal
 from urllib.parse import urlsplit, urlunsplit
 
+from fastapi_bus.exceptions import ConfigurationError, UnroutableError
 from fastapi_bus.messages import Message
 from fastapi_bus.types import Consumer
 
-__all__ = ["Pulled", "Subscription", "Transport", "dead_letter_queue", "redact_url"]
+__all__ = [
+    "Pulled",
+    "Subscription",
+    "Transport",
+    "Unroutable",
+    "check_unroutable",
+    "dead_letter_queue",
+    "redact_url",
+    "report_unroutable",
+]
+
+#: What a transport does with an event that no queue is bound to.
+Unroutable = Literal["ignore", "log", "raise"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,6 +78,23 @@ class Pulled(abc.ABC):
     @abc.abstractmethod
     async def release(self) -> None:
         """Give the message back to its queue."""
+
+
+def check_unroutable(value: str) -> Unroutable:
+    """``value`` if it is a valid :data:`Unroutable` setting; else a ConfigurationError."""
+    if value not in ("ignore", "log", "raise"):
+        raise ConfigurationError(f"unroutable must be 'ignore', 'log' or 'raise', not {value!r}")
+    return value  # type: ignore[return-value]
+
+
+def report_unroutable(policy: Unroutable, message: Message, logger: logging.Logger) -> None:
+    """Tell of an event no queue took, as ``policy`` says: nothing, a warning, or an error."""
+    if policy == "ignore":
+        return
+    text = f"no queue is bound to event {message.name!r}; message {message.id} was dropped"
+    if policy == "raise":
+        raise UnroutableError(text)
+    logger.warning(text)
 
 
 def dead_letter_queue(queue: str) -> str:

@@ -19,19 +19,24 @@ import threading
 import uuid
 import weakref
 from collections.abc import Iterator
-from typing import Literal
 from urllib.parse import parse_qs, urlsplit
 
 from fastapi_bus.exceptions import ConfigurationError, TransportClosedError, UnroutableError
 from fastapi_bus.messages import Message, pattern_matches
-from fastapi_bus.transports.base import Pulled, Subscription, Transport, dead_letter_queue
+from fastapi_bus.transports.base import (
+    Pulled,
+    Subscription,
+    Transport,
+    Unroutable,
+    check_unroutable,
+    dead_letter_queue,
+    report_unroutable,
+)
 from fastapi_bus.types import Consumer
 
 __all__ = ["MemoryTransport"]
 
 logger = logging.getLogger("fastapi_bus.memory")
-
-Unroutable = Literal["ignore", "log", "raise"]
 
 
 def _resolve(waiter: asyncio.Future[None]) -> None:
@@ -265,14 +270,10 @@ class MemoryTransport(Transport):
             max_queue_size = int(query["max_queue_size"][0])
         if max_queue_size < 1:
             raise ConfigurationError("max_queue_size must be at least 1")
-        if unroutable not in ("ignore", "log", "raise"):
-            raise ConfigurationError(
-                f"unroutable must be 'ignore', 'log' or 'raise', not {unroutable!r}"
-            )
         self._url = url
         self._name = parts.netloc + parts.path
         self._max_queue_size = max_queue_size
-        self._unroutable = unroutable
+        self._unroutable = check_unroutable(unroutable)
         self._broker: _Broker | None = None
         self._consumers: list[_ConsumerLoop] = []
         self._delayed: set[asyncio.Task[None]] = set()
@@ -359,17 +360,9 @@ class MemoryTransport(Transport):
     async def _route(self, broker: _Broker, message: Message) -> None:
         queues = broker.route(message.name)
         if not queues:
-            self._report_unroutable(message)
+            report_unroutable(self._unroutable, message, logger)
         for queue in queues:
             await queue.put(message)
-
-    def _report_unroutable(self, message: Message) -> None:
-        if self._unroutable == "ignore":
-            return
-        text = f"no queue is bound to event {message.name!r}; message {message.id} was dropped"
-        if self._unroutable == "raise":
-            raise UnroutableError(text)
-        logger.warning(text)
 
     async def send(self, queue: str, message: Message, *, delay: float | None = None) -> None:
         broker = self._require_running()

@@ -36,6 +36,22 @@ _AUTHENTICATION_ERRORS = (
 )
 
 
+def _certificate_error(exc: BaseException) -> bool:
+    """True if ``exc`` comes from a certificate that failed to verify: waiting will not help.
+    aiormq wraps the SSL error in a connection error, so look through the chain."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, ssl.SSLCertVerificationError):
+            return True
+        if "CERTIFICATE_VERIFY_FAILED" in str(current):
+            return True
+        nested = [arg for arg in current.args if isinstance(arg, BaseException)]
+        current = current.__cause__ or current.__context__ or (nested[0] if nested else None)
+    return False
+
+
 def connect_options(
     url: str, *, reconnect_interval: float, ssl_context: ssl.SSLContext | None
 ) -> dict[str, Any]:
@@ -69,9 +85,9 @@ async def connect(
     redacted = redact_url(url)
 
     def retryable(exc: BaseException) -> bool:
-        return not isinstance(exc, _AUTHENTICATION_ERRORS) and isinstance(
-            exc, (OSError, asyncio.TimeoutError, aio_pika.exceptions.AMQPError)
-        )
+        if isinstance(exc, _AUTHENTICATION_ERRORS) or _certificate_error(exc):
+            return False
+        return isinstance(exc, (OSError, asyncio.TimeoutError, aio_pika.exceptions.AMQPError))
 
     def log_retry(state: tenacity.RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
@@ -101,6 +117,11 @@ async def connect(
             f"RabbitMQ at {redacted} refused the credentials of user {user!r}: {scrub(str(exc))}"
         ) from None
     except Exception as exc:
+        if _certificate_error(exc):
+            raise TransportError(
+                f"cannot connect to RabbitMQ at {redacted}: its TLS certificate does not "
+                f"verify against the ssl_context: {scrub(str(exc) or type(exc).__name__)}"
+            ) from None
         raise TransportError(
             f"cannot connect to RabbitMQ at {redacted} within {connect_timeout:g}s: "
             f"{scrub(str(exc) or type(exc).__name__)}"

@@ -11,7 +11,7 @@ import logging
 import ssl
 import uuid
 from contextlib import AbstractAsyncContextManager
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import aio_pika
@@ -26,7 +26,15 @@ from fastapi_bus.exceptions import (
     UnroutableError,
 )
 from fastapi_bus.messages import Message
-from fastapi_bus.transports.base import Pulled, Subscription, Transport, redact_url
+from fastapi_bus.transports.base import (
+    Pulled,
+    Subscription,
+    Transport,
+    Unroutable,
+    check_unroutable,
+    redact_url,
+    report_unroutable,
+)
 from fastapi_bus.transports.rabbitmq.connection import (
     OPERATION_TIMEOUT,
     connect,
@@ -41,8 +49,6 @@ from fastapi_bus.transports.rabbitmq.topology import QueueType, Topology
 from fastapi_bus.types import Consumer
 
 logger = logging.getLogger("fastapi_bus.rabbitmq")
-
-Unroutable = Literal["ignore", "log", "raise"]
 
 
 class _Returned(Exception):
@@ -101,10 +107,6 @@ class RabbitMQTransport(Transport):
             raise ConfigurationError(
                 f"queue_type must be 'quorum' or 'classic', not {queue_type!r}"
             )
-        if unroutable not in ("ignore", "log", "raise"):
-            raise ConfigurationError(
-                f"unroutable must be 'ignore', 'log' or 'raise', not {unroutable!r}"
-            )
         if not exchange:
             raise ConfigurationError(
                 "exchange needs a name (the default exchange cannot route topics)"
@@ -122,7 +124,7 @@ class RabbitMQTransport(Transport):
         #: Seconds ``start()`` keeps retrying an unreachable broker (settable until then).
         self.connect_timeout = connect_timeout
         self._publish_timeout = publish_timeout
-        self._unroutable = unroutable
+        self._unroutable = check_unroutable(unroutable)
         self._ssl_context = ssl_context
         self._reconnect_interval = reconnect_interval
 
@@ -327,15 +329,7 @@ class RabbitMQTransport(Transport):
         try:
             await self._publish(self._topology.exchange, message.name, message)
         except _Returned:
-            self._report_unroutable(message)
-
-    def _report_unroutable(self, message: Message) -> None:
-        if self._unroutable == "ignore":
-            return
-        text = f"no queue is bound to event {message.name!r}; message {message.id} was dropped"
-        if self._unroutable == "raise":
-            raise UnroutableError(text)
-        logger.warning(text)
+            report_unroutable(self._unroutable, message, logger)
 
     async def send(self, queue: str, message: Message, *, delay: float | None = None) -> None:
         self._require_publisher()
