@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import enum
-import inspect
 import logging
 import os
 import time
@@ -32,7 +31,7 @@ from fastapi_bus.publisher import Publisher, current_publisher
 from fastapi_bus.retry import FailureMiddleware, RetryPolicy
 from fastapi_bus.routing import EventRoute, EventRouter
 from fastapi_bus.transports.base import Subscription, Transport
-from fastapi_bus.types import AnyCallable
+from fastapi_bus.types import AnyCallable, is_model
 
 __all__ = ["CONSUME_ENV", "BusState", "EventBus", "EventRegistry"]
 
@@ -196,7 +195,7 @@ class EventBus:
             for declaration in router.declarations:
                 self.registry.add(declaration.name, declaration.model, "publishes()")
         for route in routes:
-            if not route.is_pattern and _is_model(route.event_type):
+            if not route.is_pattern and is_model(route.event_type):
                 self.registry.add(route.event, route.event_type, route.label)
         for route in routes:
             plan = route.plan(self.dependencies)
@@ -429,7 +428,3 @@ class EventBus:
                 raise TimeoutError(f"the bus was still busy after {timeout}s ({pending()} pending)")
             quiet = quiet + 1 if pending() == 0 else 0
             await asyncio.sleep(0.001)
-
-
-def _is_model(tp: Any) -> bool:
-    return inspect.isclass(tp) and issubclass(tp, BaseModel)

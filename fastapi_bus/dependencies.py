@@ -30,14 +30,13 @@ from typing import Annotated, Any, get_args, get_origin
 
 from fastapi import params
 from fastapi.security import SecurityScopes
-from pydantic import BaseModel
 from starlette.background import BackgroundTasks
 from starlette.requests import HTTPConnection
 from starlette.responses import Response
 
 from fastapi_bus.exceptions import ConfigurationError
 from fastapi_bus.messages import Message
-from fastapi_bus.types import AnyCallable
+from fastapi_bus.types import AnyCallable, is_class
 
 __all__ = ["Dependant", "HandlerPlan", "ParamKind", "analyze_handler", "event_type_of"]
 
@@ -216,7 +215,7 @@ def _classify(
                 "type annotation to call instead"
             )
         return Param(name, ParamKind.DEPENDENCY, annotation=inner, depends=depends)
-    if inspect.isclass(inner):
+    if is_class(inner):
         if issubclass(inner, Message):
             return Param(name, ParamKind.MESSAGE, annotation=inner)
         if issubclass(inner, _HTTP_ONLY_TYPES):
@@ -383,7 +382,3 @@ def event_type_of(plan: HandlerPlan) -> Any:
         return None
     annotation = plan.event_param.annotation
     return None if annotation is inspect.Parameter.empty else annotation
-
-
-def is_model(tp: Any) -> bool:
-    return inspect.isclass(tp) and issubclass(tp, BaseModel)

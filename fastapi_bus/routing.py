@@ -14,7 +14,7 @@ from fastapi_bus.dependencies import HandlerPlan, analyze_handler, event_type_of
 from fastapi_bus.exceptions import ConfigurationError
 from fastapi_bus.messages import is_pattern, validate_event_name, validate_pattern
 from fastapi_bus.retry import RetryPolicy
-from fastapi_bus.types import AnyCallable
+from fastapi_bus.types import AnyCallable, is_model
 
 __all__ = ["EventDeclaration", "EventRoute", "EventRouter"]
 
@@ -248,7 +248,7 @@ class EventRouter:
         model: type[BaseModel] | None = None
         if isinstance(event, str):
             event_name = validate_pattern(_join(self.prefix, event))
-        elif inspect.isclass(event) and issubclass(event, BaseModel):
+        elif is_model(event):
             model = event
             event_name = validate_event_name(_join(self.prefix, event.__name__))
         else:
@@ -305,7 +305,7 @@ class EventRouter:
         """
         self._check_open()
         full = validate_event_name(_join(self.prefix, name))
-        if not (inspect.isclass(model) and issubclass(model, BaseModel)):
+        if not is_model(model):
             raise ConfigurationError(f"publishes({name!r}, ...): model must be a pydantic model")
         self.declarations.append(
             EventDeclaration(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import types
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -17,3 +18,16 @@ Consumer = Callable[["Message"], Awaitable[None]]
 
 #: Any callable a user registers: a handler or a dependency.
 AnyCallable = Callable[..., Any]
+
+
+def is_class(tp: object) -> bool:
+    """True for a real class. (On Python 3.10, ``dict[str, int]`` passes ``inspect.isclass``
+    but not ``issubclass``.)"""
+    return isinstance(tp, type) and not isinstance(tp, types.GenericAlias)
+
+
+def is_model(tp: object) -> bool:
+    """True for a pydantic model class."""
+    from pydantic import BaseModel
+
+    return is_class(tp) and issubclass(tp, BaseModel)  # type: ignore[arg-type]
