@@ -165,3 +165,18 @@ def _safe(check: Check) -> tuple[bool, dict[str, Any]]:
 
 def _json(data: dict[str, Any]) -> bytes:
     return json.dumps(data, sort_keys=True).encode()
+
+
+async def start_health(
+    server: HealthServer | None, file: HealthFile | None
+) -> list[asyncio.Task[None]]:
+    """Start the health endpoint and the heartbeat file, where configured; returns the
+    background task to cancel at the end. A port that cannot be bound is a StartupError."""
+    from fastapi_bus.worker import StartupError
+
+    if server is not None:
+        try:
+            await server.start()
+        except OSError as exc:
+            raise StartupError(exc.strerror or str(exc)) from None
+    return [asyncio.create_task(file.run())] if file is not None else []

@@ -23,8 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from fastapi_bus.health import HealthFile, HealthServer, is_fresh
-from fastapi_bus.worker import StartupError
+from fastapi_bus.health import HealthFile, HealthServer, is_fresh, start_health
 
 __all__ = ["Supervisor"]
 
@@ -227,13 +226,7 @@ class Supervisor:
                 for child in self.children:
                     child.health_file = folder / f"worker-{child.index}.json"
             try:
-                if self.server is not None:
-                    try:
-                        await self.server.start()
-                    except OSError as exc:
-                        raise StartupError(exc.strerror or str(exc)) from None
-                if self.file is not None:
-                    background.append(asyncio.create_task(self.file.run()))
+                background += await start_health(self.server, self.file)
                 if self.reload:
                     background.append(asyncio.create_task(self._watch()))
                 while not self.stopping.is_set():

@@ -20,7 +20,7 @@ from typing import Any
 
 from fastapi_bus.bus import BusState, EventBus
 from fastapi_bus.exceptions import BusError, ConfigurationError
-from fastapi_bus.health import HealthFile, HealthServer
+from fastapi_bus.health import HealthFile, HealthServer, start_health
 from fastapi_bus.routing import EventRoute
 
 __all__ = ["Lifespan", "StartupError", "Worker", "configure_bus", "select_handlers"]
@@ -264,13 +264,7 @@ class Worker:
         background: list[asyncio.Task[None]] = []
         try:
             # Health comes up first: /live answers while the app is still starting.
-            if self.server is not None:
-                try:
-                    await self.server.start()
-                except OSError as exc:
-                    raise StartupError(exc.strerror or str(exc)) from None
-            if self.file is not None:
-                background.append(asyncio.create_task(self.file.run()))
+            background += await start_health(self.server, self.file)
             if self.parent_pid is not None:
                 background.append(asyncio.create_task(self._watch_parent()))
             await self.lifespan.startup()
