@@ -25,7 +25,7 @@ from fastapi_bus.cli import app as cli
 from fastapi_bus.cli.worker import apply_connect_timeout
 from fastapi_bus.health import HealthServer
 from fastapi_bus.worker import Lifespan, StartupError, configure_bus, select_handlers
-from tests.utils import wait_until_sync
+from tests.utils import needs_aio_pika, wait_until_sync
 from tests.worker_app import create_app, delete_topology
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -117,6 +117,7 @@ def unused_port() -> int:
         return port
 
 
+@needs_aio_pika
 @pytest.mark.parametrize("command", [["worker"], ["publish", "OrderPlaced", '{"order_id": "1"}']])
 def test_an_unreachable_broker_is_a_one_line_error(command: list[str], tmp_path: Path) -> None:
     env = {

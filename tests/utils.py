@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import time
 from collections.abc import Awaitable, Callable, Sized
+
+import pytest
 
 
 async def wait_until(condition: Callable[[], bool], timeout: float = 10.0, what: str = "") -> None:
@@ -34,3 +37,9 @@ async def wait_until_async(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {size} items")
         await asyncio.sleep(0.01)
+
+
+#: For tests that build (not connect) an amqp:// app: the RabbitMQ extra needs Python 3.11+.
+needs_aio_pika = pytest.mark.skipif(
+    importlib.util.find_spec("aio_pika") is None, reason="the rabbitmq extra is not installed"
+)

@@ -26,7 +26,7 @@ def transport_from_url(url: str, **options: Any) -> Transport:
         except ImportError as exc:
             raise ConfigurationError(
                 f"{redact_url(url)} needs RabbitMQ support: pip install 'fastapi-bus[rabbitmq]' "
-                f"({exc})"
+                f"(on Python 3.11 or newer) ({exc})"
             ) from None
         return RabbitMQTransport(url, **options)
     raise ConfigurationError(
