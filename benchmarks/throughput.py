@@ -57,9 +57,24 @@ async def run(url: str, events: int, publishers: int, prefetch: int) -> None:
     await asyncio.wait_for(done.wait(), timeout=600)
     total = time.perf_counter() - start
     await bus.close(grace=5)
+    if url.startswith("amqp"):
+        await remove_topology(url, options["exchange"], [bus.queue_for(r) for r in bus.routes])
     print(f"url={url.split('@')[-1]} events={events} publishers={publishers} prefetch={prefetch}")
     print(f"  publish: {events / published:,.0f} events/s ({published:.2f}s)")
     print(f"  end to end: {events / total:,.0f} events/s ({total:.2f}s)")
+
+
+async def remove_topology(url: str, exchange: str, queues: list[str]) -> None:
+    """Leave the broker as we found it: the benchmark's queues are durable."""
+    import aio_pika
+
+    connection = await aio_pika.connect(url)
+    async with connection:
+        channel = await connection.channel()
+        for queue in queues:
+            await channel.queue_delete(queue)
+            await channel.queue_delete(f"{queue}.dlq")
+        await channel.exchange_delete(exchange)
 
 
 def main() -> None:
