@@ -180,3 +180,12 @@ async def start_health(
         except OSError as exc:
             raise StartupError(exc.strerror or str(exc)) from None
     return [asyncio.create_task(file.run())] if file is not None else []
+
+
+async def stop_health(server: HealthServer | None, background: list[asyncio.Task[None]]) -> None:
+    """Undo :func:`start_health` (and stop any other ``background`` tasks)."""
+    for task in background:
+        task.cancel()
+    await asyncio.gather(*background, return_exceptions=True)
+    if server is not None:
+        await server.close()

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from fastapi_bus.health import HealthFile, HealthServer, is_fresh, start_health
+from fastapi_bus.health import HealthFile, HealthServer, is_fresh, start_health, stop_health
 
 __all__ = ["Supervisor"]
 
@@ -241,11 +241,7 @@ class Supervisor:
                 if not self._forwarded:
                     self._signal_children(signal.SIGTERM)
                 await self._wait_children()
-                for task in background:
-                    task.cancel()
-                await asyncio.gather(*background, return_exceptions=True)
-                if self.server is not None:
-                    await self.server.close()
+                await stop_health(self.server, background)
                 for signum in signals:
                     loop.remove_signal_handler(signum)
         # A child killed by the signal we forwarded, before it could handle it, stopped cleanly.

@@ -20,7 +20,7 @@ from typing import Any
 
 from fastapi_bus.bus import BusState, EventBus
 from fastapi_bus.exceptions import BusError, ConfigurationError
-from fastapi_bus.health import HealthFile, HealthServer, start_health
+from fastapi_bus.health import HealthFile, HealthServer, start_health, stop_health
 from fastapi_bus.routing import EventRoute
 
 __all__ = ["Lifespan", "StartupError", "Worker", "configure_bus", "select_handlers"]
@@ -282,10 +282,6 @@ class Worker:
                 self.stopping.set()
             return 0 if await self.lifespan.shutdown() else 1
         finally:
-            for task in background:
-                task.cancel()
-            await asyncio.gather(*background, return_exceptions=True)
-            if self.server is not None:
-                await self.server.close()
+            await stop_health(self.server, background)
             for signum in signals:
                 loop.remove_signal_handler(signum)
