@@ -32,7 +32,6 @@ from fastapi_bus.bus import EventBus
 from fastapi_bus.exceptions import ConfigurationError
 from fastapi_bus.extension import get_bus
 from fastapi_bus.messages import Message
-from fastapi_bus.transports.base import dead_letter_queue
 
 __all__ = ["dead_letters", "drain", "publish"]
 
@@ -65,15 +64,10 @@ def drain(client: TestClient, timeout: float = 10.0) -> None:
 def dead_letters(client: TestClient, handler: str | None = None) -> list[Message]:
     """The dead-lettered messages of one handler, or of all handlers."""
     bus, portal = _running(client)
-    names = [route.name for route in bus.routes if handler in (None, route.name)]
-    if handler is not None and not names:
-        raise ConfigurationError(f"no handler named {handler!r}")
 
     async def collect() -> list[Message]:
-        found: list[Message] = []
-        for name in names:
-            found += await bus.transport.browse(dead_letter_queue(f"{bus.service}.{name}"), 10_000)
-        return found
+        letters = await bus.dead_letters.list(handler=handler, limit=1_000_000)
+        return [letter.message for letter in letters]
 
     found: list[Message] = portal.call(collect)
     return found
