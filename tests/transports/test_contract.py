@@ -319,9 +319,12 @@ async def test_pull_release_ack_and_purge(new_transport: TransportFactory, queue
     await second.release()
     remaining = await transport.browse(queue_name)
     assert sorted(m.id for m in remaining) == sorted([sent[1].id, sent[2].id])
+    assert (first.message.body, second.message.body) == (b"0", b"1")
+    assert await transport.pull(f"{queue_name}.nothing-here") is None
     assert await transport.purge(queue_name) == 2
     assert await transport.browse(queue_name) == []
     assert await transport.pull(queue_name) is None
+    assert await transport.purge(f"{queue_name}.nothing-here") == 0
 
 
 async def test_stop_consuming_keeps_publishing(
@@ -337,6 +340,7 @@ async def test_stop_consuming_keeps_publishing(
     await transport.stop_consuming(grace=5)
     await transport.publish(Message(name="contract.event", body=b"after"))
     await wait_until_async(lambda: transport.browse(queue_name), 1)
+    assert [m.body for m in await transport.browse(queue_name)] == [b"after"]
     assert recorder.bodies() == [b"before"]
     assert transport.connected
     await transport.close(grace=1)

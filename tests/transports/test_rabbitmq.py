@@ -594,41 +594,6 @@ async def test_browse_keeps_the_order_of_a_quorum_queue(broker: Broker) -> None:
     assert await transport.browse(f"{queue}.nothing-here") == []
 
 
-async def test_pull_and_purge(broker: Broker) -> None:
-    transport = await broker.start()
-    queue = broker.queue()
-    await transport.declare(sub(queue))
-    for n in range(3):
-        await transport.send(queue, Message(name="test.event", body=str(n).encode()))
-    first = await transport.pull(queue)
-    second = await transport.pull(queue)
-    assert first is not None and second is not None
-    assert (first.message.body, second.message.body) == (b"0", b"1")
-    await first.ack()
-    await second.release()
-    assert sorted(m.body for m in await transport.browse(queue)) == [b"1", b"2"]
-    assert await transport.pull(f"{queue}.nothing-here") is None
-    assert await transport.purge(queue) == 2
-    assert await transport.pull(queue) is None
-    assert await transport.purge(f"{queue}.nothing-here") == 0
-
-
-async def test_stop_consuming_keeps_publishing(broker: Broker) -> None:
-    transport = await broker.start(auto_delete_topology=True)
-    queue = broker.queue()
-    recorder = Recorder()
-    await transport.consume(sub(queue), recorder)
-    await transport.publish(Message(name="test.event", body=b"1"))
-    await wait_until(lambda: len(recorder.messages) == 1)
-    await transport.stop_consuming(grace=1)
-    assert transport.connected
-    await transport.publish(Message(name="test.event", body=b"2"))
-    assert [m.body for m in await transport.browse(queue)] == [b"2"]
-    assert [m.body for m in recorder.messages] == [b"1"]
-    await transport.close()
-    assert not transport.connected
-
-
 # connections and credentials
 
 
