@@ -1,8 +1,6 @@
 """fastapi-bus: a message bus for FastAPI."""
 
-from fastapi_bus.bus import BusState, EventBus
-from fastapi_bus.deadletters import DeadLetter, DeadLetterQueue
-from fastapi_bus.exceptions import (
+from fastapi_bus.core.exceptions import (
     BusError,
     ConfigurationError,
     EventValidationError,
@@ -15,16 +13,21 @@ from fastapi_bus.exceptions import (
     UnknownEventError,
     UnroutableError,
 )
-from fastapi_bus.extension import BusExtension, Extension, FastAPI, get_bus
-from fastapi_bus.faults import Fault
-from fastapi_bus.idempotency import IdempotencyStore, MemoryIdempotencyStore
-from fastapi_bus.messages import Message
-from fastapi_bus.metrics import CounterMetrics, Metrics
-from fastapi_bus.middleware import ConsumeApp, Delivery, Middleware
-from fastapi_bus.publisher import Bus, Publisher
-from fastapi_bus.retry import RetryPolicy
-from fastapi_bus.routing import EventRoute, EventRouter
+from fastapi_bus.core.faults import Fault
+from fastapi_bus.core.messages import Message
+from fastapi_bus.core.metrics import CounterMetrics, Metrics
+from fastapi_bus.pipeline.delivery import ConsumeApp, Delivery
+from fastapi_bus.pipeline.idempotency import IdempotencyStore, MemoryIdempotencyStore
+from fastapi_bus.pipeline.middleware import Middleware
+from fastapi_bus.pipeline.policy import RetryPolicy
+from fastapi_bus.routing.route import EventRoute
+from fastapi_bus.routing.router import EventRouter
+from fastapi_bus.runtime.bus import BusState, EventBus
+from fastapi_bus.runtime.deadletters import DeadLetter, DeadLetterQueue
+from fastapi_bus.runtime.publishing import Publisher
 from fastapi_bus.transports import MemoryTransport, Transport
+from fastapi_bus.web.extension import BusExtension, Extension, FastAPI, get_bus
+from fastapi_bus.web.publisher import Bus
 
 __version__ = "0.1.0"
 

@@ -14,9 +14,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, FastAPI, HTTPException, Query, params
 from pydantic import BaseModel, Field
 
-from fastapi_bus.bus import EventBus
-from fastapi_bus.deadletters import DeadLetter
-from fastapi_bus.exceptions import ConfigurationError
+from fastapi_bus.core.exceptions import ConfigurationError
+from fastapi_bus.runtime.bus import EventBus
+from fastapi_bus.runtime.deadletters import DeadLetter
 
 __all__ = ["install_admin_routes"]
 

@@ -28,10 +28,10 @@ from typing import Any
 from fastapi.testclient import TestClient
 from pydantic import BaseModel
 
-from fastapi_bus.bus import EventBus
-from fastapi_bus.exceptions import ConfigurationError
-from fastapi_bus.extension import get_bus
-from fastapi_bus.messages import Message
+from fastapi_bus.core.exceptions import ConfigurationError
+from fastapi_bus.core.messages import Message
+from fastapi_bus.runtime.bus import EventBus
+from fastapi_bus.web.extension import get_bus
 
 __all__ = ["dead_letters", "drain", "publish"]
 

@@ -20,11 +20,11 @@ from fastapi import FastAPI
 from typer.testing import CliRunner, Result
 
 from fastapi_bus import BusExtension, ConfigurationError, EventRouter, MemoryTransport, get_bus
-from fastapi_bus.bus import EventBus
 from fastapi_bus.cli import app as cli
 from fastapi_bus.cli.worker import apply_connect_timeout
-from fastapi_bus.health import HealthServer
-from fastapi_bus.worker import Lifespan, StartupError, configure_bus, select_handlers
+from fastapi_bus.ops.health import HealthServer
+from fastapi_bus.ops.worker import Lifespan, StartupError, configure_bus, select_handlers
+from fastapi_bus.runtime.bus import EventBus
 from tests.utils import needs_aio_pika, wait_until_sync
 from tests.worker_app import create_app, delete_topology
 

@@ -8,7 +8,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from fastapi_bus import ConfigurationError, EventRouter, Message, RetryPolicy, get_bus
-from fastapi_bus.deadletters import DeadLetterQueue
+from fastapi_bus.runtime.deadletters import DeadLetterQueue
 from fastapi_bus.testing import dead_letters, drain, publish
 from tests.helpers import OrderPlaced, make_app
 

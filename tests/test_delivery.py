@@ -127,7 +127,7 @@ def test_reject_dead_letters_without_retrying() -> None:
     assert dead[0].headers["x-bus-dead-letter-reason"] == (
         "rejected by the handler: order is for a closed shop"
     )
-    assert dead[0].headers["x-bus-exception-type"] == "fastapi_bus.exceptions.Reject"
+    assert dead[0].headers["x-bus-exception-type"] == "fastapi_bus.core.exceptions.Reject"
 
 
 def test_sync_handlers_run_in_a_thread() -> None:

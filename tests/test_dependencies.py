@@ -285,7 +285,7 @@ def test_a_yield_dependency_that_swallows_the_exception_cannot_turn_failure_into
         letters = dead_letters(client, "handler")
     # The handler failed: its message is dead-lettered and what it published is not sent.
     assert [letter.name for letter in letters] == ["Ping"]
-    assert letters[0].headers["x-bus-exception-type"] == "fastapi_bus.exceptions.Reject"
+    assert letters[0].headers["x-bus-exception-type"] == "fastapi_bus.core.exceptions.Reject"
     assert record == ["swallowed Reject"]
 
 

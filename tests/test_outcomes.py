@@ -92,7 +92,7 @@ def test_dead_lettering_publishes_a_fault() -> None:
         "shop.reserve",
     )
     assert fault.reason == "rejected by the handler: out of stock"
-    assert fault.exception_type == "fastapi_bus.exceptions.Reject"
+    assert fault.exception_type == "fastapi_bus.core.exceptions.Reject"
     assert fault.attempts == 1
     assert (msg.name, msg.correlation_id, msg.causation_id) == ("Fault", "c-1", message_id)
 

@@ -28,7 +28,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from fastapi_bus import BusState, get_bus
-from fastapi_bus.supervisor import Supervisor
+from fastapi_bus.ops.supervisor import Supervisor
 from tests.utils import wait_until, wait_until_sync
 from tests.worker_app import create_app, delete_topology
 
@@ -477,7 +477,7 @@ def test_reload_restarts_the_worker_when_code_changes(tmp_path: Path) -> None:
 
 @pytest.mark.anyio
 async def test_supervisor_backs_off_a_crash_loop(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.WARNING, logger="fastapi_bus.supervisor")
+    caplog.set_level(logging.WARNING, logger="fastapi_bus.ops.supervisor")
     supervisor = Supervisor(
         [sys.executable, "-c", "raise SystemExit(3)"],
         min_backoff=0.05,

@@ -13,7 +13,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from fastapi_bus.asyncapi.generate import get_asyncapi
 from fastapi_bus.asyncapi.render import render_document
-from fastapi_bus.bus import EventBus
+from fastapi_bus.runtime.bus import EventBus
 
 __all__ = [
     "DEFAULT_CSS_URL",

@@ -18,9 +18,9 @@ from urllib.parse import unquote, urlsplit
 from pydantic import BaseModel
 
 from fastapi_bus.asyncapi.schemas import payload_schemas
-from fastapi_bus.bus import EventBus
-from fastapi_bus.messages import pattern_matches
-from fastapi_bus.routing import EventDeclaration, EventRoute
+from fastapi_bus.core.names import pattern_matches
+from fastapi_bus.routing.route import EventDeclaration, EventRoute
+from fastapi_bus.runtime.bus import EventBus
 
 __all__ = ["AMQP_BINDING_VERSION", "ASYNCAPI_VERSION", "get_asyncapi"]
 

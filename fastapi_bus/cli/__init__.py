@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from fastapi_bus import __version__
 from fastapi_bus.cli.asyncapi import asyncapi
 from fastapi_bus.cli.dlq import dlq
 from fastapi_bus.cli.loading import load_bus
@@ -36,8 +37,6 @@ def root() -> None:
 @app.command()
 def version() -> None:
     """Print the installed fastapi-bus version."""
-    from fastapi_bus import __version__
-
     typer.echo(__version__)
 
 

@@ -10,7 +10,7 @@ import typer
 from fastapi_bus.asyncapi.docs import asyncapi_yaml
 from fastapi_bus.asyncapi.generate import get_asyncapi
 from fastapi_bus.cli.loading import load_bus
-from fastapi_bus.exceptions import ConfigurationError
+from fastapi_bus.core.exceptions import ConfigurationError
 
 __all__ = ["asyncapi"]
 

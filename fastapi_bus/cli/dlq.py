@@ -13,9 +13,9 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from fastapi_bus.bus import EventBus
 from fastapi_bus.cli.loading import load_bus
-from fastapi_bus.deadletters import DeadLetter, DeadLetterQueue
+from fastapi_bus.runtime.bus import EventBus
+from fastapi_bus.runtime.deadletters import DeadLetter, DeadLetterQueue
 
 __all__ = ["dlq"]
 

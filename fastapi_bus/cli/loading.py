@@ -9,9 +9,9 @@ from typing import Any
 
 import typer
 
-from fastapi_bus.bus import EventBus
-from fastapi_bus.exceptions import ConfigurationError
-from fastapi_bus.extension import get_bus
+from fastapi_bus.core.exceptions import ConfigurationError
+from fastapi_bus.runtime.bus import EventBus
+from fastapi_bus.web.extension import get_bus
 
 __all__ = ["load_app", "load_bus"]
 

@@ -14,12 +14,12 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
-from fastapi_bus.bus import EventBus
 from fastapi_bus.cli.worker import ConnectTimeout, Target, apply_connect_timeout, fail, load_target
-from fastapi_bus.exceptions import BusError, ConfigurationError
-from fastapi_bus.messages import pattern_matches
+from fastapi_bus.core.exceptions import BusError, ConfigurationError
+from fastapi_bus.core.names import pattern_matches
+from fastapi_bus.ops.lifespan import describe_error
+from fastapi_bus.runtime.bus import EventBus
 from fastapi_bus.transports.base import Subscription
-from fastapi_bus.worker import describe_error
 
 __all__ = ["describe_bus", "events", "publish"]
 

@@ -10,10 +10,12 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
-from fastapi_bus.bus import EventBus
 from fastapi_bus.cli.loading import load_bus
-from fastapi_bus.exceptions import BusError, ConfigurationError
-from fastapi_bus.worker import StartupError, Worker, configure_bus, describe_error, select_handlers
+from fastapi_bus.core.exceptions import BusError, ConfigurationError
+from fastapi_bus.ops.lifespan import StartupError, describe_error
+from fastapi_bus.ops.supervisor import Supervisor
+from fastapi_bus.ops.worker import Worker, configure_bus, select_handlers
+from fastapi_bus.runtime.bus import EventBus
 
 __all__ = ["apply_connect_timeout", "fail", "load_target", "worker"]
 
@@ -45,7 +47,7 @@ def apply_connect_timeout(bus: EventBus, seconds: float | None) -> None:
     if seconds is None:
         return
     if not hasattr(bus.transport, "connect_timeout"):
-        logging.getLogger("fastapi_bus.worker").warning(
+        logging.getLogger("fastapi_bus.ops.worker").warning(
             "%s has no connect timeout: --connect-timeout is ignored", type(bus.transport).__name__
         )
         return
@@ -139,8 +141,6 @@ def worker(
         else:
             # Check once here, rather than have every child fail the same way, again and again.
             _prepared(target, handlers, prefetch, concurrency, grace, connect_timeout)
-        from fastapi_bus.supervisor import Supervisor
-
         command = [sys.executable, "-m", "fastapi_bus.cli", "worker", target]
         options: dict[str, object] = {
             "--handlers": handlers,
@@ -170,7 +170,7 @@ def worker(
 
     app, bus, routes = _prepared(target, handlers, prefetch, concurrency, grace, connect_timeout)
     if bus.transport.protocol == "memory":
-        logging.getLogger("fastapi_bus.worker").warning(
+        logging.getLogger("fastapi_bus.ops.worker").warning(
             "this app uses memory://, a broker inside this process: a worker only sees the "
             "events it publishes itself"
         )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlsplit
 
-from fastapi_bus.exceptions import ConfigurationError
+from fastapi_bus.core.exceptions import ConfigurationError
 from fastapi_bus.transports.base import Subscription, Transport, redact_url
 from fastapi_bus.transports.memory import MemoryTransport
 

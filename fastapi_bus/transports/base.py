@@ -1,6 +1,6 @@
 """The transport seam: the only place that talks to a broker.
 
-A transport moves :class:`~fastapi_bus.messages.Message` objects between processes. It knows
+A transport moves :class:`~fastapi_bus.core.messages.Message` objects between processes. It knows
 queues, routing keys and acknowledgements; it knows nothing of pydantic, routers or dependencies.
 
 Every transport gives the same guarantees, checked by one shared contract test suite:
@@ -21,14 +21,15 @@ from __future__ import annotations
 import abc
 import dataclasses
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from fastapi_bus.exceptions import ConfigurationError, UnroutableError
-from fastapi_bus.messages import Message
-from fastapi_bus.types import Consumer
+from fastapi_bus.core.exceptions import ConfigurationError, UnroutableError
+from fastapi_bus.core.messages import Message
 
 __all__ = [
+    "Consumer",
     "Pulled",
     "Subscription",
     "Transport",
@@ -38,6 +39,10 @@ __all__ = [
     "redact_url",
     "report_unroutable",
 ]
+
+#: What a transport calls for each delivery. Returning acks the message; raising leaves it
+#: unacknowledged so that the broker delivers it again.
+Consumer = Callable[[Message], Awaitable[None]]
 
 #: What a transport does with an event that no queue is bound to.
 Unroutable = Literal["ignore", "log", "raise"]

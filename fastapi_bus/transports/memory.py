@@ -12,18 +12,16 @@ services or replicas side by side.
 from __future__ import annotations
 
 import asyncio
-import collections
-import contextlib
 import logging
-import threading
 import uuid
 import weakref
 from collections.abc import Iterator
 from urllib.parse import parse_qs, urlsplit
 
-from fastapi_bus.exceptions import ConfigurationError, TransportClosedError, UnroutableError
-from fastapi_bus.messages import Message, pattern_matches
+from fastapi_bus.core.exceptions import ConfigurationError, TransportClosedError, UnroutableError
+from fastapi_bus.core.messages import Message
 from fastapi_bus.transports.base import (
+    Consumer,
     Pulled,
     Subscription,
     Transport,
@@ -32,159 +30,15 @@ from fastapi_bus.transports.base import (
     dead_letter_queue,
     report_unroutable,
 )
-from fastapi_bus.types import Consumer
+from fastapi_bus.transports.memory_queues import MemoryBroker, MemoryQueue
 
 __all__ = ["MemoryTransport"]
 
 logger = logging.getLogger("fastapi_bus.memory")
 
 
-def _resolve(waiter: asyncio.Future[None]) -> None:
-    """Wake ``waiter``, which may belong to another thread's event loop."""
-    loop = waiter.get_loop()
-    try:
-        running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
-    except RuntimeError:
-        running = None
-    if running is loop:
-        if not waiter.done():
-            waiter.set_result(None)
-        return
-    with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits any more
-        loop.call_soon_threadsafe(_set_if_pending, waiter)
-
-
-def _set_if_pending(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_result(None)
-
-
-class _Queue:
-    """A FIFO of messages with a bound on publishing (requeues always fit, so none is lost).
-
-    Safe to share between event loops in different threads (several ``TestClient`` apps on
-    one named broker): state changes under a lock, and waiters are woken on their own loop.
-    Every waiter is woken on a change and checks again, so no wake-up can be lost.
-    """
-
-    def __init__(self, name: str, maxsize: int) -> None:
-        self.name = name
-        self.maxsize = maxsize
-        self.patterns: set[str] = set()
-        self._lock = threading.Lock()
-        self._items: collections.deque[Message] = collections.deque()
-        self._getters: list[asyncio.Future[None]] = []
-        self._putters: list[asyncio.Future[None]] = []
-        #: Messages handed to consumers and not yet acknowledged.
-        self.unacked = 0
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def snapshot(self) -> list[Message]:
-        with self._lock:
-            return list(self._items)
-
-    @staticmethod
-    def _take(waiters: list[asyncio.Future[None]]) -> list[asyncio.Future[None]]:
-        taken = waiters[:]
-        waiters.clear()
-        return taken
-
-    @staticmethod
-    def _wake(waiters: list[asyncio.Future[None]]) -> None:
-        for waiter in waiters:
-            _resolve(waiter)
-
-    async def _wait(
-        self, waiter: asyncio.Future[None], waiters: list[asyncio.Future[None]]
-    ) -> None:
-        try:
-            await waiter
-        finally:
-            with self._lock, contextlib.suppress(ValueError):
-                waiters.remove(waiter)
-
-    async def put(self, message: Message) -> None:
-        while True:
-            with self._lock:
-                if not self.maxsize or len(self._items) < self.maxsize:
-                    self._items.append(message)
-                    getters = self._take(self._getters)
-                    break
-                waiter = asyncio.get_running_loop().create_future()
-                self._putters.append(waiter)
-            await self._wait(waiter, self._putters)
-        self._wake(getters)
-
-    async def get(self) -> Message:
-        while True:
-            with self._lock:
-                if self._items:
-                    message = self._items.popleft()
-                    self.unacked += 1
-                    putters = self._take(self._putters)
-                    break
-                waiter = asyncio.get_running_loop().create_future()
-                self._getters.append(waiter)
-            await self._wait(waiter, self._getters)
-        self._wake(putters)
-        return message
-
-    def ack(self) -> None:
-        with self._lock:
-            self.unacked -= 1
-
-    def take_nowait(self) -> Message | None:
-        with self._lock:
-            if not self._items:
-                return None
-            self.unacked += 1
-            message = self._items.popleft()
-            putters = self._take(self._putters)
-        self._wake(putters)
-        return message
-
-    def purge(self) -> int:
-        with self._lock:
-            count = len(self._items)
-            self._items.clear()
-            putters = self._take(self._putters)
-        self._wake(putters)
-        return count
-
-    def requeue(self, message: Message) -> None:
-        """Give an unacknowledged message back, at the head of the queue."""
-        with self._lock:
-            self.unacked -= 1
-            self._items.appendleft(message)
-            getters = self._take(self._getters)
-        self._wake(getters)
-
-
-class _Broker:
-    """Queues and bindings, shared by the transports that use one broker name."""
-
-    def __init__(self, max_queue_size: int) -> None:
-        self.max_queue_size = max_queue_size
-        self.queues: dict[str, _Queue] = {}
-
-    def queue(self, name: str) -> _Queue:
-        queue = self.queues.get(name)
-        if queue is None:
-            queue = self.queues[name] = _Queue(name, self.max_queue_size)
-        return queue
-
-    def route(self, name: str) -> list[_Queue]:
-        return [
-            queue
-            for queue in self.queues.values()
-            if any(pattern_matches(pattern, name) for pattern in queue.patterns)
-        ]
-
-
 class _MemoryPulled(Pulled):
-    def __init__(self, queue: _Queue, message: Message) -> None:
+    def __init__(self, queue: MemoryQueue, message: Message) -> None:
         super().__init__(message)
         self._queue = queue
 
@@ -195,13 +49,13 @@ class _MemoryPulled(Pulled):
         self._queue.requeue(self.message.replace(redelivered=True))
 
 
-_shared_brokers: weakref.WeakValueDictionary[str, _Broker] = weakref.WeakValueDictionary()
+_shared_brokers: weakref.WeakValueDictionary[str, MemoryBroker] = weakref.WeakValueDictionary()
 
 
 class _ConsumerLoop:
     """Workers that take messages from one queue and hand them to one consumer."""
 
-    def __init__(self, queue: _Queue, consumer: Consumer, workers: int) -> None:
+    def __init__(self, queue: MemoryQueue, consumer: Consumer, workers: int) -> None:
         self.queue = queue
         self.consumer = consumer
         self.stopping = False
@@ -274,7 +128,7 @@ class MemoryTransport(Transport):
         self._name = parts.netloc + parts.path
         self._max_queue_size = max_queue_size
         self._unroutable = check_unroutable(unroutable)
-        self._broker: _Broker | None = None
+        self._broker: MemoryBroker | None = None
         self._consumers: list[_ConsumerLoop] = []
         self._delayed: set[asyncio.Task[None]] = set()
         self._own_queues: list[str] = []
@@ -292,11 +146,11 @@ class MemoryTransport(Transport):
             if self._name:
                 broker = _shared_brokers.get(self._name)
                 if broker is None:
-                    broker = _Broker(self._max_queue_size)
+                    broker = MemoryBroker(self._max_queue_size)
                     _shared_brokers[self._name] = broker
                 self._broker = broker
             else:
-                self._broker = _Broker(self._max_queue_size)
+                self._broker = MemoryBroker(self._max_queue_size)
         self._running = True
 
     @property
@@ -322,12 +176,12 @@ class MemoryTransport(Transport):
             broker.queues.pop(name, None)
         self._own_queues.clear()
 
-    def _require_broker(self) -> _Broker:
+    def _require_broker(self) -> MemoryBroker:
         if self._broker is None:
             raise TransportClosedError("the memory transport is not started")
         return self._broker
 
-    def _require_running(self) -> _Broker:
+    def _require_running(self) -> MemoryBroker:
         if not self._running:
             raise TransportClosedError("the memory transport is not running")
         return self._require_broker()
@@ -357,7 +211,7 @@ class MemoryTransport(Transport):
             return
         await self._route(broker, message)
 
-    async def _route(self, broker: _Broker, message: Message) -> None:
+    async def _route(self, broker: MemoryBroker, message: Message) -> None:
         queues = broker.route(message.name)
         if not queues:
             report_unroutable(self._unroutable, message, logger)
@@ -377,7 +231,7 @@ class MemoryTransport(Transport):
         await target.put(message)
 
     @staticmethod
-    async def _put(queue: _Queue, message: Message) -> None:
+    async def _put(queue: MemoryQueue, message: Message) -> None:
         await queue.put(message)
 
     def _later(self, delay: float, func: object, *args: object) -> None:

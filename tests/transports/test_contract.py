@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from fastapi_bus.exceptions import UnroutableError
-from fastapi_bus.messages import Message
+from fastapi_bus.core.exceptions import UnroutableError
+from fastapi_bus.core.messages import Message
 from fastapi_bus.transports.base import Subscription, dead_letter_queue
 from tests.transports.conftest import TransportFactory
 from tests.utils import wait_until, wait_until_async

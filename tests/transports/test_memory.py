@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
-from fastapi_bus.exceptions import ConfigurationError, TransportClosedError
-from fastapi_bus.messages import Message
+from fastapi_bus.core.exceptions import ConfigurationError, TransportClosedError
+from fastapi_bus.core.messages import Message
 from fastapi_bus.transports.base import Subscription
 from fastapi_bus.transports.memory import MemoryTransport
 from tests.utils import wait_until

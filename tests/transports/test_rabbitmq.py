@@ -21,14 +21,14 @@ import aio_pika.exceptions
 import aiormq.exceptions
 import pytest
 
-from fastapi_bus.exceptions import (
+from fastapi_bus.core.exceptions import (
     ConfigurationError,
     PublishError,
     TransportClosedError,
     TransportError,
     UnroutableError,
 )
-from fastapi_bus.messages import Message
+from fastapi_bus.core.messages import Message
 from fastapi_bus.transports.base import Subscription, dead_letter_queue
 from fastapi_bus.transports.rabbitmq import (
     ATTEMPT_HEADER,

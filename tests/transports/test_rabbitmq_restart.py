@@ -17,8 +17,8 @@ from collections.abc import AsyncIterator
 import aio_pika
 import pytest
 
-from fastapi_bus.exceptions import TransportError
-from fastapi_bus.messages import Message
+from fastapi_bus.core.exceptions import TransportError
+from fastapi_bus.core.messages import Message
 from fastapi_bus.transports.base import Subscription, dead_letter_queue
 from fastapi_bus.transports.rabbitmq import RabbitMQTransport
 from tests.utils import wait_until

@@ -23,8 +23,8 @@ import anyio.abc
 import pytest
 from anyio.streams.tls import TLSAttribute, TLSStream
 
-from fastapi_bus.exceptions import TransportError
-from fastapi_bus.messages import Message
+from fastapi_bus.core.exceptions import TransportError
+from fastapi_bus.core.messages import Message
 from fastapi_bus.transports.base import Subscription
 from fastapi_bus.transports.rabbitmq import RabbitMQTransport
 from tests.utils import wait_until

@@ -22,7 +22,7 @@ import aio_pika.abc
 import aio_pika.exceptions
 import tenacity
 
-from fastapi_bus.exceptions import TransportError
+from fastapi_bus.core.exceptions import TransportError
 from fastapi_bus.transports.base import redact_url
 
 logger = logging.getLogger("fastapi_bus.rabbitmq")

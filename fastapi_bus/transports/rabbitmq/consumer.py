@@ -18,12 +18,11 @@ from collections.abc import Callable
 import aio_pika.abc
 import aio_pika.exceptions
 
-from fastapi_bus.exceptions import ConfigurationError, TransportError
-from fastapi_bus.transports.base import Subscription
+from fastapi_bus.core.exceptions import ConfigurationError, TransportError
+from fastapi_bus.transports.base import Consumer, Subscription
 from fastapi_bus.transports.rabbitmq.connection import OPERATION_TIMEOUT
 from fastapi_bus.transports.rabbitmq.mapping import decode
 from fastapi_bus.transports.rabbitmq.topology import Topology, declare_queue
-from fastapi_bus.types import Consumer
 
 logger = logging.getLogger("fastapi_bus.rabbitmq")
 

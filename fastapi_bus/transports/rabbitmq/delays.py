@@ -16,7 +16,7 @@ import aio_pika
 import aio_pika.abc
 import aio_pika.exceptions
 
-from fastapi_bus.exceptions import ConfigurationError, PublishError, TransportError
+from fastapi_bus.core.exceptions import ConfigurationError, PublishError, TransportError
 from fastapi_bus.transports.rabbitmq.connection import OPERATION_TIMEOUT
 from fastapi_bus.transports.rabbitmq.topology import (
     TEST_QUEUE_EXPIRES_MS,

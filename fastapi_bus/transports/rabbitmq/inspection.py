@@ -16,8 +16,8 @@ import aio_pika
 import aio_pika.abc
 import aio_pika.exceptions
 
-from fastapi_bus.exceptions import TransportError
-from fastapi_bus.messages import Message
+from fastapi_bus.core.exceptions import TransportError
+from fastapi_bus.core.messages import Message
 from fastapi_bus.transports.base import Pulled
 from fastapi_bus.transports.rabbitmq.connection import OPERATION_TIMEOUT
 from fastapi_bus.transports.rabbitmq.mapping import decode

@@ -14,8 +14,8 @@ from typing import Any
 import aio_pika
 import aio_pika.abc
 
-from fastapi_bus.messages import JSON, Message, new_id
-from fastapi_bus.types import Headers
+from fastapi_bus.core.messages import JSON, Message, new_id
+from fastapi_bus.core.types import Headers
 
 #: Our headers for what AMQP has no property for. They never reach ``Message.headers``.
 CAUSATION_HEADER = "x-bus-causation-id"

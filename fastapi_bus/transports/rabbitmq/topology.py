@@ -15,7 +15,7 @@ import aio_pika
 import aio_pika.abc
 import aio_pika.exceptions
 
-from fastapi_bus.exceptions import ConfigurationError
+from fastapi_bus.core.exceptions import ConfigurationError
 from fastapi_bus.transports.base import Subscription, dead_letter_queue
 from fastapi_bus.transports.rabbitmq.connection import OPERATION_TIMEOUT
 

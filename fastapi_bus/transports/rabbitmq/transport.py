@@ -19,14 +19,15 @@ import aio_pika.abc
 import aio_pika.exceptions
 import aiormq.exceptions
 
-from fastapi_bus.exceptions import (
+from fastapi_bus.core.exceptions import (
     ConfigurationError,
     TransportClosedError,
     TransportError,
     UnroutableError,
 )
-from fastapi_bus.messages import Message
+from fastapi_bus.core.messages import Message
 from fastapi_bus.transports.base import (
+    Consumer,
     Pulled,
     Subscription,
     Transport,
@@ -45,21 +46,10 @@ from fastapi_bus.transports.rabbitmq.consumer import QueueConsumer, start_consum
 from fastapi_bus.transports.rabbitmq.delays import DelayQueues
 from fastapi_bus.transports.rabbitmq.inspection import Inspector
 from fastapi_bus.transports.rabbitmq.mapping import encode
+from fastapi_bus.transports.rabbitmq.publishing import Returned, is_cancelled, wait_for_channel
 from fastapi_bus.transports.rabbitmq.topology import QueueType, Topology
-from fastapi_bus.types import Consumer
 
 logger = logging.getLogger("fastapi_bus.rabbitmq")
-
-
-class _Returned(Exception):
-    """RabbitMQ returned a mandatory message: no queue matched its routing key."""
-
-
-def _is_cancelled(task: asyncio.Task[Any] | None) -> bool:
-    """Whether someone asked to cancel ``task``, as opposed to aiormq cancelling a future of ours
-    because its channel went away. Without ``Task.cancelling`` (Python 3.10), assume yes."""
-    cancelling = getattr(task, "cancelling", None)
-    return cancelling is None or bool(cancelling())
 
 
 class RabbitMQTransport(Transport):
@@ -328,7 +318,7 @@ class RabbitMQTransport(Transport):
             return
         try:
             await self._publish(self._topology.exchange, message.name, message)
-        except _Returned:
+        except Returned:
             report_unroutable(self._unroutable, message, logger)
 
     async def send(self, queue: str, message: Message, *, delay: float | None = None) -> None:
@@ -343,7 +333,7 @@ class RabbitMQTransport(Transport):
             return
         try:
             await self._publish("", queue, message)
-        except _Returned:
+        except Returned:
             raise UnroutableError(
                 f"no queue named {queue!r} exists; message {message.id} was not sent"
             ) from None
@@ -377,7 +367,7 @@ class RabbitMQTransport(Transport):
                 )
                 return
             except aio_pika.exceptions.PublishError:
-                raise _Returned() from None
+                raise Returned() from None
             except aio_pika.exceptions.DeliveryError as exc:
                 raise TransportError(
                     f"RabbitMQ refused message {message.id} (basic.nack): {self._scrub(str(exc))}"
@@ -386,7 +376,7 @@ class RabbitMQTransport(Transport):
                 problem = "timed out"
                 continue
             except asyncio.CancelledError:
-                if self._closing is not None or _is_cancelled(asyncio.current_task()):
+                if self._closing is not None or is_cancelled(asyncio.current_task()):
                     raise
                 # aiormq cancels pending confirms when their channel closes.
                 problem = "the channel closed before the confirm"
@@ -413,26 +403,10 @@ class RabbitMQTransport(Transport):
             logger.debug(
                 "publishing %s failed (%s); waiting for the connection", message.id, problem
             )
-            await self._wait_for_broker(publisher, deadline)
+            await wait_for_channel(publisher, self._stopping, deadline)
             # ready() can answer before aio-pika noticed the loss: do not spin.
             await asyncio.sleep(min(pause, max(deadline - loop.time(), 0)))
             pause = min(pause * 2, 1.0)
-
-    async def _wait_for_broker(
-        self, publisher: aio_pika.abc.AbstractRobustChannel, deadline: float
-    ) -> None:
-        """Until the channel is restored, the transport closes or ``deadline`` passes."""
-        waits = [
-            asyncio.ensure_future(publisher.ready()),
-            asyncio.ensure_future(self._stopping.wait()),
-        ]
-        try:
-            timeout = max(deadline - asyncio.get_running_loop().time(), 0)
-            await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for wait in waits:
-                wait.cancel()
-            await asyncio.gather(*waits, return_exceptions=True)
 
     # consuming
 

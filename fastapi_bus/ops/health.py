@@ -18,9 +18,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from fastapi_bus.ops.lifespan import StartupError
+
 __all__ = ["Check", "HealthFile", "HealthServer", "is_fresh"]
 
-logger = logging.getLogger("fastapi_bus.health")
+logger = logging.getLogger("fastapi_bus.ops.health")
 
 Check = Callable[[], tuple[bool, dict[str, Any]]]
 
@@ -172,8 +174,6 @@ async def start_health(
 ) -> list[asyncio.Task[None]]:
     """Start the health endpoint and the heartbeat file, where configured; returns the
     background task to cancel at the end. A port that cannot be bound is a StartupError."""
-    from fastapi_bus.worker import StartupError
-
     if server is not None:
         try:
             await server.start()

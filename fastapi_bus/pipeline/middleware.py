@@ -22,34 +22,14 @@ Returning lets the message be acknowledged; raising hands it back to the broker.
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
-from collections.abc import Awaitable, Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
-from fastapi_bus.exceptions import ConfigurationError
-from fastapi_bus.messages import Message
+from fastapi_bus.core.exceptions import ConfigurationError
+from fastapi_bus.pipeline.delivery import ConsumeApp, Delivery
 
-if TYPE_CHECKING:
-    from fastapi_bus.bus import EventBus
-    from fastapi_bus.routing import EventRoute
-
-__all__ = ["ConsumeApp", "Delivery", "Middleware", "build_pipeline"]
-
-
-@dataclasses.dataclass(frozen=True)
-class Delivery:
-    """One message on its way to one handler."""
-
-    message: Message
-    #: The handler it is for.
-    route: EventRoute
-    #: The handler's queue.
-    queue: str
-    bus: EventBus
-
-
-ConsumeApp = Callable[[Delivery], Awaitable[None]]
+__all__ = ["Middleware", "build_pipeline"]
 
 
 async def _NEXT(delivery: Delivery) -> None:

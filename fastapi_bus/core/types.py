@@ -3,18 +3,13 @@
 from __future__ import annotations
 
 import types
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
 
-if TYPE_CHECKING:
-    from fastapi_bus.messages import Message
+from pydantic import BaseModel
 
 #: Wire headers: always text keys and text values, so that every broker can carry them.
 Headers = dict[str, str]
-
-#: What a transport calls for each delivery. Returning acks the message; raising leaves it
-#: unacknowledged so that the broker delivers it again.
-Consumer = Callable[["Message"], Awaitable[None]]
 
 #: Any callable a user registers: a handler or a dependency.
 AnyCallable = Callable[..., Any]
@@ -28,6 +23,4 @@ def is_class(tp: object) -> bool:
 
 def is_model(tp: object) -> bool:
     """True for a pydantic model class."""
-    from pydantic import BaseModel
-
     return is_class(tp) and issubclass(tp, BaseModel)  # type: ignore[arg-type]

@@ -15,25 +15,15 @@ then be in both places, and be handled again: handlers are at-least-once anyway)
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING
 
-from fastapi_bus.exceptions import ConfigurationError
-from fastapi_bus.messages import Message
-from fastapi_bus.transports.base import Pulled, dead_letter_queue
-
-if TYPE_CHECKING:
-    from fastapi_bus.bus import EventBus
+from fastapi_bus.core import headers as H
+from fastapi_bus.core.exceptions import ConfigurationError
+from fastapi_bus.core.messages import Message
+from fastapi_bus.transports.base import Pulled, Transport, dead_letter_queue
 
 __all__ = ["DeadLetter", "DeadLetterQueue"]
-
-_H = "x-bus-"
-_FAILURE_HEADERS = (
-    "dead-letter-reason", "handler", "queue", "attempts", "first-failure-at", "last-failure-at",
-    "exception-type", "exception-message", "traceback",
-)  # fmt: skip
-REPLAYED = f"{_H}replayed"
 
 
 def _parse_time(text: str | None) -> datetime | None:
@@ -65,15 +55,15 @@ class DeadLetter:
         headers = message.headers
         return cls(
             message=message,
-            handler=headers.get(f"{_H}handler", ""),
-            queue=headers.get(f"{_H}queue", queue),
-            reason=headers.get(f"{_H}dead-letter-reason", ""),
-            exception_type=headers.get(f"{_H}exception-type"),
-            exception_message=headers.get(f"{_H}exception-message"),
-            attempts=int(headers.get(f"{_H}attempts", "0") or 0),
-            first_failure_at=_parse_time(headers.get(f"{_H}first-failure-at")),
-            last_failure_at=_parse_time(headers.get(f"{_H}last-failure-at")),
-            traceback=headers.get(f"{_H}traceback"),
+            handler=headers.get(H.HANDLER, ""),
+            queue=headers.get(H.QUEUE, queue),
+            reason=headers.get(H.DEAD_LETTER_REASON, ""),
+            exception_type=headers.get(H.EXCEPTION_TYPE),
+            exception_message=headers.get(H.EXCEPTION_MESSAGE),
+            attempts=int(headers.get(H.ATTEMPTS, "0") or 0),
+            first_failure_at=_parse_time(headers.get(H.FIRST_FAILURE_AT)),
+            last_failure_at=_parse_time(headers.get(H.LAST_FAILURE_AT)),
+            traceback=headers.get(H.TRACEBACK),
         )
 
     def matches(
@@ -105,9 +95,9 @@ class DeadLetter:
         headers = {
             key: value
             for key, value in self.message.headers.items()
-            if key.removeprefix(_H) not in _FAILURE_HEADERS or not key.startswith(_H)
+            if key not in H.FAILURE_HEADERS
         }
-        headers[REPLAYED] = str(int(self.message.headers.get(REPLAYED, "0")) + 1)
+        headers[H.REPLAYED] = str(int(self.message.headers.get(H.REPLAYED, "0")) + 1)
         return self.message.replace(headers=headers, attempt=1, redelivered=False)
 
 
@@ -115,19 +105,26 @@ Progress = Callable[[int], None]
 
 
 class DeadLetterQueue:
-    """Tools over the dead-letter queues of one bus's handlers. The bus must be started (its
-    transport connected); it need not consume."""
+    """Tools over the dead-letter queues of one bus's handlers (``bus.dead_letters``). The bus
+    must be started (its transport connected); it need not consume.
 
-    def __init__(self, bus: EventBus) -> None:
-        self._bus = bus
+    Args:
+        transport: the bus's transport.
+        handler_queues: returns each handler's queue, by handler name.
+    """
+
+    def __init__(
+        self, transport: Transport, handler_queues: Callable[[], Mapping[str, str]]
+    ) -> None:
+        self._transport = transport
+        self._handler_queues = handler_queues
 
     def queues(self, handler: str | None = None) -> list[str]:
         """The handler queues whose dead letters these tools look at."""
-        bus = self._bus
-        bus.build()
-        queues = [bus.queue_for(route) for route in bus.routes if handler in (None, route.name)]
+        known_queues = self._handler_queues()
+        queues = [queue for name, queue in known_queues.items() if handler in (None, name)]
         if handler is not None and not queues:
-            known = ", ".join(sorted(route.name for route in bus.routes)) or "none"
+            known = ", ".join(sorted(known_queues)) or "none"
             raise ConfigurationError(f"no handler named {handler!r} (handlers: {known})")
         return queues
 
@@ -144,7 +141,7 @@ class DeadLetterQueue:
         found: list[DeadLetter] = []
         now = datetime.now(timezone.utc)
         for queue in self.queues(handler):
-            for message in await self._bus.transport.browse(dead_letter_queue(queue), 100_000):
+            for message in await self._transport.browse(dead_letter_queue(queue), 100_000):
                 letter = DeadLetter.from_message(message, queue)
                 if letter.matches(
                     exception_type=exception_type, older_than=older_than,
@@ -175,7 +172,7 @@ class DeadLetterQueue:
         """Send matching dead letters back to their handler's queue; returns how many."""
 
         async def move(letter: DeadLetter, pulled: Pulled) -> None:
-            await self._bus.transport.send(letter.queue, letter.for_replay())
+            await self._transport.send(letter.queue, letter.for_replay())
             await pulled.ack()
 
         return await self._each(
@@ -213,7 +210,7 @@ class DeadLetterQueue:
     ) -> int:
         done = 0
         now = datetime.now(timezone.utc)
-        transport = self._bus.transport
+        transport = self._transport
         for queue in self.queues(handler):
             dlq = dead_letter_queue(queue)
             # Only what is there now: messages dead-lettered meanwhile wait for the next run.

@@ -23,11 +23,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from fastapi_bus.health import HealthFile, HealthServer, is_fresh, start_health, stop_health
+from fastapi_bus.ops.health import HealthFile, HealthServer, is_fresh, start_health, stop_health
 
 __all__ = ["Supervisor"]
 
-logger = logging.getLogger("fastapi_bus.supervisor")
+logger = logging.getLogger("fastapi_bus.ops.supervisor")
 
 #: How often the supervisor looks at its children.
 _TICK = 0.1

@@ -9,16 +9,17 @@ from typing import Any, Protocol, runtime_checkable
 import fastapi
 from fastapi import params
 
+from fastapi_bus.admin import install_admin_routes
 from fastapi_bus.asyncapi.docs import DEFAULT_CSS_URL, DEFAULT_JS_URL, install_asyncapi_routes
-from fastapi_bus.bus import EventBus
-from fastapi_bus.exceptions import ConfigurationError
-from fastapi_bus.idempotency import IdempotencyStore
-from fastapi_bus.metrics import Metrics
-from fastapi_bus.middleware import Middleware
-from fastapi_bus.publisher import PublisherMiddleware
-from fastapi_bus.retry import RetryPolicy
-from fastapi_bus.routing import EventRouter
+from fastapi_bus.core.exceptions import ConfigurationError
+from fastapi_bus.core.metrics import Metrics
+from fastapi_bus.pipeline.idempotency import IdempotencyStore
+from fastapi_bus.pipeline.middleware import Middleware
+from fastapi_bus.pipeline.policy import RetryPolicy
+from fastapi_bus.routing.router import EventRouter
+from fastapi_bus.runtime.bus import EventBus
 from fastapi_bus.transports import Transport, transport_from_url
+from fastapi_bus.web.publisher import PublisherMiddleware
 
 __all__ = ["BusExtension", "Extension", "FastAPI", "get_bus"]
 
@@ -160,8 +161,6 @@ class BusExtension:
         setattr(app.state, STATE_KEY, bus)
         app.add_middleware(PublisherMiddleware, bus=bus)
         if self.admin_url is not None:
-            from fastapi_bus.admin import install_admin_routes
-
             install_admin_routes(
                 app, bus, prefix=self.admin_url, dependencies=self.admin_dependencies
             )

@@ -34,13 +34,14 @@ from starlette.background import BackgroundTasks
 from starlette.requests import HTTPConnection
 from starlette.responses import Response
 
-from fastapi_bus.exceptions import ConfigurationError
-from fastapi_bus.messages import Message
-from fastapi_bus.types import AnyCallable, is_class
+from fastapi_bus.core.exceptions import ConfigurationError
+from fastapi_bus.core.messages import Message
+from fastapi_bus.core.types import AnyCallable, is_class
+from fastapi_bus.pipeline.provided import is_publisher_provider
 
 __all__ = ["Dependant", "HandlerPlan", "ParamKind", "analyze_handler", "event_type_of"]
 
-logger = logging.getLogger("fastapi_bus.dependencies")
+logger = logging.getLogger("fastapi_bus.pipeline.dependencies")
 
 _HTTP_ONLY_TYPES: tuple[type, ...] = (HTTPConnection, Response, BackgroundTasks, SecurityScopes)
 
@@ -337,12 +338,6 @@ def _analyze(call: AnyCallable, *, label: str, handler: bool, chain: tuple[Any, 
             param.dependant = _analyze_param_dependency(param, owner=label, chain=(*chain, call))
         found.append(param)
     return Dependant(call=call, params=found, label=label)
-
-
-def is_publisher_provider(call: Any) -> bool:
-    from fastapi_bus.publisher import get_publisher
-
-    return call is get_publisher
 
 
 def analyze_handler(

@@ -10,69 +10,17 @@ from typing import Any, ForwardRef, TypeVar
 from fastapi import params
 from pydantic import BaseModel, PydanticUserError, TypeAdapter
 
-from fastapi_bus.dependencies import HandlerPlan, analyze_handler, event_type_of
-from fastapi_bus.exceptions import ConfigurationError
-from fastapi_bus.messages import is_pattern, validate_event_name, validate_pattern
-from fastapi_bus.retry import RetryPolicy
-from fastapi_bus.types import AnyCallable, is_model
+from fastapi_bus.core.exceptions import ConfigurationError
+from fastapi_bus.core.names import validate_event_name, validate_pattern
+from fastapi_bus.core.types import AnyCallable, is_model
+from fastapi_bus.pipeline.dependencies import event_type_of
+from fastapi_bus.pipeline.policy import RetryPolicy
+from fastapi_bus.routing.route import EventDeclaration, EventRoute, describe_callable
 
-__all__ = ["EventDeclaration", "EventRoute", "EventRouter"]
+__all__ = ["EventRouter"]
 
 F = TypeVar("F", bound=AnyCallable)
 EventSpec = str | type[BaseModel]
-
-
-@dataclasses.dataclass(frozen=True)
-class EventDeclaration:
-    """An event that a service publishes (``router.publishes(name, Model)``)."""
-
-    name: str
-    model: type[BaseModel]
-    description: str | None = None
-    tags: tuple[str, ...] = ()
-    include_in_schema: bool = True
-
-
-@dataclasses.dataclass(frozen=True)
-class EventRoute:
-    """One handler: which events it takes and how it is called."""
-
-    #: Event name or topic pattern, prefix included.
-    event: str
-    #: The handler function.
-    endpoint: AnyCallable
-    #: The handler's name, unique within a service; its queue is ``{service}.{name}``.
-    name: str
-    #: The handler's event parameter type (a model, a union...), or ``None`` for raw JSON.
-    event_type: Any
-    tags: tuple[str, ...] = ()
-    dependencies: tuple[params.Depends, ...] = ()
-    include_in_schema: bool = True
-    broadcast: bool = False
-    prefetch: int | None = None
-    concurrency: int | None = None
-    summary: str | None = None
-    description: str | None = None
-    #: How failures are retried (``None``: the router's, else the extension's).
-    retry: RetryPolicy | None = None
-    #: Skip messages this handler has already processed (by message id).
-    idempotent: bool = False
-
-    @property
-    def is_pattern(self) -> bool:
-        return is_pattern(self.event)
-
-    @property
-    def label(self) -> str:
-        return f"handler {self.name!r} ({_where(self.endpoint)})"
-
-    def plan(self, extra_dependencies: Sequence[params.Depends] = ()) -> HandlerPlan:
-        """Analyse the handler with these outer dependencies (extension-level) first."""
-        return analyze_handler(
-            self.endpoint,
-            label=self.label,
-            dependencies=[*extra_dependencies, *self.dependencies],
-        )
 
 
 def _resolvable(annotation: Any, label: str, param: str) -> Any:
@@ -94,11 +42,6 @@ def _own_doc(model: type[BaseModel]) -> str | None:
     """The model's own docstring (``inspect.getdoc`` would return BaseModel's)."""
     doc = model.__dict__.get("__doc__")
     return inspect.cleandoc(doc) if doc else None
-
-
-def _where(func: AnyCallable) -> str:
-    module = getattr(func, "__module__", "?")
-    return f"{module}.{getattr(func, '__qualname__', repr(func))}"
 
 
 def _join(prefix: str, name: str) -> str:
@@ -241,7 +184,7 @@ class EventRouter:
         if not callable(func):
             raise ConfigurationError(f"handler for {event!r} must be callable, got {func!r}")
         handler_name: str = name or str(getattr(func, "__name__", ""))
-        label = f"handler {handler_name!r} ({_where(func)})"
+        label = f"handler {handler_name!r} ({describe_callable(func)})"
         if inspect.isgeneratorfunction(func) or inspect.isasyncgenfunction(func):
             raise ConfigurationError(f"{label}: a handler cannot be a generator function")
         validate_event_name(handler_name, what=f"{label}: handler name")

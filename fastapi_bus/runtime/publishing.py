@@ -1,4 +1,4 @@
-"""Publishing: the ``Bus`` dependency and the ASGI middleware that ties events to requests.
+"""Publishing: publishers, and the outboxes that hold events until their unit of work succeeds.
 
 Events published while handling an HTTP request (or an event) are held in an outbox and sent
 only when that work succeeds: for a request, when the endpoint finished without an exception
@@ -11,24 +11,32 @@ from __future__ import annotations
 import contextvars
 import enum
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Annotated, Any
+from types import TracebackType
+from typing import Any, Protocol
 
-from fastapi import Depends
 from pydantic import BaseModel
-from starlette.requests import HTTPConnection
-from starlette.types import ASGIApp, Receive, Scope, Send
-from starlette.types import Message as ASGIMessage
 
-from fastapi_bus.exceptions import ConfigurationError, PublishError
-from fastapi_bus.messages import Message, new_id
+from fastapi_bus.core.exceptions import PublishError
+from fastapi_bus.core.messages import Message
 
-if TYPE_CHECKING:
-    from fastapi_bus.bus import EventBus
+__all__ = ["HandlerWork", "Outbox", "Publisher", "Sender", "current_publisher"]
 
-__all__ = ["Bus", "Publisher", "PublisherMiddleware", "get_publisher"]
 
-SCOPE_KEY = "fastapi_bus.publisher"
-REQUEST_ID_HEADER = b"x-request-id"
+class Sender(Protocol):
+    """What publishers need from the running bus: encode an event, send a message."""
+
+    def encode(
+        self,
+        event: BaseModel | str,
+        payload: BaseModel | Mapping[str, Any] | None = None,
+        *,
+        headers: Mapping[str, str] | None = None,
+        correlation_id: str | None = None,
+        causation_id: str | None = None,
+    ) -> Message: ...
+
+    async def send_message(self, message: Message, *, delay: float | None = None) -> None: ...
+
 
 _current: contextvars.ContextVar[Publisher | None] = contextvars.ContextVar(
     "fastapi_bus_publisher", default=None
@@ -44,7 +52,7 @@ class _OutboxState(enum.Enum):
 class Outbox:
     """Events held back until the unit of work (a request, a handler call) succeeds."""
 
-    def __init__(self, bus: EventBus) -> None:
+    def __init__(self, bus: Sender) -> None:
         self._bus = bus
         self._pending: list[tuple[Message, float | None]] = []
         self.state = _OutboxState.OPEN
@@ -79,7 +87,7 @@ class Publisher:
 
     def __init__(
         self,
-        bus: EventBus,
+        bus: Sender,
         *,
         correlation_id: str | None = None,
         causation_id: str | None = None,
@@ -158,61 +166,36 @@ def unbind_publisher(token: contextvars.Token[Publisher | None]) -> None:
     _current.reset(token)
 
 
-def get_publisher(connection: HTTPConnection) -> Publisher:
-    """FastAPI dependency behind :data:`Bus`."""
-    publisher = connection.scope.get(SCOPE_KEY)
-    if publisher is None:
-        raise ConfigurationError(
-            "no fastapi-bus on this app: install it with "
-            "app.include_extension(BusExtension(...)) before the app starts"
+class HandlerWork:
+    """The unit of work of one handler call: its publisher, whose events are held until the
+    handler returns (published with the message as their cause)."""
+
+    def __init__(self, bus: Sender, message: Message) -> None:
+        self.outbox = Outbox(bus)
+        self.publisher = Publisher(
+            bus,
+            correlation_id=message.correlation_id or message.id,
+            causation_id=message.id,
+            outbox=self.outbox,
         )
-    assert isinstance(publisher, Publisher)
-    return publisher
+        self._token: contextvars.Token[Publisher | None] | None = None
 
+    def __enter__(self) -> HandlerWork:
+        self._token = bind_publisher(self.publisher)
+        return self
 
-#: Declare ``bus: Bus`` in an endpoint or a handler to publish events.
-Bus = Annotated[Publisher, Depends(get_publisher)]
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._token is not None:
+            unbind_publisher(self._token)
+            self._token = None
 
+    def discard(self) -> None:
+        self.outbox.discard()
 
-class PublisherMiddleware:
-    """Pure ASGI middleware: gives each request a publisher whose events are sent only if the
-    request succeeds. ``X-Request-ID`` (or a new id) becomes their correlation id."""
-
-    def __init__(self, app: ASGIApp, bus: EventBus) -> None:
-        self.app = app
-        self.bus = bus
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] not in ("http", "websocket"):
-            await self.app(scope, receive, send)
-            return
-        correlation_id = _request_id(scope) or new_id()
-        # A WebSocket has no single success to wait for: its events go out at once.
-        outbox = Outbox(self.bus) if scope["type"] == "http" else None
-        publisher = Publisher(self.bus, correlation_id=correlation_id, outbox=outbox)
-        scope[SCOPE_KEY] = publisher
-        token = bind_publisher(publisher)
-
-        async def send_wrapper(message: ASGIMessage) -> None:
-            if outbox is not None and outbox.is_open and message["type"] == "http.response.start":
-                if message["status"] < 400:
-                    await outbox.flush()
-                else:
-                    outbox.discard()
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_wrapper)
-        finally:
-            if outbox is not None and outbox.is_open:
-                # The endpoint raised, or never answered: its events are not sent.
-                outbox.discard()
-            unbind_publisher(token)
-
-
-def _request_id(scope: Scope) -> str | None:
-    for key, value in scope.get("headers", ()):
-        if key == REQUEST_ID_HEADER:
-            text: str = value.decode("latin-1").strip()
-            return text[:200] or None
-    return None
+    async def commit(self) -> None:
+        await self.outbox.flush()

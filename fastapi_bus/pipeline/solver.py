@@ -1,6 +1,6 @@
 """Solving a handler's dependencies for one message, in the order FastAPI solves a route's.
 
-See :mod:`fastapi_bus.dependencies` for how handlers are analysed and what is supported.
+See :mod:`fastapi_bus.pipeline.dependencies` for how handlers are analysed and what is supported.
 """
 
 from __future__ import annotations
@@ -16,7 +16,10 @@ from typing import Any
 import anyio.to_thread
 from fastapi import params
 
-from fastapi_bus.dependencies import (
+from fastapi_bus.core.exceptions import ConfigurationError
+from fastapi_bus.core.messages import Message
+from fastapi_bus.core.types import AnyCallable
+from fastapi_bus.pipeline.dependencies import (
     Dependant,
     HandlerPlan,
     Param,
@@ -25,16 +28,13 @@ from fastapi_bus.dependencies import (
     call_kind,
     dependency_of,
     describe,
-    is_publisher_provider,
     scope_of,
 )
-from fastapi_bus.exceptions import ConfigurationError
-from fastapi_bus.messages import Message
-from fastapi_bus.types import AnyCallable
+from fastapi_bus.pipeline.provided import is_publisher_provider
 
 __all__ = ["SolveContext", "solve"]
 
-logger = logging.getLogger("fastapi_bus.dependencies")
+logger = logging.getLogger("fastapi_bus.pipeline.dependencies")
 
 
 @dataclasses.dataclass

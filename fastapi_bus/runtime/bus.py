@@ -8,30 +8,35 @@ import logging
 import os
 import time
 from collections.abc import Mapping, Sequence
+from datetime import datetime, timezone
 from typing import Any
 
 from fastapi import params
-from pydantic import BaseModel, ValidationError
-from pydantic_core import PydanticSerializationError
+from pydantic import BaseModel
 
-from fastapi_bus.deadletters import DeadLetterQueue
-from fastapi_bus.dispatcher import HandlerCall
-from fastapi_bus.exceptions import (
-    ConfigurationError,
-    EventValidationError,
-    PublishError,
-    UnknownEventError,
+from fastapi_bus.core import headers as H
+from fastapi_bus.core.exceptions import ConfigurationError, PublishError
+from fastapi_bus.core.faults import FAULT_EVENT, Fault
+from fastapi_bus.core.messages import Message
+from fastapi_bus.core.metrics import CounterMetrics, Metrics
+from fastapi_bus.core.names import validate_event_name
+from fastapi_bus.core.types import AnyCallable, is_model
+from fastapi_bus.pipeline.delivery import ConsumeApp, Delivery
+from fastapi_bus.pipeline.failures import FailureMiddleware
+from fastapi_bus.pipeline.handler import HandlerCall, HandlerEnv
+from fastapi_bus.pipeline.idempotency import (
+    IdempotencyMiddleware,
+    IdempotencyStore,
+    MemoryIdempotencyStore,
 )
-from fastapi_bus.faults import FAULT_EVENT
-from fastapi_bus.idempotency import IdempotencyMiddleware, IdempotencyStore, MemoryIdempotencyStore
-from fastapi_bus.messages import Message, validate_event_name
-from fastapi_bus.metrics import CounterMetrics, Metrics
-from fastapi_bus.middleware import ConsumeApp, Delivery, Middleware, build_pipeline
-from fastapi_bus.publisher import Publisher, current_publisher
-from fastapi_bus.retry import FailureMiddleware, RetryPolicy
-from fastapi_bus.routing import EventRoute, EventRouter
+from fastapi_bus.pipeline.middleware import Middleware, build_pipeline
+from fastapi_bus.pipeline.policy import RetryPolicy
+from fastapi_bus.routing.route import EventRoute
+from fastapi_bus.routing.router import EventRouter
+from fastapi_bus.runtime.deadletters import DeadLetterQueue
+from fastapi_bus.runtime.publishing import HandlerWork, Publisher, current_publisher
+from fastapi_bus.runtime.registry import EventRegistry
 from fastapi_bus.transports.base import Subscription, Transport
-from fastapi_bus.types import AnyCallable, is_model
 
 __all__ = ["CONSUME_ENV", "BusState", "EventBus", "EventRegistry"]
 
@@ -61,42 +66,6 @@ class BusState(enum.Enum):
     STARTED = "started"
     CONSUMING = "consuming"
     CLOSED = "closed"
-
-
-class EventRegistry:
-    """Which model belongs to which event name, from handlers and ``publishes`` declarations."""
-
-    def __init__(self) -> None:
-        self.models: dict[str, type[BaseModel]] = {}
-        self._sources: dict[str, str] = {}
-        self._names: dict[type[BaseModel], list[str]] = {}
-
-    def add(self, name: str, model: type[BaseModel], source: str) -> None:
-        known = self.models.get(name)
-        if known is not None and known is not model:
-            raise ConfigurationError(
-                f"event {name!r} is declared with two models: {_qualname(known)} (by "
-                f"{self._sources[name]}) and {_qualname(model)} (by {source})"
-            )
-        if known is None:
-            self.models[name] = model
-            self._sources[name] = source
-            self._names.setdefault(model, []).append(name)
-
-    def name_for(self, model: type[BaseModel]) -> str:
-        names = self._names.get(model)
-        if not names:
-            return model.__name__
-        if len(names) > 1:
-            raise PublishError(
-                f"{_qualname(model)} is declared for several events ({', '.join(names)}): "
-                "say which, as bus.publish(name, instance)"
-            )
-        return names[0]
-
-
-def _qualname(model: type) -> str:
-    return f"{model.__module__}.{model.__qualname__}"
 
 
 class EventBus:
@@ -197,16 +166,25 @@ class EventBus:
         for route in routes:
             if not route.is_pattern and is_model(route.event_type):
                 self.registry.add(route.event, route.event_type, route.label)
+        env = HandlerEnv(
+            transport=self.transport,
+            metrics=self.metrics,
+            overrides=lambda: self.dependency_overrides,
+            open_work=lambda message: HandlerWork(self, message),
+            on_dead_letter=self._dead_lettered,
+        )
         for route in routes:
             plan = route.plan(self.dependencies)
             event_type = route.event_type
             if event_type is None and not route.is_pattern:
                 event_type = self.registry.models.get(route.event)
-            call = HandlerCall(route, plan, event_type, self)
+            call = HandlerCall(route, plan, event_type, env)
             pipeline = build_pipeline(call, self.middleware)
             if route.idempotent:
-                pipeline = IdempotencyMiddleware(pipeline, store=self.idempotency_store)
-            pipeline = FailureMiddleware(pipeline, policy=route.retry or self.retry)
+                pipeline = IdempotencyMiddleware(
+                    pipeline, store=self.idempotency_store, metrics=self.metrics
+                )
+            pipeline = FailureMiddleware(pipeline, policy=route.retry or self.retry, env=env)
             subscription = Subscription(
                 queue=self.queue_for(route),
                 patterns=(route.event,),
@@ -269,7 +247,7 @@ class EventBus:
         queue = subscription.queue
 
         async def consume(message: Message) -> None:
-            await pipeline(Delivery(message=message, route=route, queue=queue, bus=self))
+            await pipeline(Delivery(message=message, route=route, queue=queue))
 
         return consume
 
@@ -305,64 +283,13 @@ class EventBus:
     ) -> Message:
         """Validate an event and turn it into a message; raises and sends nothing if invalid."""
         self._check_can_publish(event if isinstance(event, str) else type(event).__name__)
-        if isinstance(event, BaseModel):
-            if payload is not None:
-                raise PublishError("pass either a model instance, or a name and a payload")
-            name = self.registry.name_for(type(event))
-            body = self._validated_body(name, event)
-        elif isinstance(event, str):
-            validate_event_name(event)
-            body = self._validated_body(event, payload)
-            name = event
-        else:
-            raise PublishError(
-                f"cannot publish {event!r}: pass a pydantic model instance or a name"
-            )
-        text_headers = dict(headers or {})
-        for key, value in text_headers.items():
-            if not isinstance(key, str) or not isinstance(value, str):
-                raise PublishError(f"headers must be text to text, got {key!r}: {value!r}")
-        return Message(
-            name=name,
-            body=body,
-            headers=text_headers,
+        return self.registry.encode(
+            event,
+            payload,
+            headers=headers,
             correlation_id=correlation_id,
             causation_id=causation_id,
         )
-
-    def _validated_body(self, name: str, payload: BaseModel | Mapping[str, Any] | None) -> bytes:
-        model = self.registry.models.get(name)
-        if isinstance(payload, BaseModel):
-            if model is not None and not isinstance(payload, model):
-                raise EventValidationError(
-                    f"event {name!r} takes {_qualname(model)}, got {_qualname(type(payload))}"
-                )
-            model = model or type(payload)
-            try:
-                body = payload.model_dump_json(by_alias=True, warnings="error").encode()
-            except PydanticSerializationError as exc:
-                raise EventValidationError(f"event {name!r} cannot be serialized: {exc}") from exc
-        elif model is None:
-            raise UnknownEventError(
-                f"event {name!r} is not declared: no handler takes it and no router declares it "
-                "with router.publishes(name, Model); publish a model instance instead"
-            )
-        else:
-            if payload is None or not isinstance(payload, Mapping):
-                raise EventValidationError(
-                    f"event {name!r} needs a dict or a model, got {payload!r}"
-                )
-            try:
-                instance = model.model_validate(dict(payload))
-            except ValidationError as exc:
-                raise EventValidationError(f"event {name!r} is invalid: {exc}") from exc
-            return instance.model_dump_json(by_alias=True).encode()
-        # Validate exactly the bytes that consumers will validate.
-        try:
-            model.model_validate_json(body)
-        except ValidationError as exc:
-            raise EventValidationError(f"event {name!r} is invalid: {exc}") from exc
-        return body
 
     def _check_can_publish(self, what: str) -> None:
         if self.state not in (BusState.STARTED, BusState.CONSUMING):
@@ -411,7 +338,33 @@ class EventBus:
     @property
     def dead_letters(self) -> DeadLetterQueue:
         """Tools to list, replay and purge this bus's dead-lettered messages."""
-        return DeadLetterQueue(self)
+        return DeadLetterQueue(self.transport, self.handler_queues)
+
+    def handler_queues(self) -> dict[str, str]:
+        """Each handler's queue, by handler name (builds the bus if needed)."""
+        self.build()
+        return {route.name: self.queue_for(route) for route in self.routes}
+
+    async def _dead_lettered(self, delivery: Delivery, dead: Message, reason: str) -> None:
+        """Publish a :class:`Fault` for a dead-lettered message, when faults are published."""
+        if not self.publishes_faults or dead.name == FAULT_EVENT:
+            return
+        headers = dead.headers
+        fault = Fault(
+            message_id=dead.id,
+            event=dead.name,
+            service=self.service,
+            handler=delivery.route.name,
+            queue=delivery.queue,
+            reason=reason,
+            exception_type=headers.get(H.EXCEPTION_TYPE),
+            exception_message=headers.get(H.EXCEPTION_MESSAGE),
+            attempts=dead.attempt,
+            failed_at=datetime.now(timezone.utc),
+            correlation_id=dead.correlation_id,
+        )
+        encoded = self.encode(fault, correlation_id=dead.correlation_id, causation_id=dead.id)
+        await self.transport.publish(encoded)
 
     # testing support
 

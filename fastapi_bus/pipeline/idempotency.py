@@ -13,7 +13,8 @@ import abc
 import collections
 import time
 
-from fastapi_bus.middleware import ConsumeApp, Delivery
+from fastapi_bus.core.metrics import Metrics
+from fastapi_bus.pipeline.delivery import ConsumeApp, Delivery
 
 __all__ = ["IdempotencyMiddleware", "IdempotencyStore", "MemoryIdempotencyStore"]
 
@@ -57,14 +58,15 @@ class MemoryIdempotencyStore(IdempotencyStore):
 class IdempotencyMiddleware:
     """Skips messages the handler already processed; remembers the ones it processes now."""
 
-    def __init__(self, app: ConsumeApp, *, store: IdempotencyStore) -> None:
+    def __init__(self, app: ConsumeApp, *, store: IdempotencyStore, metrics: Metrics) -> None:
         self.app = app
         self.store = store
+        self.metrics = metrics
 
     async def __call__(self, delivery: Delivery) -> None:
         key = f"{delivery.queue}:{delivery.message.id}"
         if await self.store.seen(key):
-            delivery.bus.metrics.skipped(delivery.route.name, delivery.message.name)
+            self.metrics.skipped(delivery.route.name, delivery.message.name)
             return
         await self.app(delivery)
         await self.store.remember(key)

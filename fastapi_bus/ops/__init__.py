@@ -1,0 +1,1 @@
+"""Running handlers outside the web server: workers, their supervisor and health checks."""

@@ -1,0 +1,44 @@
+"""Turning a message body into the handler's event, or saying why it cannot be."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from pydantic import TypeAdapter, ValidationError
+
+from fastapi_bus.core.messages import JSON, Message
+
+__all__ = ["Decoder", "InvalidMessage"]
+
+
+class InvalidMessage(Exception):
+    """The message cannot be turned into the handler's event: retrying will not help."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class Decoder:
+    """Decodes JSON bodies, validated against ``event_type`` when there is one."""
+
+    def __init__(self, event_type: Any, label: str) -> None:
+        self.label = label
+        self.adapter: TypeAdapter[Any] | None = (
+            TypeAdapter(event_type) if event_type is not None else None
+        )
+
+    def __call__(self, message: Message) -> Any:
+        if message.content_type.split(";")[0].strip() != JSON:
+            raise InvalidMessage(f"unsupported content type {message.content_type!r}")
+        try:
+            if self.adapter is None:
+                return json.loads(message.body)
+            return self.adapter.validate_json(message.body)
+        except ValidationError as exc:
+            raise InvalidMessage(
+                f"payload of {message.name!r} does not validate for {self.label}: {exc}"
+            ) from exc
+        except ValueError as exc:  # json.loads on a body that is not JSON
+            raise InvalidMessage(f"body is not valid JSON: {exc}") from exc

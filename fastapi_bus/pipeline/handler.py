@@ -1,0 +1,99 @@
+"""The innermost step of a handler's pipeline, and what it needs from the running bus.
+
+decode → validate → resolve dependencies → call the handler → send what it published.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from types import TracebackType
+from typing import Any, Protocol
+
+from fastapi_bus.core.messages import Message
+from fastapi_bus.core.metrics import Metrics
+from fastapi_bus.core.types import AnyCallable
+from fastapi_bus.pipeline.decoding import Decoder
+from fastapi_bus.pipeline.delivery import Delivery, HandlerInfo
+from fastapi_bus.pipeline.dependencies import HandlerPlan
+from fastapi_bus.pipeline.solver import SolveContext, solve
+from fastapi_bus.transports.base import Transport
+
+__all__ = ["HandlerCall", "HandlerEnv", "UnitOfWork"]
+
+
+class UnitOfWork(Protocol):
+    """The events one handler call publishes, held back until it returns.
+
+    Entering binds its publisher to the running context (so that ``bus.publish`` outside
+    a ``Bus`` parameter joins it too); leaving unbinds it."""
+
+    @property
+    def publisher(self) -> Any:
+        """What a ``bus: Bus`` parameter of the handler receives."""
+
+    def __enter__(self) -> object: ...
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+    def discard(self) -> None:
+        """The call failed: drop what it published."""
+
+    async def commit(self) -> None:
+        """The call succeeded: send what it published, in order."""
+
+
+@dataclasses.dataclass(frozen=True)
+class HandlerEnv:
+    """What a handler's pipeline needs from the running bus, given when it is built."""
+
+    transport: Transport
+    metrics: Metrics
+    #: The app's ``dependency_overrides``, read at every delivery (tests change them).
+    overrides: Callable[[], Mapping[AnyCallable, AnyCallable]]
+    #: Opens the unit of work of one message.
+    open_work: Callable[[Message], UnitOfWork]
+    #: Called with the dead letter (its failure headers added) and the reason, after it was
+    #: kept in the dead-letter queue (the bus publishes a ``Fault`` event from it).
+    on_dead_letter: Callable[[Delivery, Message, str], Awaitable[None]]
+
+
+class HandlerCall:
+    """Decode and validate the body, solve the dependencies, call the handler, then send the
+    events it published."""
+
+    def __init__(
+        self, route: HandlerInfo, plan: HandlerPlan, event_type: Any, env: HandlerEnv
+    ) -> None:
+        self.route = route
+        self.plan = plan
+        self.env = env
+        self.decode = Decoder(event_type, route.label)
+        self.wants_event = plan.event_param is not None or event_type is not None
+
+    async def __call__(self, delivery: Delivery) -> None:
+        message = delivery.message
+        event = self.decode(message) if self.wants_event else None
+        env = self.env
+        metrics = env.metrics
+        work = env.open_work(message)
+        start = time.perf_counter()
+        with work:
+            try:
+                ctx = SolveContext(
+                    message=message, publisher=work.publisher, overrides=env.overrides()
+                )
+                await solve(self.plan, event, ctx)
+            except BaseException as exc:
+                work.discard()
+                if isinstance(exc, Exception):
+                    metrics.failed(self.route.name, message.name, exc)
+                raise
+        await work.commit()
+        metrics.handled(self.route.name, message.name, time.perf_counter() - start)

@@ -1,0 +1,125 @@
+"""Which model belongs to which event name, and turning events into validated messages."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+from pydantic_core import PydanticSerializationError
+
+from fastapi_bus.core.exceptions import (
+    ConfigurationError,
+    EventValidationError,
+    PublishError,
+    UnknownEventError,
+)
+from fastapi_bus.core.messages import Message
+from fastapi_bus.core.names import validate_event_name
+
+__all__ = ["EventRegistry"]
+
+
+class EventRegistry:
+    """Which model belongs to which event name, from handlers and ``publishes`` declarations."""
+
+    def __init__(self) -> None:
+        self.models: dict[str, type[BaseModel]] = {}
+        self._sources: dict[str, str] = {}
+        self._names: dict[type[BaseModel], list[str]] = {}
+
+    def add(self, name: str, model: type[BaseModel], source: str) -> None:
+        known = self.models.get(name)
+        if known is not None and known is not model:
+            raise ConfigurationError(
+                f"event {name!r} is declared with two models: {_qualname(known)} (by "
+                f"{self._sources[name]}) and {_qualname(model)} (by {source})"
+            )
+        if known is None:
+            self.models[name] = model
+            self._sources[name] = source
+            self._names.setdefault(model, []).append(name)
+
+    def name_for(self, model: type[BaseModel]) -> str:
+        names = self._names.get(model)
+        if not names:
+            return model.__name__
+        if len(names) > 1:
+            raise PublishError(
+                f"{_qualname(model)} is declared for several events ({', '.join(names)}): "
+                "say which, as bus.publish(name, instance)"
+            )
+        return names[0]
+
+    def encode(
+        self,
+        event: BaseModel | str,
+        payload: BaseModel | Mapping[str, Any] | None = None,
+        *,
+        headers: Mapping[str, str] | None = None,
+        correlation_id: str | None = None,
+        causation_id: str | None = None,
+    ) -> Message:
+        """Validate an event and turn it into a message; raises and sends nothing if invalid."""
+        if isinstance(event, BaseModel):
+            if payload is not None:
+                raise PublishError("pass either a model instance, or a name and a payload")
+            name = self.name_for(type(event))
+            body = self._validated_body(name, event)
+        elif isinstance(event, str):
+            validate_event_name(event)
+            body = self._validated_body(event, payload)
+            name = event
+        else:
+            raise PublishError(
+                f"cannot publish {event!r}: pass a pydantic model instance or a name"
+            )
+        text_headers = dict(headers or {})
+        for key, value in text_headers.items():
+            if not isinstance(key, str) or not isinstance(value, str):
+                raise PublishError(f"headers must be text to text, got {key!r}: {value!r}")
+        return Message(
+            name=name,
+            body=body,
+            headers=text_headers,
+            correlation_id=correlation_id,
+            causation_id=causation_id,
+        )
+
+    def _validated_body(self, name: str, payload: BaseModel | Mapping[str, Any] | None) -> bytes:
+        model = self.models.get(name)
+        if isinstance(payload, BaseModel):
+            if model is not None and not isinstance(payload, model):
+                raise EventValidationError(
+                    f"event {name!r} takes {_qualname(model)}, got {_qualname(type(payload))}"
+                )
+            model = model or type(payload)
+            try:
+                body = payload.model_dump_json(by_alias=True, warnings="error").encode()
+            except PydanticSerializationError as exc:
+                raise EventValidationError(f"event {name!r} cannot be serialized: {exc}") from exc
+        elif model is None:
+            raise UnknownEventError(
+                f"event {name!r} is not declared: no handler takes it and no router declares it "
+                "with router.publishes(name, Model); publish a model instance instead"
+            )
+        else:
+            if payload is None or not isinstance(payload, Mapping):
+                raise EventValidationError(
+                    f"event {name!r} needs a dict or a model, got {payload!r}"
+                )
+            try:
+                instance = model.model_validate(dict(payload))
+            except ValidationError as exc:
+                raise EventValidationError(f"event {name!r} is invalid: {exc}") from exc
+            return instance.model_dump_json(by_alias=True).encode()
+        # Validate exactly the bytes that consumers will validate.
+        try:
+            model.model_validate_json(body)
+        except ValidationError as exc:
+            raise EventValidationError(f"event {name!r} is invalid: {exc}") from exc
+        return body
+
+
+def _qualname(model: type) -> str:
+    return f"{model.__module__}.{model.__qualname__}"

@@ -1,0 +1,158 @@
+"""The queues of the in-process broker: bounded, with waiting publishers and consumers that may
+live on other threads' event loops (``TestClient`` runs the app on a thread of its own)."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import threading
+
+from fastapi_bus.core.messages import Message
+from fastapi_bus.core.names import pattern_matches
+
+__all__ = ["MemoryBroker", "MemoryQueue"]
+
+
+def _resolve(waiter: asyncio.Future[None]) -> None:
+    """Wake ``waiter``, which may belong to another thread's event loop."""
+    loop = waiter.get_loop()
+    try:
+        running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+    except RuntimeError:
+        running = None
+    if running is loop:
+        if not waiter.done():
+            waiter.set_result(None)
+        return
+    with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits any more
+        loop.call_soon_threadsafe(_set_if_pending, waiter)
+
+
+def _set_if_pending(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+class MemoryQueue:
+    """A FIFO of messages with a bound on publishing (requeues always fit, so none is lost).
+
+    Safe to share between event loops in different threads (several ``TestClient`` apps on
+    one named broker): state changes under a lock, and waiters are woken on their own loop.
+    Every waiter is woken on a change and checks again, so no wake-up can be lost.
+    """
+
+    def __init__(self, name: str, maxsize: int) -> None:
+        self.name = name
+        self.maxsize = maxsize
+        self.patterns: set[str] = set()
+        self._lock = threading.Lock()
+        self._items: collections.deque[Message] = collections.deque()
+        self._getters: list[asyncio.Future[None]] = []
+        self._putters: list[asyncio.Future[None]] = []
+        #: Messages handed to consumers and not yet acknowledged.
+        self.unacked = 0
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def snapshot(self) -> list[Message]:
+        with self._lock:
+            return list(self._items)
+
+    @staticmethod
+    def _take(waiters: list[asyncio.Future[None]]) -> list[asyncio.Future[None]]:
+        taken = waiters[:]
+        waiters.clear()
+        return taken
+
+    @staticmethod
+    def _wake(waiters: list[asyncio.Future[None]]) -> None:
+        for waiter in waiters:
+            _resolve(waiter)
+
+    async def _wait(
+        self, waiter: asyncio.Future[None], waiters: list[asyncio.Future[None]]
+    ) -> None:
+        try:
+            await waiter
+        finally:
+            with self._lock, contextlib.suppress(ValueError):
+                waiters.remove(waiter)
+
+    async def put(self, message: Message) -> None:
+        while True:
+            with self._lock:
+                if not self.maxsize or len(self._items) < self.maxsize:
+                    self._items.append(message)
+                    getters = self._take(self._getters)
+                    break
+                waiter = asyncio.get_running_loop().create_future()
+                self._putters.append(waiter)
+            await self._wait(waiter, self._putters)
+        self._wake(getters)
+
+    async def get(self) -> Message:
+        while True:
+            with self._lock:
+                if self._items:
+                    message = self._items.popleft()
+                    self.unacked += 1
+                    putters = self._take(self._putters)
+                    break
+                waiter = asyncio.get_running_loop().create_future()
+                self._getters.append(waiter)
+            await self._wait(waiter, self._getters)
+        self._wake(putters)
+        return message
+
+    def ack(self) -> None:
+        with self._lock:
+            self.unacked -= 1
+
+    def take_nowait(self) -> Message | None:
+        with self._lock:
+            if not self._items:
+                return None
+            self.unacked += 1
+            message = self._items.popleft()
+            putters = self._take(self._putters)
+        self._wake(putters)
+        return message
+
+    def purge(self) -> int:
+        with self._lock:
+            count = len(self._items)
+            self._items.clear()
+            putters = self._take(self._putters)
+        self._wake(putters)
+        return count
+
+    def requeue(self, message: Message) -> None:
+        """Give an unacknowledged message back, at the head of the queue."""
+        with self._lock:
+            self.unacked -= 1
+            self._items.appendleft(message)
+            getters = self._take(self._getters)
+        self._wake(getters)
+
+
+class MemoryBroker:
+    """Queues and bindings, shared by the transports that use one broker name."""
+
+    def __init__(self, max_queue_size: int) -> None:
+        self.max_queue_size = max_queue_size
+        self.queues: dict[str, MemoryQueue] = {}
+
+    def queue(self, name: str) -> MemoryQueue:
+        queue = self.queues.get(name)
+        if queue is None:
+            queue = self.queues[name] = MemoryQueue(name, self.max_queue_size)
+        return queue
+
+    def route(self, name: str) -> list[MemoryQueue]:
+        return [
+            queue
+            for queue in self.queues.values()
+            if any(pattern_matches(pattern, name) for pattern in queue.patterns)
+        ]
