@@ -390,3 +390,89 @@ async def test_health_server_answers() -> None:
         assert (await fetch(b"nonsense\r\n\r\n")).startswith(b"HTTP/1.1 400 ")
     finally:
         await server.close()
+
+
+# --version, --factory, dlq errors
+
+
+def test_version() -> None:
+    from fastapi_bus import __version__
+
+    result = invoke("--version")
+    assert result.exit_code == 0
+    assert result.stdout.strip() == f"fastapi-bus {__version__}"
+
+
+def test_an_app_factory_is_called_with_factory() -> None:
+    result = invoke("events", "tests.worker_app:create_app", "--factory", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["service"] == "worker-tests"
+
+
+def test_a_factory_without_the_flag_says_to_pass_it() -> None:
+    result = invoke("events", "tests.worker_app:create_app")
+    assert result.exit_code == 2
+    assert "pass --factory" in one_line_error(result)
+
+
+DLQ_COMMANDS = [
+    ["list"],
+    ["show", TARGET, "some-id"],
+    ["replay"],
+    ["purge", TARGET, "--yes"],
+]
+
+
+def _dlq_args(command: list[str], *extra: str) -> list[str]:
+    head, *rest = command
+    return ["dlq", head, *(rest or [TARGET]), *extra]
+
+
+@pytest.mark.parametrize("command", DLQ_COMMANDS)
+def test_dlq_on_memory_says_the_broker_is_inside_the_app(command: list[str]) -> None:
+    result = invoke(*_dlq_args(command))
+    assert result.exit_code == 2
+    line = one_line_error(result)
+    assert "embedded broker" in line
+    assert "cannot be inspected from another process" in line
+
+
+@needs_aio_pika
+@pytest.mark.parametrize("command", DLQ_COMMANDS)
+def test_dlq_names_an_unknown_handler_before_connecting(
+    command: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Nothing listens on this port: the check must not need the broker.
+    monkeypatch.setenv("FASTAPI_BUS_TEST_URL", f"amqp://guest:guest@127.0.0.1:{unused_port()}/")
+    result = invoke(*_dlq_args(command, "--handler", "nope"))
+    assert result.exit_code == 2
+    line = one_line_error(result)
+    assert "no handler 'nope'" in line
+    assert "record_order" in line
+
+
+@needs_aio_pika
+def test_dlq_on_an_unreachable_broker_is_one_line_within_the_timeout() -> None:
+    env = {**os.environ, "FASTAPI_BUS_TEST_URL": f"amqp://guest:guest@127.0.0.1:{unused_port()}/"}
+    args = ["dlq", "list", TARGET, "--connect-timeout", "0.3"]
+    done = subprocess.run(
+        [sys.executable, "-m", "fastapi_bus.cli", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith("Error: ")
+    assert "cannot connect to RabbitMQ" in lines[0]
+
+
+def test_publish_on_memory_says_no_other_process_receives_it() -> None:
+    result = invoke("publish", TARGET, "OrderPlaced", '{"order_id": "1"}')
+    assert result.exit_code == 0, result.output
+    assert "no other process will receive the event" in result.stderr

@@ -33,6 +33,15 @@ DEFAULT_CSS_URL = f"{_COMPONENT}/styles/default.min.css"
 _STYLE = """
 body { margin: 0; font-family: system-ui, sans-serif; color: #1f2933; line-height: 1.5; }
 .fab-doc { max-width: 72rem; margin: 0 auto; padding: 1rem 1.5rem 3rem; }
+.fab-nav { position: fixed; top: 0; left: 0; bottom: 0; width: 15rem; overflow-y: auto;
+  padding: 1rem; background: #f5f7fa; border-right: 1px solid #e4e7eb; font-size: 0.9rem; }
+.fab-nav h2 { font-size: 1rem; margin: 0.8rem 0 0.3rem; }
+.fab-nav ul { list-style: none; padding: 0; margin: 0; }
+.fab-nav li { margin: 0.2rem 0; overflow-wrap: anywhere; }
+@media (min-width: 60rem) { .fab-doc { margin-left: 17rem; } }
+@media (max-width: 60rem) { .fab-nav { position: static; width: auto; border: 0; } }
+.fab-example { background: #f5f7fa; padding: 0.6rem; border-radius: 0.3rem; overflow-x: auto; }
+.fab-broadcast { background: #fde8c8; }
 .fab-doc h1 { margin-bottom: 0; }
 .fab-badge { font-size: 0.9rem; background: #e4e7eb; border-radius: 0.3rem; padding: 0 0.4rem; }
 .fab-meta { color: #616e7c; margin-top: 0.2rem; }

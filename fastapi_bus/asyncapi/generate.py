@@ -258,6 +258,8 @@ class _Builder:
             "description": route.description,
             "tags": _tags(route.tags),
             "messages": self._route_messages(route),
+            # Every process gets its own copy of each event: worth saying, on any broker.
+            "x-broadcast": True if route.broadcast else None,
         }
         if self.amqp:
             queue = self.bus.queue_for(route)

@@ -7,6 +7,7 @@ and is escaped here; nothing in the document can add markup.
 from __future__ import annotations
 
 import json
+import re
 from html import escape
 from typing import Any
 
@@ -26,6 +27,7 @@ def render_document(document: dict[str, Any]) -> str:
         f'<p class="fab-meta">AsyncAPI {_e(document.get("asyncapi", ""))}</p>',
         _text(info.get("description")),
         "</header>",
+        _nav(document),
         _servers(document.get("servers", {})),
         ""
         if document.get("operations")
@@ -42,10 +44,81 @@ def _e(value: Any) -> str:
     return escape(str(value), quote=True)
 
 
-def _text(value: Any, tag: str = "p") -> str:
+def _text(value: Any, tag: str = "div") -> str:
+    """A docstring or description, as a safe subset of Markdown: paragraphs, ``-`` lists,
+    `code`, **bold**, *emphasis* and [links](https://...). Everything is escaped first, so
+    no markup in the text survives; links keep only http(s), relative and fragment URLs."""
     if not value:
         return ""
-    return f'<{tag} class="fab-text">{_e(value)}</{tag}>'
+    if tag == "span":  # inside a table cell: one line
+        return f'<span class="fab-text">{_inline(" ".join(str(value).split()))}</span>'
+    blocks = []
+    for block in re.split(r"\n\s*\n", str(value).strip()):
+        lines = [line.strip() for line in block.splitlines() if line.strip()]
+        if lines and all(line.startswith(("- ", "* ")) for line in lines):
+            items = "".join(f"<li>{_inline(line[2:])}</li>" for line in lines)
+            blocks.append(f"<ul>{items}</ul>")
+        elif lines:
+            blocks.append(f"<p>{_inline(' '.join(lines))}</p>")
+    return f'<{tag} class="fab-text">{"".join(blocks)}</{tag}>'
+
+
+_CODE = re.compile(r"`([^`]+)`")
+_LINK = re.compile(r"\[([^\]]+)\]\(([^)\s]+)\)")
+_BOLD = re.compile(r"\*\*([^*]+)\*\*")
+_EM = re.compile(r"(?<![\w*])\*([^*\s][^*]*)\*(?![\w*])")
+_SAFE_URL = re.compile(r"^(https?://|/|#|\./)", re.IGNORECASE)
+
+
+def _inline(text: str) -> str:
+    # Code spans first, kept aside so that nothing inside them is read as Markdown.
+    spans: list[str] = []
+
+    def keep(match: re.Match[str]) -> str:
+        spans.append(f"<code>{_e(match.group(1))}</code>")
+        return f"\x00{len(spans) - 1}\x00"
+
+    out = _e(_CODE.sub(keep, text))
+
+    def link(match: re.Match[str]) -> str:
+        label, url = match.group(1), match.group(2)
+        if not _SAFE_URL.match(url.replace("&amp;", "&")):
+            return match.group(0)
+        return f'<a href="{url}" rel="noopener nofollow">{label}</a>'
+
+    out = _LINK.sub(link, out)
+    out = _BOLD.sub(r"<strong>\1</strong>", out)
+    out = _EM.sub(r"<em>\1</em>", out)
+    return re.sub("\x00(\\d+)\x00", lambda m: spans[int(m.group(1))], out)
+
+
+def _nav(document: dict[str, Any]) -> str:
+    """The sidebar: every operation and channel, linked."""
+    channels = document.get("channels", {})
+    operations = [
+        f'<li><a href="#{_anchor("operation", op_id)}">'
+        f'<span class="fab-action fab-{_e(op.get("action", ""))}">{_e(op.get("action", ""))}'
+        f"</span> {_e(op_id)}</a>{_BROADCAST if op.get('x-broadcast') else ''}</li>"
+        for op_id, op in document.get("operations", {}).items()
+    ]
+    channel_links = [
+        f'<li><a href="#{_anchor("channel", channel_id)}"><code>'
+        f"{_e(_address(channel, channel_id))}</code></a></li>"
+        for channel_id, channel in channels.items()
+    ]
+    if not operations and not channel_links:
+        return ""
+    return (
+        '<nav class="fab-nav" aria-label="Contents">'
+        + (f"<h2>Operations</h2><ul>{''.join(operations)}</ul>" if operations else "")
+        + (f"<h2>Channels</h2><ul>{''.join(channel_links)}</ul>" if channel_links else "")
+        + "</nav>"
+    )
+
+
+_BROADCAST = (
+    ' <span class="fab-tag fab-broadcast" title="every process gets every event">broadcast</span>'
+)
 
 
 def _anchor(kind: str, name: str) -> str:
@@ -104,8 +177,16 @@ def _operations(document: dict[str, Any]) -> str:
         body.append(
             f'<article id="{_anchor("operation", op_id)}" class="fab-operation">'
             f'<h3><span class="fab-action fab-{_e(action)}">{_e(action)}</span> '
-            f"<code>{_e(address)}</code> {_e(operation.get('title', op_id))}</h3>"
+            f"<code>{_e(address)}</code> {_e(operation.get('title', op_id))}"
+            + (_BROADCAST if operation.get("x-broadcast") else "")
+            + "</h3>"
             + (f"<p>{tags}</p>" if tags else "")
+            + (
+                "<p>A broadcast handler: each process has a queue of its own, and sees every "
+                "event published while it runs.</p>"
+                if operation.get("x-broadcast")
+                else ""
+            )
             + _text(operation.get("summary"))
             + _text(operation.get("description"))
             + f"<p>Operation <code>{_e(op_id)}</code>"
@@ -148,9 +229,105 @@ def _messages(messages: dict[str, Any], schemas: dict[str, Any]) -> str:
             + f"<p>Content type <code>{_e(message.get('contentType', ''))}</code></p>"
             + _schema_body(payload, 0)
             + fields
+            + _example_block(payload, schemas)
             + "</article>"
         )
     return _section("messages", "Messages", body)
+
+
+def _example_block(payload: Any, schemas: dict[str, Any]) -> str:
+    example = _example(payload, schemas, 0)
+    if example is _NO_EXAMPLE:
+        return ""
+    text = json.dumps(example, indent=2, ensure_ascii=False)
+    return f'<p>Example payload:</p><pre class="fab-example"><code>{_e(text)}</code></pre>'
+
+
+_NO_EXAMPLE = object()
+_SAMPLES: dict[str, Any] = {
+    "string": "string",
+    "integer": 0,
+    "number": 0.0,
+    "boolean": True,
+    "null": None,
+}
+
+
+def _example(schema: Any, schemas: dict[str, Any], depth: int) -> Any:
+    """An example of ``schema``: its own ``examples`` or ``default`` where it has them, else
+    values that fit its type and bounds."""
+    if not isinstance(schema, dict) or depth > _MAX_DEPTH:
+        return _NO_EXAMPLE
+    if "$ref" in schema:
+        return _example(schemas.get(_ref_name(str(schema["$ref"]))), schemas, depth + 1)
+    if isinstance(schema.get("examples"), list) and schema["examples"]:
+        return schema["examples"][0]
+    for key in ("example", "default", "const"):
+        if key in schema:
+            return schema[key]
+    if isinstance(schema.get("enum"), list) and schema["enum"]:
+        return schema["enum"][0]
+    for union in ("oneOf", "anyOf", "allOf"):
+        if isinstance(schema.get(union), list) and schema[union]:
+            return _example(schema[union][0], schemas, depth + 1)
+    kind = schema.get("type")
+    if isinstance(kind, list):
+        kind = next((k for k in kind if k != "null"), "null")
+    if kind == "object" or "properties" in schema:
+        props = schema.get("properties", {})
+        result = {}
+        for name, field in props.items():
+            value = _example(field, schemas, depth + 1)
+            if value is not _NO_EXAMPLE:
+                result[name] = value
+        return result
+    if kind == "array":
+        item = _example(schema.get("items"), schemas, depth + 1)
+        return [] if item is _NO_EXAMPLE else [item]
+    if kind in ("integer", "number"):
+        low = schema.get("minimum", schema.get("exclusiveMinimum"))
+        if low is None:
+            return _SAMPLES[kind]
+        return low + 1 if "exclusiveMinimum" in schema and "minimum" not in schema else low
+    if kind == "string":
+        fmt = schema.get("format")
+        formats = {
+            "date-time": "2024-01-01T00:00:00Z",
+            "date": "2024-01-01",
+            "uuid": ("00000000-0000-0000-0000-000000000000"),
+            "email": "user@example.com",
+        }
+        return formats.get(
+            str(fmt),
+            "x" * max(int(schema.get("minLength", 0)), 1) if "minLength" in schema else "string",
+        )
+    if kind in _SAMPLES:
+        return _SAMPLES[kind]
+    return _NO_EXAMPLE
+
+
+_CONSTRAINTS = {
+    "minimum": "≥ {}",
+    "exclusiveMinimum": "&gt; {}",
+    "maximum": "≤ {}",
+    "exclusiveMaximum": "&lt; {}",
+    "multipleOf": "a multiple of {}",
+    "minLength": "at least {} characters",
+    "maxLength": "at most {} characters",
+    "pattern": "matches <code>{}</code>",
+    "minItems": "at least {} items",
+    "maxItems": "at most {} items",
+    "uniqueItems": "unique items",
+}
+
+
+def _constraints(field: dict[str, Any]) -> str:
+    found = []
+    for key, template in _CONSTRAINTS.items():
+        if key in field and field[key] is not False:
+            value = field[key]
+            found.append(template.format(_e(value if not isinstance(value, bool) else "")))
+    return ("Constraints: " + ", ".join(found) + ".") if found else ""
 
 
 def _schemas(schemas: dict[str, Any]) -> str:
@@ -171,7 +348,13 @@ def _schema_body(schema: Any, depth: int) -> str:
     required = set(schema.get("required", []))
     rows = []
     for name, field in schema["properties"].items():
-        details = [_e(field.get("description", ""))] if isinstance(field, dict) else []
+        details = [_text(field.get("description"), "span")] if isinstance(field, dict) else []
+        if isinstance(field, dict):
+            details.append(_constraints(field))
+            examples = field.get("examples")
+            if isinstance(examples, list) and examples:
+                shown = ", ".join(f"<code>{_e(json.dumps(x))}</code>" for x in examples[:3])
+                details.append(f"Examples: {shown}")
         if isinstance(field, dict) and "default" in field:
             details.append(f"Default: <code>{_e(json.dumps(field['default']))}</code>")
         if isinstance(field, dict) and "properties" in field and depth < _MAX_DEPTH:

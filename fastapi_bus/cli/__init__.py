@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
 from fastapi_bus import __version__
@@ -29,8 +31,21 @@ app.command()(events)
 app.command()(asyncapi)
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"fastapi-bus {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def root() -> None:
+def root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
     """Run and operate fastapi-bus apps."""
 
 

@@ -9,7 +9,8 @@ import typer
 
 from fastapi_bus.asyncapi.docs import asyncapi_yaml
 from fastapi_bus.asyncapi.generate import get_asyncapi
-from fastapi_bus.cli.loading import load_bus
+from fastapi_bus.cli.loading import Factory
+from fastapi_bus.cli.worker import load_target
 from fastapi_bus.core.exceptions import ConfigurationError
 
 __all__ = ["asyncapi"]
@@ -18,9 +19,10 @@ __all__ = ["asyncapi"]
 def asyncapi(
     target: Annotated[str, typer.Argument(help="The app, as module:attribute (main:app).")],
     yaml: Annotated[bool, typer.Option("--yaml", help="Print YAML instead of JSON.")] = False,
+    factory: Factory = False,
 ) -> None:
     """Print the AsyncAPI 3.0 document of the app's events."""
-    app, bus = load_bus(target)
+    app, bus = load_target(target, factory)
     try:
         document = get_asyncapi(
             bus,

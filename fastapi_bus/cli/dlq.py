@@ -13,7 +13,11 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from fastapi_bus.cli.loading import load_bus
+from fastapi_bus.cli.loading import Factory
+from fastapi_bus.cli.publish import _quiet
+from fastapi_bus.cli.worker import ConnectTimeout, apply_connect_timeout, fail, load_target
+from fastapi_bus.core.exceptions import BusError, ConfigurationError
+from fastapi_bus.ops.lifespan import describe_error
 from fastapi_bus.runtime.bus import EventBus
 from fastapi_bus.runtime.deadletters import DeadLetter, DeadLetterQueue
 
@@ -45,13 +49,33 @@ Older = Annotated[str | None, typer.Option(help="Only failures older than this (
 Newer = Annotated[str | None, typer.Option(help="Only failures newer than this (e.g. 30m).")]
 
 
-def _run(target: str, work: Callable[[DeadLetterQueue], Awaitable[T]]) -> T:
-    _, bus = load_bus(target)
+def _run(
+    target: str,
+    work: Callable[[DeadLetterQueue], Awaitable[T]],
+    *,
+    handler: str | None = None,
+    connect_timeout: float | None = None,
+    factory: bool = False,
+) -> T:
+    """Load the app, check what can be checked without a broker, then connect and ``work``.
+    Every failure is one line on stderr and a non-zero exit."""
+    _, bus = load_target(target, factory)
     if bus.transport.protocol == "memory":
-        console.print(
-            "[yellow]this app uses memory://: its dead letters live inside the app's own "
-            "process, so a separate command cannot see them[/yellow]"
+        fail(
+            "this app uses memory://, an embedded broker that lives inside the app's own "
+            "process: its dead letters cannot be inspected from another process (use "
+            "get_bus(app).dead_letters in the app, or the admin routes)",
+            2,
         )
+    try:
+        bus.build()
+    except ConfigurationError as exc:
+        fail(describe_error(exc), 1)
+    if handler is not None:
+        known = sorted(route.name for route in bus.routes)
+        if handler not in known:
+            fail(f"no handler {handler!r} in this app; known handlers: {', '.join(known)}", 2)
+    apply_connect_timeout(bus, connect_timeout)
 
     async def main() -> T:
         await _connect(bus)
@@ -60,7 +84,12 @@ def _run(target: str, work: Callable[[DeadLetterQueue], Awaitable[T]]) -> T:
         finally:
             await bus.close(grace=0)
 
-    return asyncio.run(main())
+    try:
+        # The connection's retry warnings would bury the one line that says what failed.
+        with _quiet("aio_pika", "aiormq", "fastapi_bus.rabbitmq"):
+            return asyncio.run(main())
+    except BusError as exc:
+        fail(describe_error(exc), 1)
 
 
 async def _connect(bus: EventBus) -> None:
@@ -76,14 +105,18 @@ def list_(
     older_than: Older = None,
     newer_than: Newer = None,
     limit: Annotated[int, typer.Option(help="At most this many.")] = 100,
+    connect_timeout: ConnectTimeout = None,
+    factory: Factory = False,
 ) -> None:
     """List dead-lettered messages, oldest first."""
+    older, newer = parse_age(older_than), parse_age(newer_than)
     letters = _run(
         target,
         lambda q: q.list(
-            handler=handler, exception_type=exception, older_than=parse_age(older_than),
-            newer_than=parse_age(newer_than), limit=limit,
+            handler=handler, exception_type=exception, older_than=older, newer_than=newer,
+            limit=limit,
         ),
+        handler=handler, connect_timeout=connect_timeout, factory=factory,
     )  # fmt: skip
     table = Table("message id", "event", "handler", "attempts", "failed at", "reason")
     for letter in letters:
@@ -103,12 +136,19 @@ def show(
     target: Target,
     message_id: Annotated[str, typer.Argument(help="The message id.")],
     handler: Handler = None,
+    connect_timeout: ConnectTimeout = None,
+    factory: Factory = False,
 ) -> None:
     """Show one dead letter: headers, body, reason and traceback."""
-    letter = _run(target, lambda q: q.show(message_id, handler=handler))
+    letter = _run(
+        target,
+        lambda q: q.show(message_id, handler=handler),
+        handler=handler,
+        connect_timeout=connect_timeout,
+        factory=factory,
+    )
     if letter is None:
-        console.print(f"[red]no dead letter with message id {message_id}[/red]")
-        raise typer.Exit(1)
+        fail(f"no dead letter with message id {message_id}", 1)
     _print_letter(letter)
 
 
@@ -144,23 +184,27 @@ def _bulk(
     older_than: str | None,
     newer_than: str | None,
     ids: list[str] | None,
+    connect_timeout: float | None,
+    factory: bool,
 ) -> int:
+    older, newer = parse_age(older_than), parse_age(newer_than)
+
     async def work(queue: DeadLetterQueue) -> int:
         matching = await queue.list(
-            handler=handler, exception_type=exception, older_than=parse_age(older_than),
-            newer_than=parse_age(newer_than), limit=10_000_000,
+            handler=handler, exception_type=exception, older_than=older, newer_than=newer,
+            limit=10_000_000,
         )  # fmt: skip
         total = len([m for m in matching if ids is None or m.message.id in ids])
         with Progress(console=console, transient=True) as bar:
             task = bar.add_task(f"{verb}...", total=total)
             method = queue.replay if verb == "replaying" else queue.purge
             return await method(
-                handler=handler, exception_type=exception, older_than=parse_age(older_than),
-                newer_than=parse_age(newer_than), message_ids=ids,
+                handler=handler, exception_type=exception, older_than=older, newer_than=newer,
+                message_ids=ids,
                 progress=lambda done: bar.update(task, completed=done),
             )  # fmt: skip
 
-    return _run(target, work)
+    return _run(target, work, handler=handler, connect_timeout=connect_timeout, factory=factory)
 
 
 Ids = Annotated[list[str] | None, typer.Option("--id", help="Only this message id (repeatable).")]
@@ -174,9 +218,14 @@ def replay(
     older_than: Older = None,
     newer_than: Newer = None,
     message_id: Ids = None,
+    connect_timeout: ConnectTimeout = None,
+    factory: Factory = False,
 ) -> None:
     """Send dead letters back to their handler's queue, keeping their message ids."""
-    done = _bulk(target, "replaying", handler, exception, older_than, newer_than, message_id)
+    done = _bulk(
+        target, "replaying", handler, exception, older_than, newer_than, message_id,
+        connect_timeout, factory,
+    )  # fmt: skip
     console.print(f"replayed {done} message(s)")
 
 
@@ -189,9 +238,14 @@ def purge(
     newer_than: Newer = None,
     message_id: Ids = None,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    connect_timeout: ConnectTimeout = None,
+    factory: Factory = False,
 ) -> None:
     """Delete dead letters for good."""
     if not yes:
         typer.confirm("Delete the matching dead letters for good?", abort=True)
-    done = _bulk(target, "purging", handler, exception, older_than, newer_than, message_id)
+    done = _bulk(
+        target, "purging", handler, exception, older_than, newer_than, message_id,
+        connect_timeout, factory,
+    )  # fmt: skip
     console.print(f"purged {done} message(s)")

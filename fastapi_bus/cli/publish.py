@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
+from fastapi_bus.cli.loading import Factory
 from fastapi_bus.cli.worker import ConnectTimeout, Target, apply_connect_timeout, fail, load_target
 from fastapi_bus.core.exceptions import BusError, ConfigurationError
 from fastapi_bus.core.names import pattern_matches
@@ -69,9 +70,10 @@ def publish(
         float | None, typer.Option(min=0.0, help="Deliver no earlier than this many seconds.")
     ] = None,
     connect_timeout: ConnectTimeout = None,
+    factory: Factory = False,
 ) -> None:
     """Validate and send one event; prints its message id."""
-    _, bus = load_target(target)
+    _, bus = load_target(target, factory)
     try:
         data = json.loads(payload)
     except json.JSONDecodeError as exc:
@@ -94,8 +96,8 @@ def publish(
         fail(f"event {event!r} is invalid: {_errors(exc)}", 2)
     if bus.transport.protocol == "memory":
         typer.echo(
-            "Warning: this app uses memory://, a broker inside its own process: the event "
-            "reaches nobody else",
+            "Warning: this app uses memory://, a broker inside this command's own process: no "
+            "other process will receive the event",
             err=True,
         )
 
@@ -169,9 +171,10 @@ def describe_bus(bus: EventBus) -> dict[str, Any]:
 def events(
     target: Target,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
+    factory: Factory = False,
 ) -> None:
     """List the app's events, handlers and declared publishes."""
-    _, bus = load_target(target)
+    _, bus = load_target(target, factory)
     try:
         bus.build()
     except ConfigurationError as exc:

@@ -10,7 +10,7 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
-from fastapi_bus.cli.loading import load_bus
+from fastapi_bus.cli.loading import Factory, load_bus
 from fastapi_bus.core.exceptions import BusError, ConfigurationError
 from fastapi_bus.ops.lifespan import StartupError, describe_error
 from fastapi_bus.ops.supervisor import Supervisor
@@ -32,10 +32,10 @@ def fail(message: str, code: int = 1) -> NoReturn:
     raise typer.Exit(code)
 
 
-def load_target(target: str) -> tuple[Any, EventBus]:
+def load_target(target: str, factory: bool = False) -> tuple[Any, EventBus]:
     """The app and its bus, or a one-line error (exit status 2)."""
     try:
-        return load_bus(target)
+        return load_bus(target, factory)
     except typer.BadParameter as exc:
         fail(exc.message, 2)
     except BusError as exc:  # the app module builds its bus wrongly
@@ -69,8 +69,9 @@ def _prepared(
     concurrency: int | None,
     grace: float | None,
     connect_timeout: float | None,
+    factory: bool = False,
 ) -> tuple[Any, EventBus, list[Any]]:
-    app, bus = load_target(target)
+    app, bus = load_target(target, factory)
     configure_bus(bus, prefetch=prefetch, concurrency=concurrency, grace=grace)
     apply_connect_timeout(bus, connect_timeout)
     try:
@@ -123,6 +124,7 @@ def worker(
         float, typer.Option(min=0.1, help="Seconds between health file updates.")
     ] = 5.0,
     connect_timeout: ConnectTimeout = None,
+    factory: Factory = False,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
     parent_pid: Annotated[int | None, typer.Option(hidden=True)] = None,
 ) -> None:
@@ -140,7 +142,7 @@ def worker(
                 fail("--reload needs watchfiles: pip install 'fastapi-bus[reload]'", 2)
         else:
             # Check once here, rather than have every child fail the same way, again and again.
-            _prepared(target, handlers, prefetch, concurrency, grace, connect_timeout)
+            _prepared(target, handlers, prefetch, concurrency, grace, connect_timeout, factory)
         command = [sys.executable, "-m", "fastapi_bus.cli", "worker", target]
         options: dict[str, object] = {
             "--handlers": handlers,
@@ -153,6 +155,8 @@ def worker(
         for option, value in options.items():
             if value is not None:
                 command += [option, str(value)]
+        if factory:
+            command.append("--factory")
         supervisor = Supervisor(
             command,
             processes,
@@ -168,7 +172,9 @@ def worker(
         except StartupError as exc:
             fail(str(exc), 1)
 
-    app, bus, routes = _prepared(target, handlers, prefetch, concurrency, grace, connect_timeout)
+    app, bus, routes = _prepared(
+        target, handlers, prefetch, concurrency, grace, connect_timeout, factory
+    )
     if bus.transport.protocol == "memory":
         logging.getLogger("fastapi_bus.ops.worker").warning(
             "this app uses memory://, a broker inside this process: a worker only sees the "
