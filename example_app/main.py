@@ -202,6 +202,10 @@ async def audit(event: dict[str, Any], message: Message, store: StoreDep) -> Non
 
 
 class PlaceOrder(BaseModel):
+    #: Your own id for the order (letters, digits, ``-`` and ``_``); default: a new one.
+    order_id: str | None = Field(
+        default=None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$"
+    )
     item: str
     quantity: int = Field(gt=0, le=100)
 
@@ -219,7 +223,10 @@ async def place_order(body: PlaceOrder, session: SessionDep, bus: Bus) -> OrderA
     """Accept an order; its stock is reserved in the background."""
     if body.item not in session.store.stock:
         raise HTTPException(status_code=422, detail=f"unknown item {body.item!r}")
-    order = Order(order_id=uuid.uuid4().hex, item=body.item, quantity=body.quantity)
+    order_id = body.order_id or uuid.uuid4().hex
+    if session.get(order_id) is not None:
+        raise HTTPException(status_code=409, detail=f"order {order_id!r} exists already")
+    order = Order(order_id=order_id, item=body.item, quantity=body.quantity)
     session.save(order)
     # Held until the request succeeds: a failing request publishes nothing.
     placed = OrderPlaced(order_id=order.order_id, item=order.item, quantity=order.quantity)

@@ -132,3 +132,33 @@ def test_events_of_a_failed_request_are_not_sent(
     assert store.orders == {}
     assert store.audit == {}
     assert store.stock["widget"] == 5
+
+
+def test_the_readme_quickstart(client: TestClient) -> None:
+    """The two requests of the README's quickstart, with the answers it shows."""
+    response = client.post("/orders", json={"order_id": "o1", "item": "widget", "quantity": 2})
+    assert response.status_code == 202, response.text
+    assert response.json() == {"order_id": "o1", "status": "placed"}
+
+    drain(client)
+
+    order = client.get("/orders/o1").json()
+    assert order["status"] == "reserved"
+    assert order["confirmation_sent"] is True
+
+
+def test_an_order_id_is_used_once(client: TestClient, store: Store) -> None:
+    first = client.post("/orders", json={"order_id": "o1", "item": "widget", "quantity": 1})
+    assert first.status_code == 202, first.text
+    drain(client)
+    again = client.post("/orders", json={"order_id": "o1", "item": "widget", "quantity": 1})
+    assert again.status_code == 409
+    assert "o1" in again.json()["detail"]
+    drain(client)
+    assert store.stock["widget"] == 4, "the refused order reserved nothing"
+
+
+def test_a_malformed_order_id_is_refused(client: TestClient) -> None:
+    for bad in ["", "a b", "x" * 65]:
+        response = client.post("/orders", json={"order_id": bad, "item": "widget", "quantity": 1})
+        assert response.status_code == 422, bad
