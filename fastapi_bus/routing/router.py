@@ -9,13 +9,19 @@ from typing import Any, ForwardRef, TypeVar
 
 from fastapi import params
 from pydantic import BaseModel, PydanticUserError, TypeAdapter
+from typing_extensions import Unpack
 
 from fastapi_bus.core.exceptions import ConfigurationError
 from fastapi_bus.core.names import validate_event_name, validate_pattern
 from fastapi_bus.core.types import AnyCallable, is_model
 from fastapi_bus.pipeline.dependencies import event_type_of
 from fastapi_bus.pipeline.policy import RetryPolicy
-from fastapi_bus.routing.route import EventDeclaration, EventRoute, describe_callable
+from fastapi_bus.routing.route import (
+    EventDeclaration,
+    EventRoute,
+    HandlerOptions,
+    describe_callable,
+)
 
 __all__ = ["EventRouter"]
 
@@ -108,22 +114,7 @@ class EventRouter:
                 "before the app starts"
             )
 
-    def on(
-        self,
-        event: EventSpec,
-        *,
-        name: str | None = None,
-        tags: Sequence[str] | None = None,
-        dependencies: Sequence[params.Depends] | None = None,
-        include_in_schema: bool = True,
-        broadcast: bool = False,
-        prefetch: int | None = None,
-        concurrency: int | None = None,
-        summary: str | None = None,
-        description: str | None = None,
-        retry: RetryPolicy | None = None,
-        idempotent: bool = False,
-    ) -> Callable[[F], F]:
+    def on(self, event: EventSpec, **options: Unpack[HandlerOptions]) -> Callable[[F], F]:
         """Register the decorated function as a handler of ``event``.
 
         Args:
@@ -143,21 +134,7 @@ class EventRouter:
         """
 
         def decorator(func: F) -> F:
-            self.add_handler(
-                event,
-                func,
-                name=name,
-                tags=tags,
-                dependencies=dependencies,
-                include_in_schema=include_in_schema,
-                broadcast=broadcast,
-                prefetch=prefetch,
-                concurrency=concurrency,
-                summary=summary,
-                description=description,
-                retry=retry,
-                idempotent=idempotent,
-            )
+            self.add_handler(event, func, **options)
             return func
 
         return decorator

@@ -18,6 +18,8 @@ import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 
+from typing_extensions import TypedDict, Unpack
+
 from fastapi_bus.core import headers as H
 from fastapi_bus.core.exceptions import ConfigurationError
 from fastapi_bus.core.messages import Message
@@ -104,6 +106,18 @@ class DeadLetter:
 Progress = Callable[[int], None]
 
 
+class Filters(TypedDict, total=False):
+    """Which dead letters :meth:`DeadLetterQueue.replay` and ``purge`` act on (all given must
+    match), and a ``progress`` callback."""
+
+    handler: str | None
+    exception_type: str | None
+    older_than: timedelta | None
+    newer_than: timedelta | None
+    message_ids: Sequence[str] | None
+    progress: Progress | None
+
+
 class DeadLetterQueue:
     """Tools over the dead-letter queues of one bus's handlers (``bus.dead_letters``). The bus
     must be started (its transport connected); it need not consume.
@@ -159,28 +173,30 @@ class DeadLetterQueue:
                 return letter
         return None
 
-    async def replay(
-        self,
-        *,
-        handler: str | None = None,
-        exception_type: str | None = None,
-        older_than: timedelta | None = None,
-        newer_than: timedelta | None = None,
-        message_ids: Sequence[str] | None = None,
-        progress: Progress | None = None,
-    ) -> int:
-        """Send matching dead letters back to their handler's queue; returns how many."""
+    async def replay(self, **filters: Unpack[Filters]) -> int:
+        """Send matching dead letters back to their handler's queue; returns how many.
+
+        Filters: ``handler``, ``exception_type``, ``older_than``, ``newer_than`` (as for
+        :meth:`list`), ``message_ids``; ``progress`` is called with the count so far."""
 
         async def move(letter: DeadLetter, pulled: Pulled) -> None:
             await self._transport.send(letter.queue, letter.for_replay())
             await pulled.ack()
 
-        return await self._each(
-            handler, exception_type, older_than, newer_than, message_ids, progress, move
-        )
+        return await self._each(move, **filters)
 
-    async def purge(
+    async def purge(self, **filters: Unpack[Filters]) -> int:
+        """Delete matching dead letters for good; returns how many. The filters of
+        :meth:`replay`."""
+
+        async def drop(letter: DeadLetter, pulled: Pulled) -> None:
+            await pulled.ack()
+
+        return await self._each(drop, **filters)
+
+    async def _each(
         self,
+        act: Callable[[DeadLetter, Pulled], object],
         *,
         handler: str | None = None,
         exception_type: str | None = None,
@@ -188,25 +204,6 @@ class DeadLetterQueue:
         newer_than: timedelta | None = None,
         message_ids: Sequence[str] | None = None,
         progress: Progress | None = None,
-    ) -> int:
-        """Delete matching dead letters for good; returns how many."""
-
-        async def drop(letter: DeadLetter, pulled: Pulled) -> None:
-            await pulled.ack()
-
-        return await self._each(
-            handler, exception_type, older_than, newer_than, message_ids, progress, drop
-        )
-
-    async def _each(
-        self,
-        handler: str | None,
-        exception_type: str | None,
-        older_than: timedelta | None,
-        newer_than: timedelta | None,
-        message_ids: Sequence[str] | None,
-        progress: Progress | None,
-        act: Callable[[DeadLetter, Pulled], object],
     ) -> int:
         done = 0
         now = datetime.now(timezone.utc)
