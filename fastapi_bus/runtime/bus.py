@@ -13,6 +13,7 @@ from typing import Any
 
 from fastapi import params
 from pydantic import BaseModel
+from typing_extensions import TypedDict, Unpack
 
 from fastapi_bus.core import headers as H
 from fastapi_bus.core.exceptions import ConfigurationError, PublishError
@@ -68,6 +69,23 @@ class BusState(enum.Enum):
     CLOSED = "closed"
 
 
+class BusOptions(TypedDict, total=False):
+    """The options of a bus, given to :class:`~fastapi_bus.BusExtension` (which documents
+    them) or to :class:`EventBus`."""
+
+    routers: Sequence[EventRouter]
+    dependencies: Sequence[params.Depends]
+    middleware: Sequence[Middleware]
+    consume: bool | None
+    prefetch: int
+    concurrency: int | None
+    shutdown_grace: float
+    retry: RetryPolicy | None
+    metrics: Metrics | None
+    idempotency_store: IdempotencyStore | None
+    publish_faults: bool | None
+
+
 class EventBus:
     """The bus of one service: owns the transport, the handlers and their consumers.
 
@@ -76,22 +94,16 @@ class EventBus:
     """
 
     def __init__(
-        self,
-        transport: Transport,
-        *,
-        service: str,
-        routers: Sequence[EventRouter] = (),
-        dependencies: Sequence[params.Depends] = (),
-        middleware: Sequence[Middleware] = (),
-        consume: bool | None = None,
-        prefetch: int = 10,
-        concurrency: int | None = None,
-        shutdown_grace: float = 10.0,
-        retry: RetryPolicy | None = None,
-        metrics: Metrics | None = None,
-        idempotency_store: IdempotencyStore | None = None,
-        publish_faults: bool | None = None,
+        self, transport: Transport, *, service: str, **options: Unpack[BusOptions]
     ) -> None:
+        unknown = set(options) - set(BusOptions.__annotations__)
+        if unknown:
+            raise ConfigurationError(f"unknown bus option(s): {', '.join(sorted(unknown))}")
+        prefetch = options.get("prefetch", 10)
+        concurrency = options.get("concurrency")
+        consume = options.get("consume")
+        retry = options.get("retry")
+        metrics = options.get("metrics")
         validate_event_name(service, what="service name")
         if prefetch < 1:
             raise ConfigurationError(f"prefetch must be at least 1, got {prefetch!r}")
@@ -99,9 +111,9 @@ class EventBus:
             raise ConfigurationError(f"concurrency must be at least 1, got {concurrency!r}")
         self.transport = transport
         self.service = service
-        self.routers: list[EventRouter] = list(routers)
-        self.dependencies = list(dependencies)
-        self.middleware = list(middleware)
+        self.routers: list[EventRouter] = list(options.get("routers", ()))
+        self.dependencies = list(options.get("dependencies", ()))
+        self.middleware = list(options.get("middleware", ()))
         self.consume = consume_from_env() if consume is None else consume
         #: Consume only the handlers with these names or tags (``None``: no filter).
         self.only: set[str] | None = None
@@ -110,11 +122,11 @@ class EventBus:
         self.consuming: set[str] = set()
         self.prefetch = prefetch
         self.concurrency = concurrency
-        self.shutdown_grace = shutdown_grace
+        self.shutdown_grace = options.get("shutdown_grace", 10.0)
         self.retry = retry or RetryPolicy()
         self.metrics: Metrics = metrics if metrics is not None else CounterMetrics()
-        self.idempotency_store = idempotency_store or MemoryIdempotencyStore()
-        self._publish_faults = publish_faults
+        self.idempotency_store = options.get("idempotency_store") or MemoryIdempotencyStore()
+        self._publish_faults = options.get("publish_faults")
         self.state = BusState.CREATED
         self.registry = EventRegistry()
         self.routes: list[EventRoute] = []

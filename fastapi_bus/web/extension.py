@@ -8,16 +8,13 @@ from typing import Any, Protocol, runtime_checkable
 
 import fastapi
 from fastapi import params
+from typing_extensions import Unpack
 
 from fastapi_bus.admin import install_admin_routes
 from fastapi_bus.asyncapi.docs import DEFAULT_CSS_URL, DEFAULT_JS_URL, install_asyncapi_routes
 from fastapi_bus.core.exceptions import ConfigurationError
-from fastapi_bus.core.metrics import Metrics
-from fastapi_bus.pipeline.idempotency import IdempotencyStore
-from fastapi_bus.pipeline.middleware import Middleware
-from fastapi_bus.pipeline.policy import RetryPolicy
 from fastapi_bus.routing.router import EventRouter
-from fastapi_bus.runtime.bus import EventBus
+from fastapi_bus.runtime.bus import BusOptions, EventBus
 from fastapi_bus.transports import Transport, transport_from_url
 from fastapi_bus.web.publisher import PublisherMiddleware
 
@@ -92,18 +89,7 @@ class BusExtension:
         url: str = "memory://",
         *,
         service: str,
-        routers: Sequence[EventRouter] = (),
         transport: Transport | None = None,
-        dependencies: Sequence[params.Depends] = (),
-        middleware: Sequence[Middleware] = (),
-        consume: bool | None = None,
-        prefetch: int = 10,
-        concurrency: int | None = None,
-        shutdown_grace: float = 10.0,
-        retry: RetryPolicy | None = None,
-        metrics: Metrics | None = None,
-        idempotency_store: IdempotencyStore | None = None,
-        publish_faults: bool | None = None,
         admin_url: str | None = None,
         admin_dependencies: Sequence[params.Depends] = (),
         docs_url: str | None = "/events/docs",
@@ -111,6 +97,7 @@ class BusExtension:
         docs_dependencies: Sequence[params.Depends] = (),
         asyncapi_js_url: str = DEFAULT_JS_URL,
         asyncapi_css_url: str = DEFAULT_CSS_URL,
+        **options: Unpack[BusOptions],
     ) -> None:
         if admin_url is not None and not admin_dependencies:
             raise ConfigurationError(
@@ -124,21 +111,7 @@ class BusExtension:
         self.docs_dependencies = list(docs_dependencies)
         self.asyncapi_js_url = asyncapi_js_url
         self.asyncapi_css_url = asyncapi_css_url
-        self.bus = EventBus(
-            transport or transport_from_url(url),
-            service=service,
-            routers=routers,
-            dependencies=dependencies,
-            middleware=middleware,
-            consume=consume,
-            prefetch=prefetch,
-            concurrency=concurrency,
-            shutdown_grace=shutdown_grace,
-            retry=retry,
-            metrics=metrics,
-            idempotency_store=idempotency_store,
-            publish_faults=publish_faults,
-        )
+        self.bus = EventBus(transport or transport_from_url(url), service=service, **options)
         self.app: fastapi.FastAPI | None = None
 
     def __repr__(self) -> str:
