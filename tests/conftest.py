@@ -1,13 +1,17 @@
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Iterator
 
 import pytest
 
 # The RabbitMQ extra needs Python 3.11+: where it is not installed, the tests of the transport
 # and those that describe amqp:// apps cannot even load.
+if importlib.util.find_spec("redis") is None:
+    collect_ignore_glob = ["transports/test_redis*.py", "test_redis*.py"]
 if importlib.util.find_spec("aio_pika") is None:
     collect_ignore_glob = [
+        *globals().get("collect_ignore_glob", []),
         "transports/test_rabbitmq*.py",
         "test_rabbitmq_bus.py",
         "test_asyncapi*.py",
@@ -43,3 +47,33 @@ def rabbitmq_url() -> str:
             pytest.fail(f"RabbitMQ is not reachable at {parts.hostname}:{parts.port} (CI=true)")
         pytest.skip("RabbitMQ is not reachable; set FASTAPI_BUS_RABBITMQ_URL or start one")
     return url
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """The Redis server the broker tests talk to. Under CI they must run, never skip."""
+    import os
+    from urllib.parse import urlsplit
+
+    url = os.environ.get("FASTAPI_BUS_REDIS_URL", "redis://127.0.0.1:6379/0")
+    parts = urlsplit(url)
+    if not _reachable(parts.hostname or "127.0.0.1", parts.port or 6379):
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"Redis is not reachable at {parts.hostname}:{parts.port} (CI=true)")
+        pytest.skip("Redis is not reachable; set FASTAPI_BUS_REDIS_URL or start one")
+    return url
+
+
+@pytest.fixture
+def redis_prefix(redis_url: str) -> Iterator[str]:
+    """A key prefix of the test's own; every key under it is deleted afterwards."""
+    import uuid
+
+    import redis
+
+    prefix = f"test-{uuid.uuid4().hex[:12]}"
+    yield prefix
+    with redis.Redis.from_url(redis_url) as client:
+        keys = list(client.scan_iter(match="{" + prefix + "}*", count=1000))
+        if keys:
+            client.delete(*keys)

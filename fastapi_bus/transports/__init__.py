@@ -13,7 +13,8 @@ __all__ = ["MemoryTransport", "Subscription", "Transport", "transport_from_url"]
 
 
 def transport_from_url(url: str, **options: Any) -> Transport:
-    """Build the transport for ``url``: ``memory://``, ``amqp://`` or ``amqps://``.
+    """Build the transport for ``url``: ``memory://``, ``amqp://``, ``amqps://``, ``redis://``
+    or ``rediss://``.
 
     Brokers other than memory are optional extras, imported only when their URL is used.
     """
@@ -29,6 +30,15 @@ def transport_from_url(url: str, **options: Any) -> Transport:
                 f"(on Python 3.11 or newer) ({exc})"
             ) from None
         return RabbitMQTransport(url, **options)
+    if scheme in ("redis", "rediss"):
+        try:
+            from fastapi_bus.transports.redis import RedisTransport
+        except ImportError as exc:
+            raise ConfigurationError(
+                f"{redact_url(url)} needs Redis support: pip install 'fastapi-bus[redis]' ({exc})"
+            ) from None
+        return RedisTransport(url, **options)
     raise ConfigurationError(
-        f"no transport for {redact_url(url)!r}: use memory://, amqp:// or amqps://"
+        f"no transport for {redact_url(url)!r}: use memory://, amqp://, amqps://, redis:// or "
+        "rediss://"
     )

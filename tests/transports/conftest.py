@@ -26,9 +26,27 @@ def _rabbitmq_factory(request: pytest.FixtureRequest) -> Callable[[], Transport]
     return lambda: RabbitMQTransport(url, exchange=exchange, auto_delete_topology=True)
 
 
-@pytest.fixture(params=["memory", pytest.param("rabbitmq", marks=pytest.mark.rabbitmq)])
+def _redis_factory(request: pytest.FixtureRequest) -> Callable[[], Transport]:
+    from fastapi_bus.transports.redis import RedisTransport
+
+    url: str = request.getfixturevalue("redis_url")
+    prefix = request.getfixturevalue("redis_prefix")
+    return lambda: RedisTransport(url, prefix=prefix, claim_idle=2)
+
+
+_FACTORIES = {"memory": lambda request: _memory_factory(), "rabbitmq": _rabbitmq_factory}
+_FACTORIES["redis"] = _redis_factory
+
+
+@pytest.fixture(
+    params=[
+        "memory",
+        pytest.param("rabbitmq", marks=pytest.mark.rabbitmq),
+        pytest.param("redis", marks=pytest.mark.redis),
+    ]
+)
 async def new_transport(request: pytest.FixtureRequest) -> AsyncIterator[TransportFactory]:
-    build = _memory_factory() if request.param == "memory" else _rabbitmq_factory(request)
+    build = _FACTORIES[request.param](request)
     made: list[Transport] = []
 
     async def factory() -> Transport:

@@ -1,0 +1,226 @@
+"""One durable subscription's stream, read by one consumer of its group.
+
+A reader task takes up to ``prefetch`` entries at a time with ``XREADGROUP``; each entry is
+handled in a task of its own, at most ``max_concurrency`` at once. A call that returns
+acknowledges and deletes its entry; one that raises puts the message back at the end of the
+stream (marked redelivered) in one atomic step.
+
+Entries stay in the group's pending list while they are handled. A consumer that dies leaves
+them there: every consumer claims entries that have been idle longer than ``claim_idle``
+(``XAUTOCLAIM``) and handles them as redeliveries, with the delivery count added to the
+message's attempt. Live consumers renew their claim on what they are handling, so a slow handler
+does not lose its message to another consumer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from fastapi_bus.core.messages import Message
+from fastapi_bus.transports.base import Consumer, Subscription
+from fastapi_bus.transports.redis.mapping import decode_fields, encode
+from fastapi_bus.transports.redis.scripts import GROUP
+from fastapi_bus.transports.redis.session import Session, is_missing_group, stop_task
+
+__all__ = ["StreamConsumer"]
+
+logger = logging.getLogger("fastapi_bus.redis")
+
+#: Milliseconds one XREADGROUP waits for new entries before it asks again.
+BLOCK_MS = 1000
+
+
+class StreamConsumer:
+    """Reads one queue's stream for one consumer callable."""
+
+    def __init__(
+        self,
+        session: Session,
+        reader: Any,
+        *,
+        queue: str,
+        subscription: Subscription,
+        consumer: Consumer,
+        name: str,
+        claim_idle: float,
+        redeclare: Callable[[], Awaitable[None]],
+    ) -> None:
+        self._session = session
+        self._reader = reader  # a client of its own: XREADGROUP blocks its connection
+        self.queue = queue
+        self._stream = session.keys.stream(queue)
+        self._consumer = consumer
+        self._name = name
+        self._claim_idle_ms = max(int(claim_idle * 1000), 1)
+        self._claim_every = max(claim_idle / 3, 0.05)
+        self._redeclare = redeclare
+        self._prefetch = subscription.prefetch
+        self._slots = asyncio.Semaphore(subscription.max_concurrency)
+        self._fetched: dict[str, asyncio.Task[None]] = {}  # entry id -> its task
+        self._room = asyncio.Event()
+        self._room.set()
+        self.stopping = False
+        self._loops = [
+            asyncio.create_task(self._read()),
+            asyncio.create_task(self._claim()),
+        ]
+
+    # reading
+
+    async def _read(self) -> None:
+        pause = 0.05
+        while not self.stopping:
+            await self._room.wait()
+            count = self._prefetch - len(self._fetched)
+            try:
+                reply = await self._reader.execute_command(
+                    "XREADGROUP", "GROUP", GROUP, self._name, "COUNT", count,
+                    "BLOCK", BLOCK_MS, "STREAMS", self._stream, ">",
+                )  # fmt: skip
+            except Exception as exc:
+                if self.stopping:
+                    return
+                await self._trouble(exc, pause)
+                pause = min(pause * 2, 2.0)
+                continue
+            pause = 0.05
+            self._session.up()
+            for _, entries in reply or ():
+                for entry_id, fields in entries:
+                    self._start(entry_id, fields, deliveries=1)
+
+    async def _trouble(self, exc: Exception, pause: float) -> None:
+        if is_missing_group(exc):
+            # The stream or its group is gone (Redis restarted without its data): make it again.
+            logger.warning("queue %r lost its stream; declaring it again", self.queue)
+            with contextlib.suppress(Exception):
+                await self._redeclare()
+        else:
+            self._session.down(exc)
+        await asyncio.sleep(pause)
+
+    def _start(self, entry_id: bytes | str, fields: Any, *, deliveries: int) -> None:
+        key = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+        if key in self._fetched or self.stopping:
+            return
+        task = asyncio.create_task(self._handle(key, fields or {}, deliveries))
+        self._fetched[key] = task
+        if len(self._fetched) >= self._prefetch:
+            self._room.clear()
+
+    def _done(self, entry_id: str) -> None:
+        self._fetched.pop(entry_id, None)
+        if len(self._fetched) < self._prefetch:
+            self._room.set()
+
+    # handling
+
+    async def _handle(self, entry_id: str, fields: Any, deliveries: int) -> None:
+        message = decode_fields(fields, name="", redelivered=deliveries > 1)
+        if deliveries > 1:
+            # A consumer died with it: every delivery it did not survive counts as an attempt.
+            message = message.replace(attempt=message.attempt + deliveries - 1)
+        try:
+            async with self._slots:
+                if self.stopping:
+                    await self._requeue(entry_id, message)
+                    return
+                try:
+                    await self._consumer(message)
+                except asyncio.CancelledError:
+                    await asyncio.shield(self._requeue(entry_id, message))
+                    raise
+                except Exception:
+                    logger.exception("consumer of %r failed; the message goes back", self.queue)
+                    await self._requeue(entry_id, message)
+                    return
+            await self._ack(entry_id)
+        finally:
+            self._done(entry_id)
+
+    async def _ack(self, entry_id: str) -> None:
+        try:
+            await self._session.ack(self._stream, entry_id)
+        except Exception as exc:
+            # It stays pending, so another consumer claims it once it is idle: handled again.
+            logger.warning(
+                "could not acknowledge message entry %s of %r (%s); it will be delivered again",
+                entry_id, self.queue, exc or type(exc).__name__,
+            )  # fmt: skip
+
+    async def _requeue(self, entry_id: str, message: Message) -> None:
+        try:
+            await self._session.requeue(
+                self._stream, entry_id, encode(message.replace(redelivered=True))
+            )
+        except Exception as exc:
+            logger.info(
+                "could not requeue entry %s of %r (%s); it is claimed again once idle",
+                entry_id, self.queue, exc or type(exc).__name__,
+            )  # fmt: skip
+
+    # claims
+
+    async def _claim(self) -> None:
+        while not self.stopping:
+            await asyncio.sleep(self._claim_every)
+            try:
+                await self._renew()
+                await self._reclaim()
+            except Exception as exc:
+                if not self.stopping:
+                    logger.debug("claiming on %r failed: %s", self.queue, exc)
+
+    async def _renew(self) -> None:
+        """Reset the idle time of what we hold, so nobody else claims it."""
+        held = list(self._fetched)
+        if held:
+            await self._session.client.execute_command(
+                "XCLAIM", self._stream, GROUP, self._name, 0, *held, "JUSTID"
+            )
+
+    async def _reclaim(self) -> None:
+        """Take over entries another consumer has held too long (it died, most likely)."""
+        client = self._session.client
+        start = "0-0"
+        while not self.stopping and len(self._fetched) < self._prefetch:
+            reply = await client.execute_command(
+                "XAUTOCLAIM", self._stream, GROUP, self._name, self._claim_idle_ms, start,
+                "COUNT", self._prefetch - len(self._fetched),
+            )  # fmt: skip
+            start, entries = reply[0], reply[1]
+            for entry_id, fields in entries:
+                if fields is None:
+                    continue  # deleted meanwhile
+                pending = await client.xpending_range(
+                    self._stream, GROUP, min=entry_id, max=entry_id, count=1
+                )
+                deliveries = int(pending[0]["times_delivered"]) if pending else 2
+                self._start(entry_id, fields, deliveries=max(deliveries, 2))
+            if start in (b"0-0", "0-0") or not entries:
+                return
+
+    # stopping
+
+    def halt(self) -> None:
+        """Take no more entries; those not started yet go back when their task runs."""
+        self.stopping = True
+        for loop in self._loops:
+            loop.cancel()
+
+    async def stop(self, grace: float) -> None:
+        self.halt()
+        for loop in self._loops:
+            await stop_task(loop)
+        tasks = list(self._fetched.values())
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=max(grace, 0))
+            await asyncio.gather(*(stop_task(task) for task in pending))
+        with contextlib.suppress(Exception):
+            await self._session.forget_consumer(self._stream, self._name)
+        with contextlib.suppress(Exception):
+            await self._reader.aclose()

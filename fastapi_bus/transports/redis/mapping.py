@@ -1,0 +1,106 @@
+"""A :class:`~fastapi_bus.Message` as one Redis value, and back.
+
+A message travels as one binary-safe value: a line of JSON with its ids and headers, a newline,
+then the body's bytes as they are. The same value is a stream entry's ``m`` field, a Pub/Sub
+payload and a delayed message, so a message is encoded once however it travels.
+
+Decoding never fails: foreign producers write to the same streams, and a value that is not ours
+still becomes a message (its raw bytes as the body), which the handler's validation then turns
+into a dead letter with the reason.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from typing import Any
+
+from fastapi_bus.core.messages import JSON, Message, new_id
+
+__all__ = ["FIELD", "decode", "decode_fields", "encode"]
+
+#: The stream field that holds an encoded message.
+FIELD = b"m"
+
+
+def encode(message: Message) -> bytes:
+    """``message`` as one value: a JSON line of metadata, ``\\n``, the body."""
+    published_at = message.published_at
+    if published_at.tzinfo is None:
+        published_at = published_at.replace(tzinfo=timezone.utc)
+    meta: dict[str, Any] = {"id": message.id, "name": message.name, "at": published_at.isoformat()}
+    if message.headers:
+        meta["headers"] = message.headers
+    if message.correlation_id is not None:
+        meta["correlation_id"] = message.correlation_id
+    if message.causation_id is not None:
+        meta["causation_id"] = message.causation_id
+    if message.attempt != 1:
+        meta["attempt"] = message.attempt
+    if message.content_type != JSON:
+        meta["content_type"] = message.content_type
+    if message.redelivered:
+        meta["redelivered"] = True
+    # Compact JSON escapes every newline, so the first b"\n" always ends the metadata.
+    line = json.dumps(meta, separators=(",", ":"), ensure_ascii=False).encode()
+    return line + b"\n" + message.body
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def decode(value: bytes, *, name: str = "", redelivered: bool = False) -> Message:
+    """The message in ``value``; ``name`` is the event name to assume if it carries none."""
+    line, newline, body = value.partition(b"\n")
+    meta: Any = None
+    if newline:
+        with contextlib.suppress(ValueError):
+            meta = json.loads(line)
+    if not isinstance(meta, dict):
+        # Not ours: the whole value is the body.
+        return Message(name=name, body=value, redelivered=redelivered)
+    raw_headers = meta.get("headers")
+    headers = (
+        {str(k): v for k, v in raw_headers.items() if isinstance(v, str)}
+        if isinstance(raw_headers, dict)
+        else {}
+    )
+    published_at: datetime | None = None
+    stamp = _text(meta.get("at"))
+    if stamp:
+        with contextlib.suppress(ValueError):
+            published_at = datetime.fromisoformat(stamp)
+            if published_at.tzinfo is None:
+                published_at = published_at.replace(tzinfo=timezone.utc)
+    attempt = meta.get("attempt", 1)
+    if not isinstance(attempt, int) or isinstance(attempt, bool) or attempt < 1:
+        attempt = 1
+    return Message(
+        name=_text(meta.get("name")) or name,
+        body=body,
+        id=_text(meta.get("id")) or new_id(),
+        headers=headers,
+        correlation_id=_text(meta.get("correlation_id")),
+        causation_id=_text(meta.get("causation_id")),
+        published_at=published_at or datetime.now(timezone.utc),
+        attempt=attempt,
+        content_type=_text(meta.get("content_type")) or JSON,
+        redelivered=redelivered or meta.get("redelivered") is True,
+    )
+
+
+def decode_fields(
+    fields: Mapping[bytes, bytes], *, name: str = "", redelivered: bool = False
+) -> Message:
+    """The message in a stream entry. An entry written by someone else (no ``m`` field) gives
+    a message whose body is its fields as JSON, so that nothing is dropped unseen."""
+    value = fields.get(FIELD)
+    if value is not None:
+        return decode(value, name=name, redelivered=redelivered)
+    as_text = {
+        k.decode("utf-8", "replace"): v.decode("utf-8", "replace") for k, v in fields.items()
+    }
+    return Message(name=name, body=json.dumps(as_text).encode(), redelivered=redelivered)
