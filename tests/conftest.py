@@ -13,7 +13,6 @@ if importlib.util.find_spec("aio_pika") is None:
     collect_ignore_glob = [
         *globals().get("collect_ignore_glob", []),
         "transports/test_rabbitmq*.py",
-        "test_rabbitmq_bus.py",
         "test_asyncapi*.py",
     ]
 

@@ -1,5 +1,6 @@
 """An app for the dead-letter CLI tests: ``tests.dlq_app:app``, built on each lookup from
-``FASTAPI_BUS_TEST_URL``, ``FASTAPI_BUS_TEST_EXCHANGE`` and ``FASTAPI_BUS_TEST_SERVICE``."""
+``FASTAPI_BUS_TEST_URL``, ``FASTAPI_BUS_TEST_NAMESPACE`` (the exchange or key prefix) and
+``FASTAPI_BUS_TEST_SERVICE``."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from fastapi_bus import BusExtension, EventRouter, FastAPI, Reject, RetryPolicy
+from fastapi_bus import BusExtension, EventRouter, FastAPI, Reject, RetryPolicy, Transport
 
 
 class Shipment(BaseModel):
@@ -27,13 +28,20 @@ def build_router() -> EventRouter:
     return events
 
 
-def create_app() -> FastAPI:
+def broker_transport(url: str, namespace: str) -> Transport:
+    """A transport for a test on a real broker, its names under ``namespace``."""
+    if url.startswith("redis"):
+        from fastapi_bus.transports.redis import RedisTransport
+
+        return RedisTransport(url, prefix=namespace)
     from fastapi_bus.transports.rabbitmq import RabbitMQTransport
 
-    transport = RabbitMQTransport(
-        os.environ["FASTAPI_BUS_TEST_URL"],
-        exchange=os.environ["FASTAPI_BUS_TEST_EXCHANGE"],
-        auto_delete_topology=True,
+    return RabbitMQTransport(url, exchange=namespace, auto_delete_topology=True)
+
+
+def create_app() -> FastAPI:
+    transport = broker_transport(
+        os.environ["FASTAPI_BUS_TEST_URL"], os.environ["FASTAPI_BUS_TEST_NAMESPACE"]
     )
     app = FastAPI()
     app.include_extension(

@@ -32,6 +32,8 @@ logger = logging.getLogger("fastapi_bus.redis")
 
 #: Milliseconds one XREADGROUP waits for new entries before it asks again.
 BLOCK_MS = 1000
+#: Seconds an acknowledgement is tried again while Redis is unreachable.
+ACK_DEADLINE = 30.0
 
 
 class StreamConsumer:
@@ -73,25 +75,30 @@ class StreamConsumer:
 
     async def _read(self) -> None:
         pause = 0.05
+        # After trouble, first look at what this consumer holds already: acknowledgements that
+        # were lost with the connection leave entries that only it would otherwise wait for.
+        own_first = False
         while not self.stopping:
             await self._room.wait()
             count = self._prefetch - len(self._fetched)
             try:
                 reply = await self._reader.execute_command(
                     "XREADGROUP", "GROUP", GROUP, self._name, "COUNT", count,
-                    "BLOCK", BLOCK_MS, "STREAMS", self._stream, ">",
+                    "BLOCK", BLOCK_MS, "STREAMS", self._stream, "0" if own_first else ">",
                 )  # fmt: skip
             except Exception as exc:
                 if self.stopping:
                     return
                 await self._trouble(exc, pause)
                 pause = min(pause * 2, 2.0)
+                own_first = True
                 continue
             pause = 0.05
             self._session.up()
             for _, entries in reply or ():
                 for entry_id, fields in entries:
-                    self._start(entry_id, fields, deliveries=1)
+                    self._start(entry_id, fields, deliveries=2 if own_first else 1)
+            own_first = False
 
     async def _trouble(self, exc: Exception, pause: float) -> None:
         if is_missing_group(exc):
@@ -143,14 +150,23 @@ class StreamConsumer:
             self._done(entry_id)
 
     async def _ack(self, entry_id: str) -> None:
-        try:
-            await self._session.ack(self._stream, entry_id)
-        except Exception as exc:
-            # It stays pending, so another consumer claims it once it is idle: handled again.
-            logger.warning(
-                "could not acknowledge message entry %s of %r (%s); it will be delivered again",
-                entry_id, self.queue, exc or type(exc).__name__,
-            )  # fmt: skip
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + ACK_DEADLINE
+        pause = 0.05
+        while True:
+            try:
+                await self._session.ack(self._stream, entry_id)
+                return
+            except Exception as exc:
+                if loop.time() + pause > deadline:
+                    # It stays pending: claimed again later, so it is handled twice.
+                    logger.warning(
+                        "could not acknowledge entry %s of %r (%s); it will be delivered again",
+                        entry_id, self.queue, exc or type(exc).__name__,
+                    )  # fmt: skip
+                    return
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 1.0)
 
     async def _requeue(self, entry_id: str, message: Message) -> None:
         try:

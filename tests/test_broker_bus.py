@@ -1,4 +1,5 @@
-"""The bus on a real RabbitMQ: services and replicas, retries, dead letters and their tools."""
+"""The bus on real brokers (RabbitMQ, Redis): services and replicas, retries, dead letters and
+their tools."""
 
 from __future__ import annotations
 
@@ -7,30 +8,49 @@ import os
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
 from fastapi_bus import EventBus, EventRouter, Message, RetryPolicy
 from fastapi_bus.transports.base import dead_letter_queue
-from fastapi_bus.transports.rabbitmq import RabbitMQTransport
-from tests.dlq_app import Shipment, build_router
+from tests.dlq_app import Shipment, broker_transport, build_router
 from tests.helpers import OrderPlaced
 from tests.utils import wait_until, wait_until_async
 
-pytestmark = [pytest.mark.anyio, pytest.mark.rabbitmq]
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture(
+    params=[
+        pytest.param("rabbitmq", marks=pytest.mark.rabbitmq),
+        pytest.param("redis", marks=pytest.mark.redis),
+    ]
+)
+def broker_url(request: pytest.FixtureRequest) -> str:
+    """The URL of a real broker: each test runs on RabbitMQ and on Redis."""
+    url: str = request.getfixturevalue(f"{request.param}_url")
+    return url
 
 
 @pytest.fixture
-def names() -> tuple[str, str]:
+def names(broker_url: str) -> Iterator[tuple[str, str]]:
+    """A namespace (exchange or key prefix) and a service name of the test's own."""
     suffix = uuid.uuid4().hex[:10]
-    return f"test-failures-{suffix}", f"svc{suffix}"
+    namespace = f"test-failures-{suffix}"
+    yield namespace, f"svc{suffix}"
+    if broker_url.startswith("redis"):
+        import redis
+
+        with redis.Redis.from_url(broker_url) as client:
+            keys = list(client.scan_iter(match="{" + namespace + "}*", count=1000))
+            if keys:
+                client.delete(*keys)
 
 
 def make_bus(url: str, names: tuple[str, str], *routers: EventRouter) -> EventBus:
-    exchange, service = names
-    transport = RabbitMQTransport(url, exchange=exchange, auto_delete_topology=True)
-    return EventBus(transport, service=service, routers=list(routers))
+    namespace, service = names
+    return EventBus(broker_transport(url, namespace), service=service, routers=list(routers))
 
 
 @pytest.fixture
@@ -49,7 +69,7 @@ async def start(bus: EventBus, running: list[EventBus]) -> EventBus:
 
 
 async def test_services_get_their_own_queues_and_replicas_share_one(
-    rabbitmq_url: str, names: tuple[str, str], running: list[EventBus]
+    broker_url: str, names: tuple[str, str], running: list[EventBus]
 ) -> None:
     exchange, service = names
     shop, billing = f"{service}shop", f"{service}billing"
@@ -64,9 +84,9 @@ async def test_services_get_their_own_queues_and_replicas_share_one(
 
         return events
 
-    shop_1 = await start(make_bus(rabbitmq_url, (exchange, shop), router("shop-1")), running)
-    await start(make_bus(rabbitmq_url, (exchange, shop), router("shop-2")), running)
-    await start(make_bus(rabbitmq_url, (exchange, billing), router("billing")), running)
+    shop_1 = await start(make_bus(broker_url, (exchange, shop), router("shop-1")), running)
+    await start(make_bus(broker_url, (exchange, shop), router("shop-2")), running)
+    await start(make_bus(broker_url, (exchange, billing), router("billing")), running)
     for n in range(40):
         await shop_1.publish(OrderPlaced(order_id=str(n), total=1))
     everything = [str(n) for n in range(40)]
@@ -77,7 +97,7 @@ async def test_services_get_their_own_queues_and_replicas_share_one(
 
 
 async def test_delayed_redelivery_then_dead_letter(
-    rabbitmq_url: str, names: tuple[str, str], running: list[EventBus]
+    broker_url: str, names: tuple[str, str], running: list[EventBus]
 ) -> None:
     deliveries: list[tuple[str, int]] = []
     events = EventRouter(retry=RetryPolicy(attempts=2, backoff=0, delays=(0.2, 0.4)))
@@ -87,7 +107,7 @@ async def test_delayed_redelivery_then_dead_letter(
         deliveries.append((msg.id, msg.attempt))
         raise ConnectionError("payment service down")
 
-    bus = await start(make_bus(rabbitmq_url, names, events), running)
+    bus = await start(make_bus(broker_url, names, events), running)
     message_id = await bus.publish(OrderPlaced(order_id="1", total=1), headers={"tenant": "a"})
     dlq = dead_letter_queue(bus.queue_for(bus.routes[0]))
     await wait_until_async(lambda: bus.transport.browse(dlq), 1, timeout=30)
@@ -101,7 +121,7 @@ async def test_delayed_redelivery_then_dead_letter(
 
 
 async def test_a_poison_message_does_not_stall_the_stream(
-    rabbitmq_url: str, names: tuple[str, str], running: list[EventBus]
+    broker_url: str, names: tuple[str, str], running: list[EventBus]
 ) -> None:
     handled: list[str] = []
     events = EventRouter()
@@ -112,7 +132,7 @@ async def test_a_poison_message_does_not_stall_the_stream(
             raise ValueError("cannot handle this one")
         handled.append(event.order_id)
 
-    bus = await start(make_bus(rabbitmq_url, names, events), running)
+    bus = await start(make_bus(broker_url, names, events), running)
     await bus.publish(OrderPlaced(order_id="poison", total=1))
     for n in range(100):
         await bus.publish(OrderPlaced(order_id=str(n), total=1))
@@ -123,7 +143,7 @@ async def test_a_poison_message_does_not_stall_the_stream(
 
 
 async def test_replay_sends_dead_letters_back_with_their_ids(
-    rabbitmq_url: str, names: tuple[str, str], running: list[EventBus]
+    broker_url: str, names: tuple[str, str], running: list[EventBus]
 ) -> None:
     healed: set[str] = set()
     handled: list[tuple[str, int]] = []
@@ -135,7 +155,7 @@ async def test_replay_sends_dead_letters_back_with_their_ids(
             raise ConnectionError(event.order_id)
         handled.append((msg.id, msg.attempt))
 
-    bus = await start(make_bus(rabbitmq_url, names, events), running)
+    bus = await start(make_bus(broker_url, names, events), running)
     ids = [await bus.publish(OrderPlaced(order_id=str(n), total=1)) for n in range(5)]
     dlq = dead_letter_queue(bus.queue_for(bus.routes[0]))
     await wait_until_async(lambda: bus.transport.browse(dlq), 5, timeout=30)
@@ -146,21 +166,20 @@ async def test_replay_sends_dead_letters_back_with_their_ids(
     assert progress == [1, 2]
     await wait_until(lambda: len(handled) == 2, timeout=30)
     assert sorted(handled) == sorted([(ids[1], 1), (ids[3], 1)])
-    assert [letter.message.id for letter in await bus.dead_letters.list()] == [
-        ids[0],
-        ids[2],
-        ids[4],
-    ]
+    # Handlers run concurrently, so the dead letters may be in any order.
+    assert sorted(letter.message.id for letter in await bus.dead_letters.list()) == sorted(
+        [ids[0], ids[2], ids[4]]
+    )
     assert await bus.dead_letters.purge(older_than=None) == 3
 
 
 @pytest.fixture
-def cli_env(rabbitmq_url: str, names: tuple[str, str]) -> dict[str, str]:
-    exchange, service = names
+def cli_env(broker_url: str, names: tuple[str, str]) -> dict[str, str]:
+    namespace, service = names
     env = {
         **os.environ,
-        "FASTAPI_BUS_TEST_URL": rabbitmq_url,
-        "FASTAPI_BUS_TEST_EXCHANGE": exchange,
+        "FASTAPI_BUS_TEST_URL": broker_url,
+        "FASTAPI_BUS_TEST_NAMESPACE": namespace,
         "FASTAPI_BUS_TEST_SERVICE": service,
         "COLUMNS": "200",
     }
@@ -177,9 +196,9 @@ def cli(env: dict[str, str], command: str, *args: str) -> str:
 
 
 async def test_the_dlq_command_line(
-    rabbitmq_url: str, names: tuple[str, str], running: list[EventBus], cli_env: dict[str, str]
+    broker_url: str, names: tuple[str, str], running: list[EventBus], cli_env: dict[str, str]
 ) -> None:
-    bus = await start(make_bus(rabbitmq_url, names, build_router()), running)
+    bus = await start(make_bus(broker_url, names, build_router()), running)
     ids = [await bus.publish(Shipment(shipment_id=name)) for name in ("a", "key-b", "c")]
     queue = bus.queue_for(bus.routes[0])
     await wait_until_async(lambda: bus.transport.browse(dead_letter_queue(queue)), 3, timeout=30)
