@@ -153,7 +153,28 @@ def test_memory_server_has_no_bindings() -> None:
     assert "bindings" not in json.dumps(doc)
 
 
-@pytest.mark.parametrize("url", ["memory://", "amqp://guest:guest@localhost:5672/"])
+def test_redis_extensions_and_server_without_credentials() -> None:
+    doc = document("redis://:s3cret-pw@cache.internal:6380/2")
+    assert "s3cret-pw" not in json.dumps(doc)
+    server = doc["servers"]["redis"]
+    assert server["host"] == "cache.internal:6380"
+    assert server["protocol"] == "redis"
+    assert "database 2" in server["description"]
+    reserve = doc["operations"]["reserve_stock"]["x-redis"]
+    assert reserve == {
+        "stream": "{fastapi_bus}:q:shop.reserve_stock",
+        "consumerGroup": "bus",
+        "deadLetterStream": "{fastapi_bus}:q:shop.reserve_stock.dlq",
+    }
+    assert doc["operations"]["live_feed"]["x-redis"]["persisted"] is False
+    placed = next(ch for ch in doc["channels"].values() if ch["address"] == "orders.placed")
+    assert placed["x-redis"] == {"broadcastChannel": "{fastapi_bus}:bc:orders.placed"}
+    assert "bindings" not in json.dumps(doc)
+
+
+@pytest.mark.parametrize(
+    "url", ["memory://", "amqp://guest:guest@localhost:5672/", "redis://localhost:6379/0"]
+)
 def test_official_parser_accepts_the_document(url: str, tmp_path: Path) -> None:
     code, report = tools.validate(document(url), tmp_path)
     assert code == 0, report

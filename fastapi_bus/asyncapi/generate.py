@@ -4,8 +4,9 @@
   operation, on the channel whose address is the event name (or the handler's pattern).
 * Each channel carries the messages that travel on it; a message's payload is the JSON schema
   of its pydantic type, with named models shared in ``components.schemas``.
-* On RabbitMQ, channels and operations have AMQP bindings: the topic exchange, and the queue
-  each handler consumes.
+* The transport adds what it knows of itself (``Transport.asyncapi``): on RabbitMQ, AMQP
+  bindings with the topic exchange and the queue each handler consumes; on Redis, ``x-redis``
+  extensions with the streams, consumer groups and Pub/Sub channels.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import inspect
 import re
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel
 
@@ -22,10 +23,9 @@ from fastapi_bus.core.names import pattern_matches
 from fastapi_bus.routing.route import EventDeclaration, EventRoute
 from fastapi_bus.runtime.bus import EventBus
 
-__all__ = ["AMQP_BINDING_VERSION", "ASYNCAPI_VERSION", "get_asyncapi"]
+__all__ = ["ASYNCAPI_VERSION", "get_asyncapi"]
 
 ASYNCAPI_VERSION = "3.0.0"
-AMQP_BINDING_VERSION = "0.3.0"
 _JSON = "application/json"
 _BASE_MODEL_DOC = inspect.getdoc(BaseModel)
 
@@ -91,10 +91,7 @@ def _prune(obj: dict[str, Any]) -> dict[str, Any]:
 class _Builder:
     def __init__(self, bus: EventBus) -> None:
         self.bus = bus
-        self.amqp = bus.transport.protocol == "amqp"
-        url = urlsplit(bus.transport.url)
-        self.url = url
-        self.vhost = unquote(url.path[1:]) if url.path not in ("", "/") else "/"
+        self.url = urlsplit(bus.transport.url)
         self.channels: dict[str, dict[str, Any]] = {}  # by address
         self.channel_ids: dict[str, str] = {}
         self.operations: dict[str, dict[str, Any]] = {}
@@ -154,13 +151,7 @@ class _Builder:
         # Whatever the transport's URL carries before "@" is credentials: never published.
         host = self.url.netloc.rpartition("@")[2] or "localhost"
         server: dict[str, Any] = {"host": host, "protocol": self.url.scheme or protocol}
-        if self.amqp:
-            server["protocolVersion"] = "0.9.1"
-            if self.vhost != "/":
-                server["pathname"] = "/" + self.vhost
-            server["description"] = f"RabbitMQ, virtual host {self.vhost!r}"
-        elif protocol == "memory":
-            server["description"] = "The in-process memory broker (for development and tests)."
+        server.update(transport.asyncapi("server"))
         return {_ident(protocol): server}
 
     # channels and messages
@@ -177,21 +168,7 @@ class _Builder:
                 "for exactly one word, `#` for zero or more words)."
             )
             channel["x-topic-pattern"] = address
-        if self.amqp:
-            exchange = getattr(self.bus.transport, "exchange", "fastapi_bus")
-            channel["bindings"] = {
-                "amqp": {
-                    "is": "routingKey",
-                    "exchange": {
-                        "name": exchange,
-                        "type": "topic",
-                        "durable": True,
-                        "autoDelete": False,
-                        "vhost": self.vhost,
-                    },
-                    "bindingVersion": AMQP_BINDING_VERSION,
-                }
-            }
+        channel.update(self.bus.transport.asyncapi("channel", name=address))
         self.channels[address] = channel
 
     def _message(self, name: str, payload: Any, description: str | None) -> str:
@@ -213,10 +190,7 @@ class _Builder:
             "payload": len(self.payload_types),  # replaced by the schema at the end
         }
         self.payload_types.append(Any if payload is None else payload)
-        if self.amqp and "*" not in name.split(".") and "#" not in name.split("."):
-            message["bindings"] = {
-                "amqp": {"messageType": name, "bindingVersion": AMQP_BINDING_VERSION}
-            }
+        message.update(self.bus.transport.asyncapi("message", name=name))
         self.messages[message_id] = _prune(message)
         return message_id
 
@@ -261,40 +235,15 @@ class _Builder:
             # Every process gets its own copy of each event: worth saying, on any broker.
             "x-broadcast": True if route.broadcast else None,
         }
-        if self.amqp:
-            queue = self.bus.queue_for(route)
-            operation["bindings"] = {
-                "amqp": {
-                    "ack": True,
-                    "bindingVersion": AMQP_BINDING_VERSION,
-                    "x-queue": self._queue(queue, broadcast=route.broadcast),
-                }
-            }
-        return _prune(operation)
-
-    def _queue(self, name: str, *, broadcast: bool) -> dict[str, Any]:
-        if broadcast:
-            # Each process binds an exclusive queue of its own, named after this one.
-            return {
-                "name": f"{name}.<process id>",
-                "durable": False,
-                "exclusive": True,
-                "autoDelete": True,
-                "type": "classic",
-                "vhost": self.vhost,
-            }
-        transport = self.bus.transport
-        queue_type = getattr(transport, "queue_type", None) or getattr(
-            transport, "_queue_type", "quorum"
+        operation.update(
+            self.bus.transport.asyncapi(
+                "receive",
+                name=route.event,
+                queue=self.bus.queue_for(route),
+                broadcast=route.broadcast,
+            )
         )
-        return {
-            "name": name,
-            "durable": True,
-            "exclusive": False,
-            "autoDelete": False,
-            "type": queue_type,
-            "vhost": self.vhost,
-        }
+        return _prune(operation)
 
     def _send(self, declaration: EventDeclaration) -> dict[str, Any]:
         self.tag_names.extend(declaration.tags)
@@ -308,8 +257,5 @@ class _Builder:
             "tags": _tags(declaration.tags),
             "messages": [self._use(declaration.name, message_id)],
         }
-        if self.amqp:
-            operation["bindings"] = {
-                "amqp": {"deliveryMode": 2, "bindingVersion": AMQP_BINDING_VERSION}
-            }
+        operation.update(self.bus.transport.asyncapi("send", name=declaration.name))
         return _prune(operation)

@@ -173,7 +173,7 @@ def _operations(document: dict[str, Any]) -> str:
             _link("message", _ref_name(ref.get("$ref", "")))
             for ref in operation.get("messages", [])
         )
-        queue = operation.get("bindings", {}).get("amqp", {}).get("x-queue", {}).get("name")
+        queue = _queue_name(operation)
         body.append(
             f'<article id="{_anchor("operation", op_id)}" class="fab-operation">'
             f'<h3><span class="fab-action fab-{_e(action)}">{_e(action)}</span> '
@@ -399,3 +399,15 @@ def _type(schema: Any) -> str:
     if kind == "object" and isinstance(extra, dict):
         text += f" of {_type(extra)}"
     return text
+
+
+def _queue_name(operation: dict[str, Any]) -> str | None:
+    """The queue (or stream) a receive operation consumes, as its transport described it."""
+    described = [*operation.get("bindings", {}).values(), operation.get("x-redis", {})]
+    for fields in described:
+        for key in ("x-queue", "stream"):
+            value = fields.get(key)
+            name = value.get("name") if isinstance(value, dict) else value
+            if isinstance(name, str):
+                return name
+    return None

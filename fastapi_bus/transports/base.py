@@ -22,13 +22,14 @@ import abc
 import dataclasses
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 from fastapi_bus.core.exceptions import ConfigurationError, UnroutableError
 from fastapi_bus.core.messages import Message
 
 __all__ = [
+    "AsyncAPIPart",
     "Consumer",
     "Pulled",
     "Subscription",
@@ -43,6 +44,11 @@ __all__ = [
 #: What a transport calls for each delivery. Returning acks the message; raising leaves it
 #: unacknowledged so that the broker delivers it again.
 Consumer = Callable[[Message], Awaitable[None]]
+
+#: The objects of an AsyncAPI document that a transport describes (see
+#: :meth:`Transport.asyncapi`): the server, an event's channel, a message, and the operations
+#: of a handler (``receive``) and of a declared publisher (``send``).
+AsyncAPIPart = Literal["server", "channel", "message", "receive", "send"]
 
 #: What a transport does with an event that no queue is bound to.
 Unroutable = Literal["ignore", "log", "raise"]
@@ -190,6 +196,16 @@ class Transport(abc.ABC):
     async def dead_letter(self, queue: str, message: Message) -> None:
         """Keep ``message`` in the dead-letter queue of ``queue``."""
         await self.send(dead_letter_queue(queue), message)
+
+    def asyncapi(
+        self, part: AsyncAPIPart, *, name: str = "", queue: str = "", broadcast: bool = False
+    ) -> dict[str, Any]:
+        """The fields this transport adds to one object of the AsyncAPI document, such as
+        ``bindings`` or ``x-...`` extensions (none by default).
+
+        ``name`` is the event name or pattern of a channel, message or operation; ``queue`` and
+        ``broadcast`` describe the subscription of a ``receive`` operation."""
+        return {}
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.url!r})"

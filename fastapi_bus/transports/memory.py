@@ -16,11 +16,13 @@ import logging
 import uuid
 import weakref
 from collections.abc import Iterator
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from fastapi_bus.core.exceptions import ConfigurationError, TransportClosedError, UnroutableError
 from fastapi_bus.core.messages import Message
 from fastapi_bus.transports.base import (
+    AsyncAPIPart,
     Consumer,
     Pulled,
     Subscription,
@@ -138,6 +140,13 @@ class MemoryTransport(Transport):
     @property
     def url(self) -> str:
         return self._url
+
+    def asyncapi(
+        self, part: AsyncAPIPart, *, name: str = "", queue: str = "", broadcast: bool = False
+    ) -> dict[str, Any]:
+        if part == "server":
+            return {"description": "The in-process memory broker (for development and tests)."}
+        return {}
 
     # lifecycle
 

@@ -19,9 +19,10 @@ import redis.asyncio
 
 from fastapi_bus import EventBus, EventRouter, RetryPolicy
 from fastapi_bus.core.exceptions import ConfigurationError, TransportError
+from fastapi_bus.core.headers import DEAD_LETTER_REASON
 from fastapi_bus.core.messages import Message
 from fastapi_bus.transports import transport_from_url
-from fastapi_bus.transports.base import Subscription
+from fastapi_bus.transports.base import Subscription, dead_letter_queue
 from fastapi_bus.transports.redis import RedisTransport
 from tests.helpers import OrderPlaced
 from tests.utils import wait_until, wait_until_async, wait_until_sync
@@ -76,6 +77,34 @@ async def test_a_dead_consumers_message_is_claimed_by_another(
         assert got[0].body == b"1"
         assert got[0].redelivered is True
         assert got[0].attempt == 2, "the delivery the dead consumer did not survive counts"
+    finally:
+        await transport.close(grace=1)
+
+
+async def test_a_message_that_kills_its_consumers_is_dead_lettered(
+    redis_url: str, redis_prefix: str, consumers: list[object]
+) -> None:
+    start, started = consumers
+    out = start("doomed", "hang")  # type: ignore[operator]
+    transport = RedisTransport(redis_url, prefix=redis_prefix, claim_idle=1, max_deliveries=1)
+    await transport.start()
+    try:
+        await transport.publish(Message(name="work.item", body=b"deadly"))
+        await wait_until(lambda: "started deadly" in lines(out), timeout=30)
+        started[0].send_signal(signal.SIGKILL)  # type: ignore[index]
+        started[0].wait()  # type: ignore[index]
+        got: list[Message] = []
+
+        async def survivor(message: Message) -> None:
+            got.append(message)
+
+        await transport.consume(WORK, survivor)
+        await wait_until_async(lambda: transport.browse(dead_letter_queue("work")), 1, 30)
+        (dead,) = await transport.browse(dead_letter_queue("work"))
+        assert dead.body == b"deadly"
+        assert "without being acknowledged" in dead.headers[DEAD_LETTER_REASON]
+        assert got == []
+        assert await transport.browse("work") == []
     finally:
         await transport.close(grace=1)
 

@@ -27,6 +27,7 @@ from fastapi_bus.core.exceptions import (
 )
 from fastapi_bus.core.messages import Message
 from fastapi_bus.transports.base import (
+    AsyncAPIPart,
     Consumer,
     Pulled,
     Subscription,
@@ -44,6 +45,7 @@ from fastapi_bus.transports.rabbitmq.connection import (
 )
 from fastapi_bus.transports.rabbitmq.consumer import QueueConsumer, start_consumer
 from fastapi_bus.transports.rabbitmq.delays import DelayQueues
+from fastapi_bus.transports.rabbitmq.description import describe
 from fastapi_bus.transports.rabbitmq.inspection import Inspector
 from fastapi_bus.transports.rabbitmq.mapping import encode
 from fastapi_bus.transports.rabbitmq.publishing import Returned, is_cancelled, wait_for_channel
@@ -146,6 +148,14 @@ class RabbitMQTransport(Transport):
     def exchange(self) -> str:
         """The name of the bus's topic exchange."""
         return self._topology.exchange
+
+    def asyncapi(
+        self, part: AsyncAPIPart, *, name: str = "", queue: str = "", broadcast: bool = False
+    ) -> dict[str, Any]:
+        return describe(
+            part, url=self.url, exchange=self.exchange, queue_type=self._topology.queue_type,
+            name=name, queue=queue, broadcast=broadcast,
+        )  # fmt: skip
 
     def _scrub(self, text: str) -> str:
         """``text`` without the password, for errors that quote the broker or aio-pika."""

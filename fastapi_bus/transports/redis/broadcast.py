@@ -17,28 +17,16 @@ from typing import Any
 from fastapi_bus.core.messages import Message
 from fastapi_bus.core.names import pattern_matches
 from fastapi_bus.transports.base import Consumer, Subscription
+from fastapi_bus.transports.redis.description import channel_glob
 from fastapi_bus.transports.redis.mapping import decode
 from fastapi_bus.transports.redis.session import Session, stop_task
 
-__all__ = ["BUFFER", "BroadcastConsumer", "channel_glob"]
+__all__ = ["BUFFER", "BroadcastConsumer"]
 
 logger = logging.getLogger("fastapi_bus.redis")
 
 #: Broadcast messages one subscription holds for its handler before it drops new ones.
 BUFFER = 10_000
-
-
-def channel_glob(session: Session, pattern: str) -> str:
-    """A Pub/Sub glob that matches the channel of every event that ``pattern`` matches."""
-    words = pattern.split(".")
-    for index, word in enumerate(words):
-        if word == "#":
-            # '#' may match no word at all, so the glob must not require the dot before it.
-            head = ".".join(words[:index])
-            return session.keys.channel(head + "*")
-        if word == "*":
-            words[index] = "*"
-    return session.keys.channel(".".join(words))
 
 
 class BroadcastConsumer:
@@ -62,7 +50,7 @@ class BroadcastConsumer:
     async def start(self) -> None:
         self._pubsub = self._client.pubsub()
         await self._pubsub.psubscribe(
-            *sorted({channel_glob(self._session, p) for p in self._patterns})
+            *sorted({channel_glob(self._session.keys, p) for p in self._patterns})
         )
         self._tasks = [asyncio.create_task(self._listen())]
         self._tasks += [asyncio.create_task(self._work()) for _ in range(self._workers)]

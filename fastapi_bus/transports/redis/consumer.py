@@ -8,8 +8,9 @@ stream (marked redelivered) in one atomic step.
 Entries stay in the group's pending list while they are handled. A consumer that dies leaves
 them there: every consumer claims entries that have been idle longer than ``claim_idle``
 (``XAUTOCLAIM``) and handles them as redeliveries, with the delivery count added to the
-message's attempt. Live consumers renew their claim on what they are handling, so a slow handler
-does not lose its message to another consumer.
+message's attempt; one delivered more than ``max_deliveries`` times goes to the dead-letter
+stream instead (it kills its consumers). Live consumers renew their claim on what they are
+handling, so a slow handler does not lose its message to another consumer.
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from fastapi_bus.core import headers as H
 from fastapi_bus.core.messages import Message
-from fastapi_bus.transports.base import Consumer, Subscription
+from fastapi_bus.transports.base import Consumer, Subscription, dead_letter_queue
 from fastapi_bus.transports.redis.mapping import decode_fields, encode
 from fastapi_bus.transports.redis.scripts import GROUP
 from fastapi_bus.transports.redis.session import Session, is_missing_group, stop_task
@@ -49,6 +51,7 @@ class StreamConsumer:
         consumer: Consumer,
         name: str,
         claim_idle: float,
+        max_deliveries: int,
         redeclare: Callable[[], Awaitable[None]],
     ) -> None:
         self._session = session
@@ -60,6 +63,7 @@ class StreamConsumer:
         self._claim_idle_ms = max(int(claim_idle * 1000), 1)
         self._claim_every = max(claim_idle / 3, 0.05)
         self._redeclare = redeclare
+        self._max_deliveries = max_deliveries
         self._prefetch = subscription.prefetch
         self._slots = asyncio.Semaphore(subscription.max_concurrency)
         self._fetched: dict[str, asyncio.Task[None]] = {}  # entry id -> its task
@@ -170,9 +174,8 @@ class StreamConsumer:
 
     async def _requeue(self, entry_id: str, message: Message) -> None:
         try:
-            await self._session.requeue(
-                self._stream, entry_id, encode(message.replace(redelivered=True))
-            )
+            value = encode(message.replace(redelivered=True))
+            await self._session.move(self._stream, entry_id, value, self._stream)
         except Exception as exc:
             logger.info(
                 "could not requeue entry %s of %r (%s); it is claimed again once idle",
@@ -216,9 +219,31 @@ class StreamConsumer:
                     self._stream, GROUP, min=entry_id, max=entry_id, count=1
                 )
                 deliveries = int(pending[0]["times_delivered"]) if pending else 2
-                self._start(entry_id, fields, deliveries=max(deliveries, 2))
+                if deliveries > self._max_deliveries:
+                    await self._give_up(entry_id, fields, deliveries)
+                else:
+                    self._start(entry_id, fields, deliveries=max(deliveries, 2))
             if start in (b"0-0", "0-0") or not entries:
                 return
+
+    async def _give_up(self, entry_id: bytes | str, fields: Any, deliveries: int) -> None:
+        """Dead-letter a message whose consumers kept dying before they acknowledged it."""
+        key = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+        message = decode_fields(fields, redelivered=True)
+        reason = (
+            f"delivered {deliveries} times without being acknowledged (its consumer stopped "
+            f"answering each time; max_deliveries={self._max_deliveries})"
+        )
+        headers = {
+            **message.headers,
+            H.DEAD_LETTER_REASON: reason,
+            H.QUEUE: self.queue,
+            H.ATTEMPTS: str(message.attempt + deliveries - 1),
+        }
+        logger.error("dead-lettering message %s of %r: %s", message.id, self.queue, reason)
+        dead = encode(message.replace(headers=headers))
+        dlq = self._session.keys.stream(dead_letter_queue(self.queue))
+        await self._session.move(self._stream, key, dead, dlq)
 
     # stopping
 

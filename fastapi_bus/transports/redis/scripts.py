@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 
-__all__ = ["ACK", "DECLARE", "DELAY", "GROUP", "MOVE_DUE", "REQUEUE", "ROUTE", "SEND", "Keys"]
+__all__ = ["ACK", "DECLARE", "DELAY", "GROUP", "MOVE", "MOVE_DUE", "ROUTE", "SEND", "Keys"]
 
 #: The consumer group of every queue's stream: a queue is one group, its consumers compete.
 GROUP = "bus"
@@ -162,10 +162,11 @@ redis.call('XACK', KEYS[1], ARGV[1], unpack(ids))
 return redis.call('XDEL', KEYS[1], unpack(ids))
 """
 
-# KEYS: stream. ARGV: group, entry id, new value. Puts the message back at the end of its queue
-# (marked redelivered) in place of the entry, in one step: never lost, never doubled.
-REQUEUE = """
-redis.call('XADD', KEYS[1], '*', 'm', ARGV[3])
+# KEYS: stream, target stream. ARGV: group, entry id, new value. Puts the message at the end of
+# the target stream (its own to requeue it, a dead-letter stream to give up on it) in place of
+# the entry, in one step: never lost, never doubled.
+MOVE = """
+redis.call('XADD', KEYS[2], '*', 'm', ARGV[3])
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
 return redis.call('XDEL', KEYS[1], ARGV[2])
 """

@@ -45,7 +45,7 @@ class Session:
         self.delay = client.register_script(scripts.DELAY)
         self.move_due = client.register_script(scripts.MOVE_DUE)
         self._ack = client.register_script(scripts.ACK)
-        self._requeue = client.register_script(scripts.REQUEUE)
+        self._move = client.register_script(scripts.MOVE)
 
     @property
     def connected(self) -> bool:
@@ -66,8 +66,9 @@ class Session:
     async def ack(self, stream: str, *entry_ids: str) -> None:
         await self._ack(keys=[stream], args=[GROUP, *entry_ids])
 
-    async def requeue(self, stream: str, entry_id: str, value: bytes) -> None:
-        await self._requeue(keys=[stream], args=[GROUP, entry_id, value])
+    async def move(self, stream: str, entry_id: str, value: bytes, target: str) -> None:
+        """Replace entry ``entry_id`` of ``stream`` by ``value`` at the end of ``target``."""
+        await self._move(keys=[stream, target], args=[GROUP, entry_id, value])
 
     async def forget_consumer(self, stream: str, name: str) -> None:
         """Remove consumer ``name`` from the group, if it holds nothing (a consumer that still

@@ -24,6 +24,7 @@ from fastapi_bus.core.exceptions import (
 )
 from fastapi_bus.core.messages import Message
 from fastapi_bus.transports.base import (
+    AsyncAPIPart,
     Consumer,
     Pulled,
     Subscription,
@@ -37,6 +38,7 @@ from fastapi_bus.transports.base import (
 from fastapi_bus.transports.redis.broadcast import BroadcastConsumer
 from fastapi_bus.transports.redis.consumer import StreamConsumer
 from fastapi_bus.transports.redis.delays import DelayMover
+from fastapi_bus.transports.redis.description import describe
 from fastapi_bus.transports.redis.inspection import Inspector
 from fastapi_bus.transports.redis.mapping import encode
 from fastapi_bus.transports.redis.routing import Router
@@ -72,6 +74,8 @@ class RedisTransport(Transport):
         claim_idle: seconds after which a message held by a consumer that stopped answering
             (its process died) is handed to another consumer. Live consumers renew their claim
             on what they handle, so a slow handler keeps its message.
+        max_deliveries: a message claimed from dead consumers more often than this goes to the
+            dead-letter queue (it is likely what kills them).
         connect_timeout: how many seconds ``start()`` keeps retrying an unreachable server.
         publish_timeout: how many seconds a publish may wait for Redis to come back before it
             raises ``TransportError``.
@@ -89,6 +93,7 @@ class RedisTransport(Transport):
         *,
         prefix: str = "fastapi_bus",
         claim_idle: float = 60.0,
+        max_deliveries: int = 10,
         connect_timeout: float = 30.0,
         publish_timeout: float = 30.0,
         unroutable: Unroutable = "log",
@@ -103,12 +108,15 @@ class RedisTransport(Transport):
             raise ConfigurationError(f"invalid Redis key prefix {prefix!r}")
         if claim_idle <= 0:
             raise ConfigurationError(f"claim_idle must be positive, got {claim_idle!r}")
+        if max_deliveries < 1:
+            raise ConfigurationError(f"max_deliveries must be at least 1, got {max_deliveries!r}")
         if max_connections < 2:
             raise ConfigurationError("max_connections must be at least 2")
         self._url = url
         self._password = unquote(parts.password) if parts.password else None
         self._keys = Keys(prefix)
         self._claim_idle = claim_idle
+        self._max_deliveries = max_deliveries
         #: Seconds ``start()`` keeps retrying an unreachable server (settable until then).
         self.connect_timeout = connect_timeout
         self._publish_timeout = publish_timeout
@@ -130,6 +138,13 @@ class RedisTransport(Transport):
     def prefix(self) -> str:
         """The namespace of the bus's keys and channels."""
         return self._keys.prefix
+
+    def asyncapi(
+        self, part: AsyncAPIPart, *, name: str = "", queue: str = "", broadcast: bool = False
+    ) -> dict[str, Any]:
+        return describe(
+            part, url=self.url, keys=self._keys, name=name, queue=queue, broadcast=broadcast
+        )
 
     def _scrub(self, text: str) -> str:
         if self._password:
@@ -333,6 +348,7 @@ class RedisTransport(Transport):
                 consumer=consumer,
                 name=self._name,
                 claim_idle=self._claim_idle,
+                max_deliveries=self._max_deliveries,
                 redeclare=lambda: self.declare(subscription),
             )
         self._consumers.append(runner)
