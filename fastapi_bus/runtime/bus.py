@@ -232,11 +232,13 @@ class EventBus:
             await self.transport.close(grace=0)
             raise
         self.state = BusState.STARTED
+        queues = [subscription.queue for _, subscription, _ in self._pipelines.values()]
         logger.info(
-            "fastapi-bus started: service %r on %s, %d handler(s)",
+            "fastapi-bus started: service %r on %s, %d handler(s), queues: %s",
             self.service,
             self.transport.url,
-            len(self._pipelines),
+            len(queues),
+            ", ".join(queues) or "none",
         )
 
     async def start_consuming(self) -> None:
@@ -287,7 +289,7 @@ class EventBus:
         self.state = BusState.CLOSED
         self.consuming.clear()
         await self.transport.close(grace=self.shutdown_grace if grace is None else grace)
-        logger.info("fastapi-bus stopped: service %r", self.service)
+        logger.info("fastapi-bus stopped: service %r on %s", self.service, self.transport.url)
 
     # publishing
 
