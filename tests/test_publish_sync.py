@@ -22,17 +22,7 @@ from fastapi_bus import (
     PublishError,
 )
 from fastapi_bus.testing import drain, publish
-from tests.helpers import OrderPlaced, OrderShipped, Recorder, make_app
-
-
-def order_router(recorder: Recorder) -> EventRouter:
-    events = EventRouter()
-
-    @events.on("OrderPlaced")
-    async def reserve_stock(event: OrderPlaced, msg: Message) -> None:
-        recorder.add(event, msg)
-
-    return events
+from tests.helpers import OrderPlaced, OrderShipped, Recorder, make_app, order_router
 
 
 def test_a_def_endpoint_publishes_with_publish_sync_when_the_request_succeeds() -> None:

@@ -25,6 +25,7 @@ from typing_extensions import TypedDict, Unpack
 
 from fastapi_bus.core.exceptions import PublishError
 from fastapi_bus.core.messages import Message
+from fastapi_bus.core.types import check_options
 
 __all__ = [
     "EncodeOptions",
@@ -33,7 +34,6 @@ __all__ = [
     "PublishOptions",
     "Publisher",
     "Sender",
-    "check_options",
     "current_publisher",
 ]
 
@@ -68,15 +68,6 @@ class PublishOptions(MessageOptions, total=False):
     delay: float | None
     #: Send now, even inside a request or handler that may still fail.
     immediate: bool
-
-
-def check_options(options: Mapping[str, object], allowed: type, call: str) -> None:
-    """Refuse keywords that the TypedDict ``allowed`` does not name, as Python refuses an
-    unexpected keyword argument: with a :class:`TypeError` naming ``call`` and the keyword."""
-    known: frozenset[str] = allowed.__required_keys__ | allowed.__optional_keys__  # type: ignore[attr-defined]
-    for name in options:
-        if name not in known:
-            raise TypeError(f"{call}() got an unexpected keyword argument {name!r}")
 
 
 class Sender(Protocol):

@@ -16,7 +16,8 @@ from fastapi_bus.core.exceptions import (
 )
 from fastapi_bus.core.messages import Message
 from fastapi_bus.core.names import validate_event_name
-from fastapi_bus.runtime.publishing import EncodeOptions, Payload, Publishable, check_options
+from fastapi_bus.core.types import check_options
+from fastapi_bus.runtime.publishing import EncodeOptions, Payload, Publishable
 
 __all__ = ["EventRegistry"]
 
