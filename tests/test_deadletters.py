@@ -145,3 +145,25 @@ def test_an_interrupted_replay_loses_nothing() -> None:
         queue, dlq = client.portal.call(where)
     assert queue == ids[:2]
     assert dlq == ids[2:], "the rest stay dead letters, in order"
+
+
+def test_list_takes_message_ids_and_every_tool_refuses_an_unknown_filter() -> None:
+    events, _ = build()
+    app, _ = make_app(events)
+    with TestClient(app) as client:
+        ids = [publish(client, OrderPlaced(order_id=f"conn-{n}", total=1)) for n in range(3)]
+        drain(client)
+        picked = run(client, lambda q: q.list(message_ids=[ids[0], ids[2]]))
+        assert [letter.message.id for letter in picked] == [ids[0], ids[2]]
+        for tool in ("list", "replay", "purge"):
+
+            async def call(q: DeadLetterQueue, tool: str = tool) -> object:
+                return await getattr(q, tool)(exception="ConnectionError")
+
+            with pytest.raises(TypeError, match=rf"{tool}\(\) got .* 'exception'"):
+                run(client, call)
+        assert picked[0].matches(handler="reserve", exception_type="ConnectionError")
+        assert not picked[0].matches(handler="invoice")
+        with pytest.raises(TypeError, match=r"matches\(\) got .* 'exception'"):
+            picked[0].matches(exception="ConnectionError")  # type: ignore[call-arg]
+        assert len(dead_letters(client, "reserve")) == 3

@@ -98,9 +98,11 @@ class DeadLetter:
         )
 
     def matches(self, *, now: datetime | None = None, **filters: Unpack[Filters]) -> bool:
-        """True if this dead letter passes every given filter (see :class:`Filters`; the
-        ``handler`` filter picks the queues to look in, so it is not checked here)."""
+        """True if this dead letter passes every given filter (see :class:`Filters`)."""
         check_options(filters, Filters, "matches")
+        handler = filters.get("handler")
+        if handler is not None and self.handler != handler:
+            return False
         message_ids = filters.get("message_ids")
         if message_ids is not None and self.message.id not in message_ids:
             return False
@@ -230,6 +232,6 @@ class DeadLetterQueue:
 
 
 def _without_handler(options: Filters) -> Filters:
-    """The filters that :meth:`DeadLetter.matches` checks (``handler`` picks the queues)."""
+    """The filters to check on each dead letter of the queues that ``handler`` picked."""
     checked = Filters.__optional_keys__ - {"handler"}
     return cast(Filters, {key: value for key, value in options.items() if key in checked})
