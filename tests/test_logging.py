@@ -115,7 +115,7 @@ def test_the_lines_show_under_uvicorns_default_logging(tmp_path: Path) -> None:
 
 def test_configured_logging_is_left_alone(caplog: pytest.LogCaptureFixture) -> None:
     # Under pytest the root logger has handlers: the bus must not add uvicorn's.
-    ours, server = logging.getLogger("fastapi_bus"), logging.getLogger("uvicorn")
+    ours, server = logging.getLogger("fastapi_bus"), logging.getLogger("uvicorn.error")
     handler = logging.NullHandler()
     server.addHandler(handler)
     try:
@@ -125,10 +125,12 @@ def test_configured_logging_is_left_alone(caplog: pytest.LogCaptureFixture) -> N
         server.removeHandler(handler)
 
 
+@pytest.mark.parametrize("holder", ["uvicorn", "uvicorn.error"])
 def test_unconfigured_logging_borrows_the_servers_handlers_until_the_end(
-    monkeypatch: pytest.MonkeyPatch,
+    holder: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    ours, server = logging.getLogger("fastapi_bus"), logging.getLogger("uvicorn")
+    # uvicorn's own config puts its handler on "uvicorn"; gunicorn's workers on "uvicorn.error".
+    ours, server = logging.getLogger("fastapi_bus"), logging.getLogger(holder)
     monkeypatch.setattr(logging.getLogger(), "handlers", [])
     monkeypatch.setattr(server, "handlers", [logging.NullHandler()])
     monkeypatch.setattr(logging.getLogger("uvicorn.error"), "level", logging.WARNING)

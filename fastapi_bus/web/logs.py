@@ -6,7 +6,8 @@ A library must not configure logging: the application decides where records go. 
 printed by Python's last-resort handler, unformatted. While the app's lifespan runs, and only
 when nothing at all handles the ``fastapi_bus`` logger (no handler on it nor on the root
 logger), :func:`server_logging` lends it the handlers and the level of the app server's logger
-(``uvicorn``), so the bus's lines look like the server's own and follow its ``--log-level``.
+(``uvicorn.error``), so the bus's lines look like the server's own and follow its
+``--log-level``.
 It gives them back when the lifespan ends, and leaves any logging configuration alone.
 """
 
@@ -22,9 +23,21 @@ __all__ = ["BUS_LOGGER", "SERVER_LOGGER", "server_logging"]
 #: The parent of every logger of the bus.
 BUS_LOGGER = "fastapi_bus"
 
-#: The logger whose handlers the bus borrows: uvicorn's (gunicorn's uvicorn workers give it
-#: gunicorn's handlers).
-SERVER_LOGGER = "uvicorn"
+#: The logger of the app server's own lines, whose handlers the bus borrows: uvicorn's config
+#: gives them to its parent ``uvicorn``, gunicorn's uvicorn workers give it gunicorn's.
+SERVER_LOGGER = "uvicorn.error"
+
+
+def _handlers_of(name: str) -> list[logging.Handler]:
+    """The handlers that get the records of logger ``name``, short of the root logger's."""
+    logger: logging.Logger | None = logging.getLogger(name)
+    while logger is not None and logger is not logging.root:
+        if logger.handlers:
+            return list(logger.handlers)
+        if not logger.propagate:
+            break
+        logger = logger.parent
+    return []
 
 
 class _Loan:
@@ -37,19 +50,19 @@ class _Loan:
         self.level = logging.NOTSET
 
     def take(self, ours: logging.Logger) -> bool:
-        server = logging.getLogger(SERVER_LOGGER)
         with self.lock:
             if self.borrowers:  # another app of this process borrowed them already
                 self.borrowers += 1
                 return True
-            if ours.hasHandlers() or not server.handlers:
+            handlers = [] if ours.hasHandlers() else _handlers_of(SERVER_LOGGER)
+            if not handlers:
                 return False
-            self.borrowers, self.handlers, self.level = 1, list(server.handlers), ours.level
+            self.borrowers, self.handlers, self.level = 1, handlers, ours.level
             for handler in self.handlers:
                 ours.addHandler(handler)
             if ours.level == logging.NOTSET:
-                # uvicorn's --log-level sets "uvicorn.error", the logger of its own lines.
-                ours.setLevel(logging.getLogger(f"{SERVER_LOGGER}.error").getEffectiveLevel())
+                # uvicorn's --log-level sets it on the logger of its own lines.
+                ours.setLevel(logging.getLogger(SERVER_LOGGER).getEffectiveLevel())
             return True
 
     def give_back(self, ours: logging.Logger) -> None:
