@@ -80,6 +80,12 @@ class Selection(BaseModel):
         )
 
 
+class Listing(Selection):
+    """The query of the list route: a :class:`Selection` and how many at most."""
+
+    limit: int = Field(default=100, ge=1, le=10_000)
+
+
 def _age(seconds: float | None) -> timedelta | None:
     return None if seconds is None else timedelta(seconds=seconds)
 
@@ -95,13 +101,10 @@ def install_admin_routes(
         return HTTPException(status_code=404, detail=str(exc))
 
     @router.get("/dead-letters", response_model=list[DeadLetterOut])
-    async def list_dead_letters(
-        selection: Annotated[Selection, Query()],
-        limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
-    ) -> list[DeadLetterOut]:
+    async def list_dead_letters(listing: Annotated[Listing, Query()]) -> list[DeadLetterOut]:
         """Dead-lettered messages, oldest first."""
         try:
-            letters = await bus.dead_letters.list(limit=limit, **selection.filters())
+            letters = await bus.dead_letters.list(limit=listing.limit, **listing.filters())
         except ConfigurationError as exc:
             raise unknown_handler(exc) from None
         return [DeadLetterOut.of(letter) for letter in letters]
