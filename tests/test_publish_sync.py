@@ -13,10 +13,7 @@ from fastapi.testclient import TestClient
 
 from fastapi_bus import (
     Bus,
-    ConfigurationError,
-    EventBus,
     EventRouter,
-    MemoryTransport,
     Message,
     Publisher,
     PublishError,
@@ -160,8 +157,3 @@ def test_an_unknown_publish_keyword_fails_at_the_call(call: str) -> None:
         }
         with pytest.raises(TypeError, match=r"unexpected keyword argument 'dealy'"):
             calls[call]()
-
-
-def test_an_unknown_bus_option_is_refused() -> None:
-    with pytest.raises(ConfigurationError, match=r"unknown bus option\(s\): prefech, retries"):
-        EventBus(MemoryTransport(), service="shop", prefech=5, retries=3)  # type: ignore[call-arg]
