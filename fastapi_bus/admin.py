@@ -9,14 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, FastAPI, HTTPException, Query, params
 from pydantic import BaseModel, Field
 
 from fastapi_bus.core.exceptions import ConfigurationError
 from fastapi_bus.runtime.bus import EventBus
-from fastapi_bus.runtime.deadletters import DeadLetter
+from fastapi_bus.runtime.deadletters import DeadLetter, Filters
 
 __all__ = ["install_admin_routes"]
 
@@ -61,7 +61,8 @@ class DeadLetterOut(BaseModel):
 
 
 class Selection(BaseModel):
-    """Which dead letters to replay or purge; every filter given must match."""
+    """Which dead letters to list, replay or purge: the :class:`Filters` of the dead-letter
+    tools, with ages in seconds. Every filter given must match."""
 
     handler: str | None = None
     exception_type: str | None = None
@@ -69,14 +70,20 @@ class Selection(BaseModel):
     newer_than_seconds: float | None = Field(default=None, ge=0)
     message_ids: list[str] | None = None
 
-    def filters(self) -> dict[str, Any]:
-        return {
-            "handler": self.handler,
-            "exception_type": self.exception_type,
-            "older_than": _age(self.older_than_seconds),
-            "newer_than": _age(self.newer_than_seconds),
-            "message_ids": self.message_ids,
-        }
+    def filters(self) -> Filters:
+        return Filters(
+            handler=self.handler,
+            exception_type=self.exception_type,
+            older_than=_age(self.older_than_seconds),
+            newer_than=_age(self.newer_than_seconds),
+            message_ids=self.message_ids,
+        )
+
+
+class Listing(Selection):
+    """The query of the list route: a :class:`Selection` and how many at most."""
+
+    limit: int = Field(default=100, ge=1, le=10_000)
 
 
 def _age(seconds: float | None) -> timedelta | None:
@@ -94,22 +101,10 @@ def install_admin_routes(
         return HTTPException(status_code=404, detail=str(exc))
 
     @router.get("/dead-letters", response_model=list[DeadLetterOut])
-    async def list_dead_letters(
-        handler: str | None = None,
-        exception_type: str | None = None,
-        older_than_seconds: Annotated[float | None, Query(ge=0)] = None,
-        newer_than_seconds: Annotated[float | None, Query(ge=0)] = None,
-        limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
-    ) -> list[DeadLetterOut]:
+    async def list_dead_letters(listing: Annotated[Listing, Query()]) -> list[DeadLetterOut]:
         """Dead-lettered messages, oldest first."""
         try:
-            letters = await bus.dead_letters.list(
-                handler=handler,
-                exception_type=exception_type,
-                older_than=_age(older_than_seconds),
-                newer_than=_age(newer_than_seconds),
-                limit=limit,
-            )
+            letters = await bus.dead_letters.list(limit=listing.limit, **listing.filters())
         except ConfigurationError as exc:
             raise unknown_handler(exc) from None
         return [DeadLetterOut.of(letter) for letter in letters]

@@ -29,10 +29,12 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 from pydantic import BaseModel
+from typing_extensions import Unpack
 
 from fastapi_bus.core.exceptions import ConfigurationError
 from fastapi_bus.core.messages import Message
 from fastapi_bus.runtime.bus import EventBus
+from fastapi_bus.runtime.publishing import Payload, Publishable, PublishOptions
 from fastapi_bus.web.extension import get_bus
 
 __all__ = [
@@ -56,9 +58,9 @@ def _running(client: TestClient) -> tuple[EventBus, Any]:
 
 def publish(
     client: TestClient,
-    event: BaseModel | str,
-    payload: BaseModel | Mapping[str, Any] | None = None,
-    **options: Any,
+    event: Publishable,
+    payload: Payload = None,
+    **options: Unpack[PublishOptions],
 ) -> str:
     """Publish an event from test code, as ``bus.publish`` would; returns its message id."""
     bus, portal = _running(client)
@@ -89,9 +91,9 @@ def dead_letters(client: TestClient, handler: str | None = None) -> list[Message
 
 async def apublish(
     app: Any,
-    event: BaseModel | str,
-    payload: BaseModel | Mapping[str, Any] | None = None,
-    **options: Any,
+    event: Publishable,
+    payload: Payload = None,
+    **options: Unpack[PublishOptions],
 ) -> str:
     """:func:`publish` for ``async`` tests: ``app`` is the app whose lifespan is running."""
     return await get_bus(app).publish(event, payload, **options)

@@ -28,6 +28,17 @@ class Recorder:
         self.messages.append(message)
 
 
+def order_router(recorder: Recorder) -> EventRouter:
+    """One handler, ``reserve_stock``, that records every ``OrderPlaced``."""
+    events = EventRouter()
+
+    @events.on("OrderPlaced")
+    async def reserve_stock(event: OrderPlaced, msg: Message) -> None:
+        recorder.add(event, msg)
+
+    return events
+
+
 def make_app(
     *routers: EventRouter, url: str = "memory://", service: str = "shop"
 ) -> tuple[FastAPI, BusExtension]:

@@ -55,6 +55,10 @@ def test_admin_routes_list_show_replay_and_purge() -> None:
         assert "Reject" in shown["traceback"]
         assert client.get("/admin/bus/dead-letters/nope", headers=AUTH).status_code == 404
         assert client.get("/admin/bus/dead-letters?handler=nope", headers=AUTH).status_code == 404
+        for query, expected in [("limit=1", [first]), (f"message_ids={second}", [second])]:
+            found = client.get(f"/admin/bus/dead-letters?{query}", headers=AUTH).json()
+            assert [item["message_id"] for item in found] == expected
+        assert client.get("/admin/bus/dead-letters?limit=0", headers=AUTH).status_code == 422
 
         app.state.healed.append("1")
         replay = client.post(

@@ -11,7 +11,7 @@ import socket
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -117,31 +117,44 @@ def unused_port() -> int:
         return port
 
 
-@needs_aio_pika
-@pytest.mark.parametrize("command", [["worker"], ["publish", "OrderPlaced", '{"order_id": "1"}']])
-def test_an_unreachable_broker_is_a_one_line_error(command: list[str], tmp_path: Path) -> None:
-    env = {
-        **os.environ,
-        "FASTAPI_BUS_TEST_URL": f"amqp://guest:guest@127.0.0.1:{unused_port()}/",
-        "FASTAPI_BUS_TEST_LOG": str(tmp_path / "log"),
-    }
-    # The app's transport would keep trying for 30 s; the option makes it give up sooner.
-    args = [command[0], TARGET, *command[1:], "--connect-timeout", "0.3"]
-    done = subprocess.run(
-        [sys.executable, "-m", "fastapi_bus.cli", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+@pytest.fixture
+def unreachable() -> Callable[..., subprocess.CompletedProcess[str]]:
+    """Runs ``fastapi-bus ARGS`` in a new process, on a RabbitMQ URL where nothing listens."""
+    url = f"amqp://guest:guest@127.0.0.1:{unused_port()}/"
+
+    def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "fastapi_bus.cli", *args],
+            cwd=ROOT,
+            env={**os.environ, "FASTAPI_BUS_TEST_URL": url, **(env or {})},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    return run
+
+
+def cannot_connect(done: subprocess.CompletedProcess[str]) -> str:
+    """The last line of a command that could not connect: one ``Error:`` line, exit 1."""
     assert done.returncode == 1
     assert "Traceback" not in done.stderr
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("Error: ")
     assert "cannot connect to RabbitMQ" in last
-    assert "within 0.3s" in last
+    return last
+
+
+@needs_aio_pika
+@pytest.mark.parametrize("command", [["worker"], ["publish", "OrderPlaced", '{"order_id": "1"}']])
+def test_an_unreachable_broker_is_a_one_line_error(
+    command: list[str], tmp_path: Path, unreachable: Callable[..., subprocess.CompletedProcess[str]]
+) -> None:
+    # The app's transport would keep trying for 30 s; the option makes it give up sooner.
+    args = [command[0], TARGET, *command[1:], "--connect-timeout", "0.3"]
+    done = unreachable(*args, env={"FASTAPI_BUS_TEST_LOG": str(tmp_path / "log")})
+    assert "within 0.3s" in cannot_connect(done)
     assert not (tmp_path / "log").exists() or " startup " not in (tmp_path / "log").read_text()
 
 
@@ -452,24 +465,12 @@ def test_dlq_names_an_unknown_handler_before_connecting(
 
 
 @needs_aio_pika
-def test_dlq_on_an_unreachable_broker_is_one_line_within_the_timeout() -> None:
-    env = {**os.environ, "FASTAPI_BUS_TEST_URL": f"amqp://guest:guest@127.0.0.1:{unused_port()}/"}
-    args = ["dlq", "list", TARGET, "--connect-timeout", "0.3"]
-    done = subprocess.run(
-        [sys.executable, "-m", "fastapi_bus.cli", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 1
-    assert "Traceback" not in done.stderr
-    lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1, done.stderr
-    assert lines[0].startswith("Error: ")
-    assert "cannot connect to RabbitMQ" in lines[0]
+def test_dlq_on_an_unreachable_broker_is_one_line_within_the_timeout(
+    unreachable: Callable[..., subprocess.CompletedProcess[str]],
+) -> None:
+    done = unreachable("dlq", "list", TARGET, "--connect-timeout", "0.3")
+    cannot_connect(done)
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
 
 
 def test_publish_on_memory_says_no_other_process_receives_it() -> None:

@@ -114,6 +114,13 @@ def test_unknown_handler_is_named() -> None:
         run(client, lambda q: q.list(handler="nope"))
 
 
+def dead_lettered(client: TestClient, count: int) -> list[str]:
+    """Publish ``count`` orders that ``reserve`` dead-letters; their message ids."""
+    ids = [publish(client, OrderPlaced(order_id=f"conn-{n}", total=1)) for n in range(count)]
+    drain(client)
+    return ids
+
+
 class Interrupted(Exception):
     pass
 
@@ -122,8 +129,7 @@ def test_an_interrupted_replay_loses_nothing() -> None:
     events, _ = build()
     app, _ = make_app(events)
     with TestClient(app) as client:
-        ids = [publish(client, OrderPlaced(order_id=f"conn-{n}", total=1)) for n in range(6)]
-        drain(client)
+        ids = dead_lettered(client, 6)
         bus = get_bus(app)
 
         async def stop_after_two() -> None:
@@ -145,3 +151,24 @@ def test_an_interrupted_replay_loses_nothing() -> None:
         queue, dlq = client.portal.call(where)
     assert queue == ids[:2]
     assert dlq == ids[2:], "the rest stay dead letters, in order"
+
+
+def test_list_takes_message_ids_and_every_tool_refuses_an_unknown_filter() -> None:
+    events, _ = build()
+    app, _ = make_app(events)
+    with TestClient(app) as client:
+        ids = dead_lettered(client, 3)
+        picked = run(client, lambda q: q.list(message_ids=[ids[0], ids[2]]))
+        assert [letter.message.id for letter in picked] == [ids[0], ids[2]]
+        for tool in ("list", "replay", "purge"):
+
+            async def call(q: DeadLetterQueue, tool: str = tool) -> object:
+                return await getattr(q, tool)(exception="ConnectionError")
+
+            with pytest.raises(TypeError, match=rf"{tool}\(\) got .* 'exception'"):
+                run(client, call)
+        assert picked[0].matches(handler="reserve", exception_type="ConnectionError")
+        assert not picked[0].matches(handler="invoice")
+        with pytest.raises(TypeError, match=r"matches\(\) got .* 'exception'"):
+            picked[0].matches(exception="ConnectionError")  # type: ignore[call-arg]
+        assert len(dead_letters(client, "reserve")) == 3

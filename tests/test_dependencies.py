@@ -1220,13 +1220,3 @@ def test_handler_parameters_with_defaults_get_their_defaults() -> None:
         publish(client, OrderPlaced(order_id="1", total=1))
         drain(client)
     assert seen == [("1", 3, "x")]
-
-
-def test_a_sync_handler_cannot_take_the_bus() -> None:
-    events = EventRouter()
-
-    def on_ping(event: Ping, bus: Bus) -> None: ...
-
-    with pytest.raises(ConfigurationError, match=r"on_ping.*parameter 'bus' is a Bus.*async def"):
-        events.add_handler("Ping", on_ping)
-    assert events.routes == []

@@ -3,6 +3,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from typing import Any
 
 import fastapi
 import pytest
@@ -13,8 +14,10 @@ from fastapi_bus import (
     BusExtension,
     BusState,
     ConfigurationError,
+    EventBus,
     EventRouter,
     FastAPI,
+    MemoryTransport,
     Message,
     get_bus,
 )
@@ -180,3 +183,10 @@ async def test_in_flight_handlers_finish_before_user_shutdown_code() -> None:
     release.set()
     await asyncio.wait_for(shutdown, 30)
     assert log == ["handler finished", "user shutdown"]
+
+
+def test_an_unknown_bus_option_is_refused() -> None:
+    options: dict[str, Any] = {"service": "shop", "prefech": 5, "retries": 3}
+    for build in (lambda: EventBus(MemoryTransport(), **options), lambda: BusExtension(**options)):
+        with pytest.raises(ConfigurationError, match=r"unknown bus option\(s\): prefech, retries"):
+            build()

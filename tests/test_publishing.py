@@ -24,17 +24,7 @@ from fastapi_bus import (
     UnknownEventError,
 )
 from fastapi_bus.testing import drain, publish
-from tests.helpers import OrderPlaced, OrderShipped, Recorder, make_app
-
-
-def order_router(recorder: Recorder) -> EventRouter:
-    events = EventRouter()
-
-    @events.on("OrderPlaced")
-    async def reserve_stock(event: OrderPlaced, msg: Message) -> None:
-        recorder.add(event, msg)
-
-    return events
+from tests.helpers import OrderPlaced, OrderShipped, Recorder, make_app, order_router
 
 
 def test_publish_model_and_name_with_dict() -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import functools
+import inspect
 import re
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
@@ -19,7 +21,7 @@ from fastapi_bus.cli.worker import ConnectTimeout, apply_connect_timeout, fail, 
 from fastapi_bus.core.exceptions import BusError, ConfigurationError
 from fastapi_bus.ops.lifespan import describe_error
 from fastapi_bus.runtime.bus import EventBus
-from fastapi_bus.runtime.deadletters import DeadLetter, DeadLetterQueue
+from fastapi_bus.runtime.deadletters import DeadLetter, DeadLetterQueue, Filters
 
 __all__ = ["dlq"]
 
@@ -42,11 +44,62 @@ def parse_age(text: str | None) -> timedelta | None:
 
 Target = Annotated[str, typer.Argument(help="The app, as module:attribute (e.g. main:app).")]
 Handler = Annotated[str | None, typer.Option("--handler", "-H", help="Only this handler.")]
-Exc = Annotated[
-    str | None, typer.Option("--exception", "-e", help="Only this exception type (e.g. KeyError).")
-]
-Older = Annotated[str | None, typer.Option(help="Only failures older than this (e.g. 2h).")]
-Newer = Annotated[str | None, typer.Option(help="Only failures newer than this (e.g. 30m).")]
+
+#: The dead-letter filters (:class:`Filters`) as options, shared by the commands that take
+#: them (see :func:`with_filters`).
+FILTER_OPTIONS: dict[str, Any] = {
+    "handler": Handler,
+    "exception": Annotated[
+        str | None,
+        typer.Option("--exception", "-e", help="Only this exception type (e.g. KeyError)."),
+    ],
+    "older_than": Annotated[
+        str | None, typer.Option(help="Only failures older than this (e.g. 2h).")
+    ],
+    "newer_than": Annotated[
+        str | None, typer.Option(help="Only failures newer than this (e.g. 30m).")
+    ],
+    "message_id": Annotated[
+        list[str] | None, typer.Option("--id", help="Only this message id (repeatable).")
+    ],
+}
+
+
+def with_filters(command: Callable[..., None]) -> Callable[..., None]:
+    """Give ``command`` the filter options, right after its arguments; it receives them as
+    one ``filters: Filters`` parameter."""
+    signature = inspect.signature(command, eval_str=True)
+    params = [p for p in signature.parameters.values() if p.name != "filters"]
+    arguments = [p for p in params if p.default is inspect.Parameter.empty]
+    options = [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=kind)
+        for name, kind in FILTER_OPTIONS.items()
+    ]
+    rest = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in params[len(arguments) :]]
+
+    @functools.wraps(command)
+    def run(*args: Any, **kwargs: Any) -> None:
+        given = {name: kwargs.pop(name) for name in FILTER_OPTIONS}
+        command(*args, filters=_filters(**given), **kwargs)
+
+    run.__signature__ = signature.replace(parameters=[*arguments, *options, *rest])  # type: ignore[attr-defined]
+    return run
+
+
+def _filters(
+    handler: str | None,
+    exception: str | None,
+    older_than: str | None,
+    newer_than: str | None,
+    message_id: list[str] | None,
+) -> Filters:
+    return Filters(
+        handler=handler,
+        exception_type=exception,
+        older_than=parse_age(older_than),
+        newer_than=parse_age(newer_than),
+        message_ids=message_id,
+    )
 
 
 def _run(
@@ -98,26 +151,22 @@ async def _connect(bus: EventBus) -> None:
 
 
 @dlq.command("list")
+@with_filters
 def list_(
     target: Target,
-    handler: Handler = None,
-    exception: Exc = None,
-    older_than: Older = None,
-    newer_than: Newer = None,
+    filters: Filters,
     limit: Annotated[int, typer.Option(help="At most this many.")] = 100,
     connect_timeout: ConnectTimeout = None,
     factory: Factory = False,
 ) -> None:
     """List dead-lettered messages, oldest first."""
-    older, newer = parse_age(older_than), parse_age(newer_than)
     letters = _run(
         target,
-        lambda q: q.list(
-            handler=handler, exception_type=exception, older_than=older, newer_than=newer,
-            limit=limit,
-        ),
-        handler=handler, connect_timeout=connect_timeout, factory=factory,
-    )  # fmt: skip
+        lambda q: q.list(limit=limit, **filters),
+        handler=filters.get("handler"),
+        connect_timeout=connect_timeout,
+        factory=factory,
+    )
     table = Table("message id", "event", "handler", "attempts", "failed at", "reason")
     for letter in letters:
         failed = (
@@ -177,66 +226,37 @@ def _print_letter(letter: DeadLetter) -> None:
 
 
 def _bulk(
-    target: str,
-    verb: str,
-    handler: str | None,
-    exception: str | None,
-    older_than: str | None,
-    newer_than: str | None,
-    ids: list[str] | None,
-    connect_timeout: float | None,
-    factory: bool,
+    target: str, verb: str, filters: Filters, connect_timeout: float | None, factory: bool
 ) -> int:
-    older, newer = parse_age(older_than), parse_age(newer_than)
-
     async def work(queue: DeadLetterQueue) -> int:
-        matching = await queue.list(
-            handler=handler, exception_type=exception, older_than=older, newer_than=newer,
-            limit=10_000_000,
-        )  # fmt: skip
-        total = len([m for m in matching if ids is None or m.message.id in ids])
+        total = len(await queue.list(limit=10_000_000, **filters))
         with Progress(console=console, transient=True) as bar:
             task = bar.add_task(f"{verb}...", total=total)
             method = queue.replay if verb == "replaying" else queue.purge
-            return await method(
-                handler=handler, exception_type=exception, older_than=older, newer_than=newer,
-                message_ids=ids,
-                progress=lambda done: bar.update(task, completed=done),
-            )  # fmt: skip
+            return await method(**filters, progress=lambda done: bar.update(task, completed=done))
 
+    handler = filters.get("handler")
     return _run(target, work, handler=handler, connect_timeout=connect_timeout, factory=factory)
 
 
-Ids = Annotated[list[str] | None, typer.Option("--id", help="Only this message id (repeatable).")]
-
-
 @dlq.command()
+@with_filters
 def replay(
     target: Target,
-    handler: Handler = None,
-    exception: Exc = None,
-    older_than: Older = None,
-    newer_than: Newer = None,
-    message_id: Ids = None,
+    filters: Filters,
     connect_timeout: ConnectTimeout = None,
     factory: Factory = False,
 ) -> None:
     """Send dead letters back to their handler's queue, keeping their message ids."""
-    done = _bulk(
-        target, "replaying", handler, exception, older_than, newer_than, message_id,
-        connect_timeout, factory,
-    )  # fmt: skip
+    done = _bulk(target, "replaying", filters, connect_timeout, factory)
     console.print(f"replayed {done} message(s)")
 
 
 @dlq.command()
+@with_filters
 def purge(
     target: Target,
-    handler: Handler = None,
-    exception: Exc = None,
-    older_than: Older = None,
-    newer_than: Newer = None,
-    message_id: Ids = None,
+    filters: Filters,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
     connect_timeout: ConnectTimeout = None,
     factory: Factory = False,
@@ -244,8 +264,5 @@ def purge(
     """Delete dead letters for good."""
     if not yes:
         typer.confirm("Delete the matching dead letters for good?", abort=True)
-    done = _bulk(
-        target, "purging", handler, exception, older_than, newer_than, message_id,
-        connect_timeout, factory,
-    )  # fmt: skip
+    done = _bulk(target, "purging", filters, connect_timeout, factory)
     console.print(f"purged {done} message(s)")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from pydantic import BaseModel
@@ -24,3 +24,12 @@ def is_class(tp: object) -> bool:
 def is_model(tp: object) -> bool:
     """True for a pydantic model class."""
     return is_class(tp) and issubclass(tp, BaseModel)  # type: ignore[arg-type]
+
+
+def check_options(options: Mapping[str, object], allowed: type, call: str) -> None:
+    """Refuse keywords that the TypedDict ``allowed`` does not name, as Python refuses an
+    unexpected keyword argument: with a :class:`TypeError` naming ``call`` and the keyword."""
+    known: frozenset[str] = allowed.__required_keys__ | allowed.__optional_keys__  # type: ignore[attr-defined]
+    for name in options:
+        if name not in known:
+            raise TypeError(f"{call}() got an unexpected keyword argument {name!r}")

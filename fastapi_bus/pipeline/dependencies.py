@@ -352,14 +352,6 @@ def analyze_handler(
     dependant = _analyze(func, label=label, handler=True, chain=())
     if dependant.kind in ("gen", "asyncgen"):
         raise ConfigurationError(f"{label}: a handler cannot be a generator")
-    if dependant.kind == "sync":
-        for param in dependant.params:
-            if param.kind is ParamKind.DEPENDENCY and is_publisher_provider(dependency_of(param)):
-                raise ConfigurationError(
-                    f"{label}: parameter {param.name!r} is a Bus, but the handler is a plain "
-                    "`def`: it runs in a worker thread and cannot `await bus.publish(...)`. "
-                    "Make the handler `async def`."
-                )
     events = [p for p in dependant.params if p.kind is ParamKind.EVENT]
     if len(events) > 1:
         names = ", ".join(repr(p.name) for p in events)

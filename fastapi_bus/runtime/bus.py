@@ -7,12 +7,11 @@ import enum
 import logging
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Coroutine, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
 from fastapi import params
-from pydantic import BaseModel
 from typing_extensions import TypedDict, Unpack
 
 from fastapi_bus.core import headers as H
@@ -35,7 +34,15 @@ from fastapi_bus.pipeline.policy import RetryPolicy
 from fastapi_bus.routing.route import EventRoute
 from fastapi_bus.routing.router import EventRouter
 from fastapi_bus.runtime.deadletters import DeadLetterQueue
-from fastapi_bus.runtime.publishing import HandlerWork, Publisher, current_publisher
+from fastapi_bus.runtime.publishing import (
+    EncodeOptions,
+    HandlerWork,
+    Payload,
+    Publishable,
+    Publisher,
+    PublishOptions,
+    current_publisher,
+)
 from fastapi_bus.runtime.registry import EventRegistry
 from fastapi_bus.transports.base import Subscription, Transport
 
@@ -225,11 +232,13 @@ class EventBus:
             await self.transport.close(grace=0)
             raise
         self.state = BusState.STARTED
+        queues = [subscription.queue for _, subscription, _ in self._pipelines.values()]
         logger.info(
-            "fastapi-bus started: service %r on %s, %d handler(s)",
+            "fastapi-bus started: service %r on %s, %d handler(s), queues: %s",
             self.service,
             self.transport.url,
-            len(self._pipelines),
+            len(queues),
+            ", ".join(queues) or "none",
         )
 
     async def start_consuming(self) -> None:
@@ -280,28 +289,16 @@ class EventBus:
         self.state = BusState.CLOSED
         self.consuming.clear()
         await self.transport.close(grace=self.shutdown_grace if grace is None else grace)
-        logger.info("fastapi-bus stopped: service %r", self.service)
+        logger.info("fastapi-bus stopped: service %r on %s", self.service, self.transport.url)
 
     # publishing
 
     def encode(
-        self,
-        event: BaseModel | str,
-        payload: BaseModel | Mapping[str, Any] | None = None,
-        *,
-        headers: Mapping[str, str] | None = None,
-        correlation_id: str | None = None,
-        causation_id: str | None = None,
+        self, event: Publishable, payload: Payload = None, **options: Unpack[EncodeOptions]
     ) -> Message:
         """Validate an event and turn it into a message; raises and sends nothing if invalid."""
         self._check_can_publish(event if isinstance(event, str) else type(event).__name__)
-        return self.registry.encode(
-            event,
-            payload,
-            headers=headers,
-            correlation_id=correlation_id,
-            causation_id=causation_id,
-        )
+        return self.registry.encode(event, payload, **options)
 
     def _check_can_publish(self, what: str) -> None:
         if self.state not in (BusState.STARTED, BusState.CONSUMING):
@@ -315,29 +312,24 @@ class EventBus:
         self._check_can_publish(message.name)
         await self.transport.publish(message, delay=delay)
 
-    async def publish(
-        self,
-        event: BaseModel | str,
-        payload: BaseModel | Mapping[str, Any] | None = None,
-        *,
-        headers: Mapping[str, str] | None = None,
-        correlation_id: str | None = None,
-        delay: float | None = None,
-        immediate: bool = False,
-    ) -> str:
+    def publish(
+        self, event: Publishable, payload: Payload = None, **options: Unpack[PublishOptions]
+    ) -> Coroutine[Any, Any, str]:
         """Publish an event; inside a request or a handler, it joins that unit of work (see
-        :meth:`Publisher.publish`). Returns the message id."""
+        :meth:`Publisher.publish`, which takes the same options). Returns the message id."""
+        return self._publisher().publish(event, payload, **options)
+
+    def publish_sync(
+        self, event: Publishable, payload: Payload = None, **options: Unpack[PublishOptions]
+    ) -> str:
+        """:meth:`publish` from a worker thread (see :meth:`Publisher.publish_sync`)."""
+        return self._publisher().publish_sync(event, payload, **options)
+
+    def _publisher(self) -> Publisher:
         publisher = current_publisher()
         if publisher is None or publisher._bus is not self:
             publisher = Publisher(self)
-        return await publisher.publish(
-            event,
-            payload,
-            headers=headers,
-            correlation_id=correlation_id,
-            delay=delay,
-            immediate=immediate,
-        )
+        return publisher
 
     @property
     def publishes_faults(self) -> bool:

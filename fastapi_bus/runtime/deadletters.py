@@ -15,17 +15,19 @@ then be in both places, and be handled again: handlers are at-least-once anyway)
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
+from typing import cast
 
 from typing_extensions import TypedDict, Unpack
 
 from fastapi_bus.core import headers as H
 from fastapi_bus.core.exceptions import ConfigurationError
 from fastapi_bus.core.messages import Message
+from fastapi_bus.core.types import check_options
 from fastapi_bus.transports.base import Pulled, Transport, dead_letter_queue
 
-__all__ = ["DeadLetter", "DeadLetterQueue"]
+__all__ = ["BulkOptions", "DeadLetter", "DeadLetterQueue", "Filters"]
 
 
 def _parse_time(text: str | None) -> datetime | None:
@@ -35,6 +37,33 @@ def _parse_time(text: str | None) -> datetime | None:
         return datetime.fromisoformat(text)
     except ValueError:
         return None
+
+
+Progress = Callable[[int], None]
+
+
+class Filters(TypedDict, total=False):
+    """Which dead letters the tools act on: every filter given must match. The admin routes
+    and the ``fastapi-bus dlq`` commands offer the same filters."""
+
+    #: Only the dead letters of this handler (by name).
+    handler: str | None
+    #: Only failures with this exception type: its full dotted name or its last part
+    #: (``ConnectionError``).
+    exception_type: str | None
+    #: Only failures at least this old.
+    older_than: timedelta | None
+    #: Only failures at most this old.
+    newer_than: timedelta | None
+    #: Only these message ids.
+    message_ids: Sequence[str] | None
+
+
+class BulkOptions(Filters, total=False):
+    """The options of :meth:`DeadLetterQueue.replay` and ``purge``: the :class:`Filters`,
+    and ``progress``, called with the count so far."""
+
+    progress: Progress | None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,25 +97,23 @@ class DeadLetter:
             traceback=headers.get(H.TRACEBACK),
         )
 
-    def matches(
-        self,
-        *,
-        exception_type: str | None = None,
-        older_than: timedelta | None = None,
-        newer_than: timedelta | None = None,
-        message_ids: Sequence[str] | None = None,
-        now: datetime | None = None,
-    ) -> bool:
-        """True if this dead letter passes every given filter. ``exception_type`` matches the
-        full dotted name or its last part (``ConnectionError``)."""
+    def matches(self, *, now: datetime | None = None, **filters: Unpack[Filters]) -> bool:
+        """True if this dead letter passes every given filter (see :class:`Filters`)."""
+        check_options(filters, Filters, "matches")
+        handler = filters.get("handler")
+        if handler is not None and self.handler != handler:
+            return False
+        message_ids = filters.get("message_ids")
         if message_ids is not None and self.message.id not in message_ids:
             return False
+        exception_type = filters.get("exception_type")
         if exception_type is not None:
             full = self.exception_type or ""
             if exception_type not in (full, full.rsplit(".", 1)[-1]):
                 return False
         failed = self.last_failure_at
         now = now or datetime.now(timezone.utc)
+        older_than, newer_than = filters.get("older_than"), filters.get("newer_than")
         if older_than is not None and (failed is None or now - failed < older_than):
             return False
         return not (newer_than is not None and (failed is None or now - failed > newer_than))
@@ -101,21 +128,6 @@ class DeadLetter:
         }
         headers[H.REPLAYED] = str(int(self.message.headers.get(H.REPLAYED, "0")) + 1)
         return self.message.replace(headers=headers, attempt=1, redelivered=False)
-
-
-Progress = Callable[[int], None]
-
-
-class Filters(TypedDict, total=False):
-    """Which dead letters :meth:`DeadLetterQueue.replay` and ``purge`` act on (all given must
-    match), and a ``progress`` callback."""
-
-    handler: str | None
-    exception_type: str | None
-    older_than: timedelta | None
-    newer_than: timedelta | None
-    message_ids: Sequence[str] | None
-    progress: Progress | None
 
 
 class DeadLetterQueue:
@@ -142,25 +154,17 @@ class DeadLetterQueue:
             raise ConfigurationError(f"no handler named {handler!r} (handlers: {known})")
         return queues
 
-    async def list(
-        self,
-        *,
-        handler: str | None = None,
-        exception_type: str | None = None,
-        older_than: timedelta | None = None,
-        newer_than: timedelta | None = None,
-        limit: int = 100,
-    ) -> list[DeadLetter]:
-        """Dead letters, oldest first per handler, without removing them."""
+    async def list(self, *, limit: int = 100, **filters: Unpack[Filters]) -> list[DeadLetter]:
+        """Dead letters that match the :class:`Filters`, oldest first per handler, without
+        removing them; at most ``limit``."""
+        check_options(filters, Filters, "list")
         found: list[DeadLetter] = []
         now = datetime.now(timezone.utc)
-        for queue in self.queues(handler):
+        checked = _without_handler(filters)
+        for queue in self.queues(filters.get("handler")):
             for message in await self._transport.browse(dead_letter_queue(queue), 100_000):
                 letter = DeadLetter.from_message(message, queue)
-                if letter.matches(
-                    exception_type=exception_type, older_than=older_than,
-                    newer_than=newer_than, now=now,
-                ):  # fmt: skip
+                if letter.matches(now=now, **checked):
                     found.append(letter)
                     if len(found) >= limit:
                         return found
@@ -173,42 +177,36 @@ class DeadLetterQueue:
                 return letter
         return None
 
-    async def replay(self, **filters: Unpack[Filters]) -> int:
-        """Send matching dead letters back to their handler's queue; returns how many.
-
-        Filters: ``handler``, ``exception_type``, ``older_than``, ``newer_than`` (as for
-        :meth:`list`), ``message_ids``; ``progress`` is called with the count so far."""
+    async def replay(self, **options: Unpack[BulkOptions]) -> int:
+        """Send the dead letters that match the :class:`Filters` back to their handler's
+        queue; returns how many. ``progress`` is called with the count so far."""
 
         async def move(letter: DeadLetter, pulled: Pulled) -> None:
             await self._transport.send(letter.queue, letter.for_replay())
             await pulled.ack()
 
-        return await self._each(move, **filters)
+        check_options(options, BulkOptions, "replay")
+        return await self._each(move, options)
 
-    async def purge(self, **filters: Unpack[Filters]) -> int:
-        """Delete matching dead letters for good; returns how many. The filters of
-        :meth:`replay`."""
+    async def purge(self, **options: Unpack[BulkOptions]) -> int:
+        """Delete the dead letters that match the :class:`Filters` for good; returns how
+        many. ``progress`` as for :meth:`replay`."""
 
         async def drop(letter: DeadLetter, pulled: Pulled) -> None:
             await pulled.ack()
 
-        return await self._each(drop, **filters)
+        check_options(options, BulkOptions, "purge")
+        return await self._each(drop, options)
 
     async def _each(
-        self,
-        act: Callable[[DeadLetter, Pulled], object],
-        *,
-        handler: str | None = None,
-        exception_type: str | None = None,
-        older_than: timedelta | None = None,
-        newer_than: timedelta | None = None,
-        message_ids: Sequence[str] | None = None,
-        progress: Progress | None = None,
+        self, act: Callable[[DeadLetter, Pulled], Awaitable[None]], options: BulkOptions
     ) -> int:
         done = 0
         now = datetime.now(timezone.utc)
         transport = self._transport
-        for queue in self.queues(handler):
+        progress = options.get("progress")
+        filters = _without_handler(options)
+        for queue in self.queues(options.get("handler")):
             dlq = dead_letter_queue(queue)
             # Only what is there now: messages dead-lettered meanwhile wait for the next run.
             count = len(await transport.browse(dlq, 1_000_000))
@@ -219,11 +217,8 @@ class DeadLetterQueue:
                     if pulled is None:
                         break
                     letter = DeadLetter.from_message(pulled.message, queue)
-                    if letter.matches(
-                        exception_type=exception_type, older_than=older_than,
-                        newer_than=newer_than, message_ids=message_ids, now=now,
-                    ):  # fmt: skip
-                        await act(letter, pulled)  # type: ignore[misc]
+                    if letter.matches(now=now, **filters):
+                        await act(letter, pulled)
                         done += 1
                         if progress is not None:
                             progress(done)
@@ -234,3 +229,9 @@ class DeadLetterQueue:
                 for pulled in reversed(kept):
                     await pulled.release()
         return done
+
+
+def _without_handler(options: Filters) -> Filters:
+    """The filters to check on each dead letter of the queues that ``handler`` picked."""
+    checked = Filters.__optional_keys__ - {"handler"}
+    return cast(Filters, {key: value for key, value in options.items() if key in checked})

@@ -4,35 +4,77 @@ Events published while handling an HTTP request (or an event) are held in an out
 only when that work succeeds: for a request, when the endpoint finished without an exception
 and the response status is below 400, before the response goes out (so a 2xx means the broker
 has the events); for a handler, when it returns, before its message is acknowledged.
+
+Code that runs in a worker thread (a plain ``def`` endpoint, dependency or handler, a sync
+background task) publishes with :meth:`Publisher.publish_sync`, under the same rules.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import enum
-from collections.abc import Mapping
+import threading
+from collections.abc import Coroutine, Mapping
 from types import TracebackType
 from typing import Any, Protocol
 
+import anyio.from_thread
 from pydantic import BaseModel
+from typing_extensions import TypedDict, Unpack
 
 from fastapi_bus.core.exceptions import PublishError
 from fastapi_bus.core.messages import Message
+from fastapi_bus.core.types import check_options
 
-__all__ = ["HandlerWork", "Outbox", "Publisher", "Sender", "current_publisher"]
+__all__ = [
+    "EncodeOptions",
+    "HandlerWork",
+    "Outbox",
+    "PublishOptions",
+    "Publisher",
+    "Sender",
+    "current_publisher",
+]
+
+#: What can be published: a model instance, or an event name (then a payload follows).
+Publishable = BaseModel | str
+#: The payload that follows an event name: a dict (validated against the event's model) or a
+#: model instance.
+Payload = BaseModel | Mapping[str, Any] | None
+
+
+class MessageOptions(TypedDict, total=False):
+    """What a message carries besides its event."""
+
+    #: Extra text headers.
+    headers: Mapping[str, str] | None
+    #: Default: the current request's or message's.
+    correlation_id: str | None
+
+
+class EncodeOptions(MessageOptions, total=False):
+    """The keyword options of ``encode``."""
+
+    #: The id of the message whose handling published this one.
+    causation_id: str | None
+
+
+class PublishOptions(MessageOptions, total=False):
+    """The keyword options of ``publish`` and ``publish_sync`` (see
+    :meth:`Publisher.publish`)."""
+
+    #: Seconds; the event is delivered no earlier than this.
+    delay: float | None
+    #: Send now, even inside a request or handler that may still fail.
+    immediate: bool
 
 
 class Sender(Protocol):
     """What publishers need from the running bus: encode an event, send a message."""
 
     def encode(
-        self,
-        event: BaseModel | str,
-        payload: BaseModel | Mapping[str, Any] | None = None,
-        *,
-        headers: Mapping[str, str] | None = None,
-        correlation_id: str | None = None,
-        causation_id: str | None = None,
+        self, event: Publishable, payload: Payload = None, **options: Unpack[EncodeOptions]
     ) -> Message: ...
 
     async def send_message(self, message: Message, *, delay: float | None = None) -> None: ...
@@ -50,39 +92,57 @@ class _OutboxState(enum.Enum):
 
 
 class Outbox:
-    """Events held back until the unit of work (a request, a handler call) succeeds."""
+    """Events held back until the unit of work (a request, a handler call) succeeds.
+
+    Worker threads (``publish_sync``) add to it while the event loop may flush it: a lock
+    makes "still open? then hold it" one step, so no event slips between the two."""
 
     def __init__(self, bus: Sender) -> None:
         self._bus = bus
         self._pending: list[tuple[Message, float | None]] = []
+        self._lock = threading.Lock()
         self.state = _OutboxState.OPEN
 
     @property
     def is_open(self) -> bool:
         return self.state is _OutboxState.OPEN
 
-    def add(self, message: Message, delay: float | None) -> None:
-        self._pending.append((message, delay))
+    def hold(self, message: Message, delay: float | None) -> bool:
+        """Keep ``message`` until the work succeeds; False once the outbox was flushed."""
+        with self._lock:
+            if self.state is _OutboxState.DISCARDED:
+                raise PublishError(
+                    f"not publishing {message.name!r}: the request or handler it belongs to "
+                    "failed, so its events are not sent (pass immediate=True to send anyway)"
+                )
+            if self.state is _OutboxState.SENT:
+                return False
+            self._pending.append((message, delay))
+            return True
 
     async def flush(self) -> None:
         """Send everything held, in order. Later publishes go straight out."""
-        pending, self._pending = self._pending, []
-        self.state = _OutboxState.SENT
+        with self._lock:
+            pending, self._pending = self._pending, []
+            self.state = _OutboxState.SENT
         for message, delay in pending:
             await self._bus.send_message(message, delay=delay)
 
     def discard(self) -> int:
         """Drop everything held (the work failed). Returns how many events were dropped."""
-        count = len(self._pending)
-        self._pending = []
-        self.state = _OutboxState.DISCARDED
+        with self._lock:
+            count = len(self._pending)
+            self._pending = []
+            self.state = _OutboxState.DISCARDED
         return count
 
 
 class Publisher:
     """Publishes events, in the context of the request or message being handled.
 
-    Get one by declaring a parameter ``bus: Bus`` in an endpoint or an event handler.
+    Get one by declaring a parameter ``bus: Bus`` in an endpoint or an event handler. In
+    ``async`` code, ``await bus.publish(...)``; in code that runs in a worker thread (a plain
+    ``def`` endpoint, dependency or handler, a sync background task), ``bus.publish_sync(...)``.
     """
 
     def __init__(
@@ -97,18 +157,13 @@ class Publisher:
         self.correlation_id = correlation_id
         self.causation_id = causation_id
         self._outbox = outbox
+        #: The event loop of the request or handler this publisher belongs to, if any.
+        self._loop = _running_loop()
 
-    async def publish(
-        self,
-        event: BaseModel | str,
-        payload: BaseModel | Mapping[str, Any] | None = None,
-        *,
-        headers: Mapping[str, str] | None = None,
-        correlation_id: str | None = None,
-        delay: float | None = None,
-        immediate: bool = False,
-    ) -> str:
-        """Validate and publish one event; returns its message id.
+    def publish(
+        self, event: Publishable, payload: Payload = None, **options: Unpack[PublishOptions]
+    ) -> Coroutine[Any, Any, str]:
+        """Validate and publish one event; returns (once awaited) its message id.
 
         ```python
         await bus.publish(OrderPlaced(order_id="1", total=3.5))
@@ -128,29 +183,101 @@ class Publisher:
             UnknownEventError: a name with a dict payload that no router declares.
             EventValidationError: the payload does not validate; nothing is sent.
             PublishError: the request or handler this publisher belongs to has failed (a
-                background task of a 4xx response, say), or the bus is not running.
+                background task of a 4xx response, say), or the bus is not running; or this
+                is called in a worker thread, where nothing could await it (at the call: use
+                :meth:`publish_sync` there).
+            TypeError: an unknown keyword (at the call).
         """
+        check_options(options, PublishOptions, "publish")
+        if self._loop is not None and _running_loop() is not self._loop:
+            raise PublishError(
+                "bus.publish() was called in a worker thread (a plain `def` endpoint, "
+                "dependency or handler, or a sync background task), where it cannot be "
+                "awaited: call bus.publish_sync(...) there, or make the function `async def`"
+            )
+        return self._publish(event, payload, options)
+
+    async def _publish(self, event: Publishable, payload: Payload, options: PublishOptions) -> str:
+        message, delay = self._encode(event, payload, options)
+        if not self._held(message, delay, options):
+            await self._bus.send_message(message, delay=delay)
+        return message.id
+
+    def publish_sync(
+        self, event: Publishable, payload: Payload = None, **options: Unpack[PublishOptions]
+    ) -> str:
+        """:meth:`publish`, for code that runs in a worker thread: a plain ``def`` endpoint,
+        dependency or handler, or a sync background task. Same options, same rules: inside a
+        request or a handler the event is held until that work succeeds; otherwise (or with
+        ``immediate=True``) this waits until the app's event loop has sent it.
+
+        ```python
+        @app.post("/orders")
+        def place(order: OrderPlaced, bus: Bus) -> None:
+            bus.publish_sync(order)
+        ```
+
+        Raises what :meth:`publish` raises, and :class:`PublishError` when called on the
+        event loop (it would block it: ``await bus.publish(...)`` there) or from a thread
+        that has no way back to the app's event loop.
+        """
+        check_options(options, PublishOptions, "publish_sync")
+        if _running_loop() is not None:
+            raise PublishError(
+                "bus.publish_sync() was called on the event loop, which it would block: in "
+                "`async` code, use `await bus.publish(...)`"
+            )
+        message, delay = self._encode(event, payload, options)
+        if self._held(message, delay, options):
+            return message.id
+        loop = self._loop or _loop_of_worker_thread()
+        if loop is None:
+            raise PublishError(
+                f"cannot publish {message.name!r} from this thread: publish_sync() sends "
+                "through the app's event loop, reached from its worker threads (def endpoints, "
+                "dependencies and handlers, sync background tasks)"
+            )
+        send = self._bus.send_message(message, delay=delay)
+        asyncio.run_coroutine_threadsafe(send, loop).result()
+        return message.id
+
+    def _encode(
+        self, event: Publishable, payload: Payload, options: PublishOptions
+    ) -> tuple[Message, float | None]:
+        delay = options.get("delay")
         if delay is not None and delay < 0:
             raise ValueError("delay must not be negative")
         message = self._bus.encode(
             event,
             payload,
-            headers=headers,
-            correlation_id=correlation_id or self.correlation_id,
+            headers=options.get("headers"),
+            correlation_id=options.get("correlation_id") or self.correlation_id,
             causation_id=self.causation_id,
         )
+        return message, delay
+
+    def _held(self, message: Message, delay: float | None, options: PublishOptions) -> bool:
+        """Whether the unit of work's outbox keeps ``message`` (it is sent when the work
+        succeeds); raises if that work has failed."""
         outbox = self._outbox
-        if outbox is not None and not immediate:
-            if outbox.is_open:
-                outbox.add(message, delay)
-                return message.id
-            if outbox.state is _OutboxState.DISCARDED:
-                raise PublishError(
-                    f"not publishing {message.name!r}: the request or handler it belongs to "
-                    "failed, so its events are not sent (pass immediate=True to send anyway)"
-                )
-        await self._bus.send_message(message, delay=delay)
-        return message.id
+        if outbox is None or options.get("immediate", False):
+            return False
+        return outbox.hold(message, delay)
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+def _loop_of_worker_thread() -> asyncio.AbstractEventLoop | None:
+    """The event loop that started this worker thread (FastAPI's threadpool), if any."""
+    try:
+        return anyio.from_thread.run_sync(asyncio.get_running_loop)
+    except RuntimeError:
+        return None
 
 
 def current_publisher() -> Publisher | None:

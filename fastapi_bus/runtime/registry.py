@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
 
 from pydantic import BaseModel, ValidationError
 from pydantic_core import PydanticSerializationError
+from typing_extensions import Unpack
 
 from fastapi_bus.core.exceptions import (
     ConfigurationError,
@@ -16,6 +16,8 @@ from fastapi_bus.core.exceptions import (
 )
 from fastapi_bus.core.messages import Message
 from fastapi_bus.core.names import validate_event_name
+from fastapi_bus.core.types import check_options
+from fastapi_bus.runtime.publishing import EncodeOptions, Payload, Publishable
 
 __all__ = ["EventRegistry"]
 
@@ -52,15 +54,10 @@ class EventRegistry:
         return names[0]
 
     def encode(
-        self,
-        event: BaseModel | str,
-        payload: BaseModel | Mapping[str, Any] | None = None,
-        *,
-        headers: Mapping[str, str] | None = None,
-        correlation_id: str | None = None,
-        causation_id: str | None = None,
+        self, event: Publishable, payload: Payload = None, **options: Unpack[EncodeOptions]
     ) -> Message:
         """Validate an event and turn it into a message; raises and sends nothing if invalid."""
+        check_options(options, EncodeOptions, "encode")
         if isinstance(event, BaseModel):
             if payload is not None:
                 raise PublishError("pass either a model instance, or a name and a payload")
@@ -74,7 +71,7 @@ class EventRegistry:
             raise PublishError(
                 f"cannot publish {event!r}: pass a pydantic model instance or a name"
             )
-        text_headers = dict(headers or {})
+        text_headers = dict(options.get("headers") or {})
         for key, value in text_headers.items():
             if not isinstance(key, str) or not isinstance(value, str):
                 raise PublishError(f"headers must be text to text, got {key!r}: {value!r}")
@@ -82,11 +79,11 @@ class EventRegistry:
             name=name,
             body=body,
             headers=text_headers,
-            correlation_id=correlation_id,
-            causation_id=causation_id,
+            correlation_id=options.get("correlation_id"),
+            causation_id=options.get("causation_id"),
         )
 
-    def _validated_body(self, name: str, payload: BaseModel | Mapping[str, Any] | None) -> bytes:
+    def _validated_body(self, name: str, payload: Payload) -> bytes:
         model = self.models.get(name)
         if isinstance(payload, BaseModel):
             if model is not None and not isinstance(payload, model):

@@ -16,6 +16,7 @@ from fastapi_bus.core.exceptions import ConfigurationError
 from fastapi_bus.routing.router import EventRouter
 from fastapi_bus.runtime.bus import BusOptions, EventBus
 from fastapi_bus.transports import Transport, transport_from_url
+from fastapi_bus.web.logs import server_logging
 from fastapi_bus.web.publisher import PublisherMiddleware
 
 __all__ = ["BusExtension", "Extension", "FastAPI", "get_bus"]
@@ -150,17 +151,18 @@ class BusExtension:
 
         @contextlib.asynccontextmanager
         async def lifespan(inner_app: Any) -> AsyncIterator[Any]:
-            await bus.start()
-            try:
-                async with user_lifespan(inner_app) as state:
-                    await bus.start_consuming()
-                    try:
-                        yield state
-                    finally:
-                        # Handlers finish while the resources of the user's lifespan are up.
-                        await bus.stop_consuming()
-            finally:
-                await bus.close()
+            with server_logging():
+                await bus.start()
+                try:
+                    async with user_lifespan(inner_app) as state:
+                        await bus.start_consuming()
+                        try:
+                            yield state
+                        finally:
+                            # Handlers finish while the resources of the user's lifespan are up.
+                            await bus.stop_consuming()
+                finally:
+                    await bus.close()
 
         app.router.lifespan_context = lifespan
         self.app = app
