@@ -65,10 +65,14 @@ class StreamConsumer:
         self._redeclare = redeclare
         self._max_deliveries = max_deliveries
         self._prefetch = subscription.prefetch
+        # Read again once half the prefetch is free: fewer, larger reads than one per message.
+        self._refill_at = self._prefetch // 2
         self._slots = asyncio.Semaphore(subscription.max_concurrency)
         self._fetched: dict[str, asyncio.Task[None]] = {}  # entry id -> its task
         self._room = asyncio.Event()
         self._room.set()
+        self._acks: list[str] = []  # handled entries waiting for the next acknowledgement
+        self._flushes: set[asyncio.Task[None]] = set()
         self.stopping = False
         self._loops = [
             asyncio.create_task(self._read()),
@@ -125,7 +129,7 @@ class StreamConsumer:
 
     def _done(self, entry_id: str) -> None:
         self._fetched.pop(entry_id, None)
-        if len(self._fetched) < self._prefetch:
+        if len(self._fetched) <= self._refill_at:
             self._room.set()
 
     # handling
@@ -135,6 +139,7 @@ class StreamConsumer:
         if deliveries > 1:
             # A consumer died with it: every delivery it did not survive counts as an attempt.
             message = message.replace(attempt=message.attempt + deliveries - 1)
+        handled = False
         try:
             async with self._slots:
                 if self.stopping:
@@ -149,28 +154,46 @@ class StreamConsumer:
                     logger.exception("consumer of %r failed; the message goes back", self.queue)
                     await self._requeue(entry_id, message)
                     return
-            await self._ack(entry_id)
+            handled = True
+            self._ack(entry_id)
         finally:
-            self._done(entry_id)
+            if not handled:
+                self._done(entry_id)
 
-    async def _ack(self, entry_id: str) -> None:
+    def _ack(self, entry_id: str) -> None:
+        """Acknowledge ``entry_id`` soon, in one script call with the others that finish in the
+        same moment. It counts against the prefetch until then."""
+        self._acks.append(entry_id)
+        if len(self._acks) == 1:
+            flush = asyncio.create_task(self._flush_acks())
+            self._flushes.add(flush)
+            flush.add_done_callback(self._flushes.discard)
+
+    async def _flush_acks(self) -> None:
+        await asyncio.sleep(0)  # let the handlers finishing now add their entries
+        ids, self._acks = self._acks, []
         loop = asyncio.get_running_loop()
         deadline = loop.time() + ACK_DEADLINE
         pause = 0.05
-        while True:
-            try:
-                await self._session.ack(self._stream, entry_id)
-                return
-            except Exception as exc:
-                if loop.time() + pause > deadline:
-                    # It stays pending: claimed again later, so it is handled twice.
-                    logger.warning(
-                        "could not acknowledge entry %s of %r (%s); it will be delivered again",
-                        entry_id, self.queue, exc or type(exc).__name__,
-                    )  # fmt: skip
+        try:
+            while True:
+                try:
+                    await self._session.ack(self._stream, *ids)
                     return
-            await asyncio.sleep(pause)
-            pause = min(pause * 2, 1.0)
+                except Exception as exc:
+                    if loop.time() + pause > deadline:
+                        # They stay pending: claimed again later, so they are handled twice.
+                        logger.warning(
+                            "could not acknowledge %d message(s) of %r (%s); they will be "
+                            "delivered again",
+                            len(ids), self.queue, exc or type(exc).__name__,
+                        )  # fmt: skip
+                        return
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 1.0)
+        finally:
+            for entry_id in ids:
+                self._done(entry_id)
 
     async def _requeue(self, entry_id: str, message: Message) -> None:
         try:
@@ -261,6 +284,8 @@ class StreamConsumer:
         if tasks:
             _, pending = await asyncio.wait(tasks, timeout=max(grace, 0))
             await asyncio.gather(*(stop_task(task) for task in pending))
+        # The acknowledgements of what finished are on their way: let them arrive.
+        await asyncio.gather(*self._flushes, return_exceptions=True)
         with contextlib.suppress(Exception):
             await self._session.forget_consumer(self._stream, self._name)
         with contextlib.suppress(Exception):
