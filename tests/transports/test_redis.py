@@ -13,6 +13,7 @@ import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 import redis.asyncio
@@ -24,6 +25,7 @@ from fastapi_bus.core.messages import Message
 from fastapi_bus.transports import transport_from_url
 from fastapi_bus.transports.base import Subscription, dead_letter_queue
 from fastapi_bus.transports.redis import RedisTransport
+from tests.certificates import HOST, Certificates, make_certificates
 from tests.helpers import OrderPlaced
 from tests.utils import wait_until, wait_until_async, wait_until_sync
 
@@ -236,6 +238,65 @@ async def test_a_wrong_password_fails_at_once_without_showing_it(tmp_path: Path)
         server.stop()
 
 
+@pytest.fixture
+def tls_redis(tmp_path: Path) -> Iterator[tuple[int, Certificates]]:
+    """A ``redis-server`` that speaks only TLS, with a certificate from a throwaway authority."""
+    server = shutil.which("redis-server")
+    if server is None or shutil.which("openssl") is None:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail("redis-server and openssl are needed for the TLS test (CI=true)")
+        pytest.skip("redis-server or openssl is not installed")
+    certificates = make_certificates(tmp_path)
+    port = _free_port()
+    process = subprocess.Popen(
+        [
+            server, "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1",
+            "--tls-cert-file", str(certificates.server_cert),
+            "--tls-key-file", str(certificates.server_key),
+            "--tls-ca-cert-file", str(certificates.ca), "--tls-auth-clients", "no",
+            "--save", "", "--appendonly", "no", "--dir", str(tmp_path),
+            "--logfile", "server.log",
+        ],
+    )  # fmt: skip
+    try:
+        wait_until_sync(lambda: _answers(port), timeout=30, what="redis-server with TLS")
+        yield port, certificates
+    finally:
+        process.kill()
+        process.wait()
+
+
+async def test_rediss_publishes_and_consumes_over_tls(
+    tls_redis: tuple[int, Certificates],
+) -> None:
+    port, certificates = tls_redis
+    url = f"rediss://{HOST}:{port}/0?ssl_ca_certs={quote(str(certificates.ca))}"
+    transport = transport_from_url(url)
+    got: list[Message] = []
+
+    async def handle(message: Message) -> None:
+        got.append(message)
+
+    await transport.start()
+    try:
+        await transport.consume(WORK, handle)
+        await transport.publish(Message(name="work.tls", body=b"secret"))
+        await wait_until(lambda: len(got) == 1, what="the message sent over TLS")
+        assert got[0].body == b"secret"
+    finally:
+        await transport.close(grace=1)
+
+
+async def test_a_certificate_that_does_not_verify_fails_at_once(
+    tls_redis: tuple[int, Certificates],
+) -> None:
+    port, _ = tls_redis
+    # No ssl_ca_certs: the system's authorities do not know the throwaway one.
+    transport = RedisTransport(f"rediss://{HOST}:{port}/0", connect_timeout=600)
+    with pytest.raises(TransportError, match="does not verify"):
+        await asyncio.wait_for(transport.start(), 60)
+
+
 def test_bad_settings_fail_when_declared() -> None:
     with pytest.raises(ConfigurationError, match="redis://"):
         RedisTransport("http://localhost")
@@ -253,6 +314,14 @@ def _free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def _answers(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return True
+    except OSError:
+        return False
 
 
 class OwnRedis:
@@ -276,15 +345,7 @@ class OwnRedis:
                 *self._options,
             ],
         )  # fmt: skip
-
-        def answers() -> bool:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return True
-            except OSError:
-                return False
-
-        wait_until_sync(answers, timeout=30, what="redis-server to start")
+        wait_until_sync(lambda: _answers(self.port), timeout=30, what="redis-server to start")
 
     def stop(self) -> None:
         if self.process is not None:

@@ -9,6 +9,7 @@ import asyncio
 import logging
 import os
 import socket
+import ssl
 import uuid
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -54,6 +55,19 @@ MIN_VERSION = (6, 2)
 
 #: Errors that mean "Redis is not reachable right now": publishing waits and tries again.
 _RETRIABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
+
+
+def _is_certificate_error(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what caused it) is a TLS certificate that does not verify: trying
+    again cannot help."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in str(
+            seen
+        ):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _version(text: str) -> tuple[int, ...]:
@@ -197,6 +211,11 @@ class RedisTransport(Transport):
                     f"Redis at {self.url} refused the credentials: {self._scrub(str(exc))}"
                 ) from None
             except _RETRIABLE as exc:
+                if _is_certificate_error(exc):
+                    raise TransportError(
+                        f"the TLS certificate of Redis at {self.url} does not verify: "
+                        f"{self._scrub(str(exc))}"
+                    ) from None
                 if loop.time() >= deadline:
                     raise TransportError(
                         f"cannot connect to Redis at {self.url} after {tries} tries: "
