@@ -38,43 +38,56 @@ def lines(path: Path) -> list[str]:
     return path.read_text().splitlines() if path.exists() else []
 
 
-@pytest.fixture
-def consumers(redis_url: str, redis_prefix: str, tmp_path: Path) -> Iterator[list[object]]:
-    """Starts ``tests.redis_consumer`` processes; kills what is left at the end."""
-    started: list[subprocess.Popen[bytes]] = []
+class Consumers:
+    """``tests.redis_consumer`` processes of one test, each writing to a file of its own."""
 
-    def start(name: str, *extra: str) -> Path:
-        out = tmp_path / f"{name}.txt"
+    def __init__(self, url: str, prefix: str, folder: Path) -> None:
+        self._command = [sys.executable, "-m", "tests.redis_consumer", url, prefix, "work"]
+        self._folder = folder
+        self.processes: list[subprocess.Popen[bytes]] = []
+
+    def start(self, name: str, *extra: str) -> Path:
+        out = self._folder / f"{name}.txt"
         root = Path(__file__).resolve().parents[2]
-        command = [sys.executable, "-m", "tests.redis_consumer", redis_url, redis_prefix]
-        started.append(subprocess.Popen([*command, "work", str(out), *extra], cwd=root))
+        self.processes.append(subprocess.Popen([*self._command, str(out), *extra], cwd=root))
         wait_until_sync(lambda: "ready" in lines(out), timeout=30, what=f"{name} ready")
         return out
 
-    yield [start, started]
-    for process in started:
-        process.kill()
-        process.wait()
-
-
-async def test_a_dead_consumers_message_is_claimed_by_another(
-    redis_url: str, redis_prefix: str, consumers: list[object]
-) -> None:
-    start, started = consumers
-    out = start("doomed", "hang")  # type: ignore[operator]
-    transport = RedisTransport(redis_url, prefix=redis_prefix, claim_idle=1)
-    await transport.start()
-    try:
-        await transport.publish(Message(name="work.item", body=b"1"))
-        await wait_until(lambda: "started 1" in lines(out), timeout=30)
-        started[0].send_signal(signal.SIGKILL)  # type: ignore[index]
-        started[0].wait()  # type: ignore[index]
+    async def killed_mid_message(self, transport: RedisTransport, body: bytes) -> list[Message]:
+        """Start a consumer that hangs on ``body``, kill it while it holds the message, then
+        consume the queue with ``transport``; what ``transport`` gets (as it gets it)."""
+        out = self.start("doomed", "hang")
+        await transport.publish(Message(name="work.item", body=body))
+        await wait_until(lambda: f"started {body.decode()}" in lines(out), timeout=30)
+        doomed = self.processes[-1]
+        doomed.send_signal(signal.SIGKILL)
+        doomed.wait()
         got: list[Message] = []
 
         async def survivor(message: Message) -> None:
             got.append(message)
 
         await transport.consume(WORK, survivor)
+        return got
+
+
+@pytest.fixture
+def consumers(redis_url: str, redis_prefix: str, tmp_path: Path) -> Iterator[Consumers]:
+    """Starts consumer processes; kills what is left at the end."""
+    made = Consumers(redis_url, redis_prefix, tmp_path)
+    yield made
+    for process in made.processes:
+        process.kill()
+        process.wait()
+
+
+async def test_a_dead_consumers_message_is_claimed_by_another(
+    redis_url: str, redis_prefix: str, consumers: Consumers
+) -> None:
+    transport = RedisTransport(redis_url, prefix=redis_prefix, claim_idle=1)
+    await transport.start()
+    try:
+        got = await consumers.killed_mid_message(transport, b"1")
         await wait_until(lambda: len(got) == 1, timeout=30, what="the claimed message")
         assert got[0].body == b"1"
         assert got[0].redelivered is True
@@ -84,23 +97,12 @@ async def test_a_dead_consumers_message_is_claimed_by_another(
 
 
 async def test_a_message_that_kills_its_consumers_is_dead_lettered(
-    redis_url: str, redis_prefix: str, consumers: list[object]
+    redis_url: str, redis_prefix: str, consumers: Consumers
 ) -> None:
-    start, started = consumers
-    out = start("doomed", "hang")  # type: ignore[operator]
     transport = RedisTransport(redis_url, prefix=redis_prefix, claim_idle=1, max_deliveries=1)
     await transport.start()
     try:
-        await transport.publish(Message(name="work.item", body=b"deadly"))
-        await wait_until(lambda: "started deadly" in lines(out), timeout=30)
-        started[0].send_signal(signal.SIGKILL)  # type: ignore[index]
-        started[0].wait()  # type: ignore[index]
-        got: list[Message] = []
-
-        async def survivor(message: Message) -> None:
-            got.append(message)
-
-        await transport.consume(WORK, survivor)
+        got = await consumers.killed_mid_message(transport, b"deadly")
         await wait_until_async(lambda: transport.browse(dead_letter_queue("work")), 1, 30)
         (dead,) = await transport.browse(dead_letter_queue("work"))
         assert dead.body == b"deadly"
@@ -112,10 +114,9 @@ async def test_a_message_that_kills_its_consumers_is_dead_lettered(
 
 
 async def test_processes_compete_for_one_queue(
-    redis_url: str, redis_prefix: str, consumers: list[object]
+    redis_url: str, redis_prefix: str, consumers: Consumers
 ) -> None:
-    start, _ = consumers
-    outs = [start("first"), start("second")]  # type: ignore[operator]
+    outs = [consumers.start("first"), consumers.start("second")]
     transport = RedisTransport(redis_url, prefix=redis_prefix)
     await transport.start()
     try:

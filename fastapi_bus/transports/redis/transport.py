@@ -285,11 +285,13 @@ class RedisTransport(Transport):
 
     # publishing
 
+    def _routing(self) -> Router:
+        self._require()
+        assert self._router is not None
+        return self._router
+
     async def publish(self, message: Message, *, delay: float | None = None) -> None:
-        router = self._router
-        if router is None:
-            self._require()
-            return
+        router = self._routing()
         value = encode(message)
         if delay is not None and delay > 0:
             stored = await self._retrying(message, lambda: router.delay(message.name, value, delay))
@@ -303,10 +305,7 @@ class RedisTransport(Transport):
             report_unroutable(self._unroutable, message, logger)
 
     async def send(self, queue: str, message: Message, *, delay: float | None = None) -> None:
-        router = self._router
-        if router is None:
-            self._require()
-            return
+        router = self._routing()
         value = encode(message)
         if delay is not None and delay > 0:
             sent = await self._retrying(message, lambda: router.delay_to(queue, value, delay))
