@@ -23,44 +23,35 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-def _reachable(host: str, port: int) -> bool:
+def _broker_url(broker: str, variable: str, default: str) -> str:
+    """The URL of a broker the tests talk to, from ``variable``. When nothing answers there the
+    tests that need it are skipped, except under CI, where they must run."""
+    import os
     import socket
+    from urllib.parse import urlsplit
 
+    url = os.environ.get(variable, default)
+    parts = urlsplit(url)
     try:
-        with socket.create_connection((host, port), timeout=1):
-            return True
+        with socket.create_connection((parts.hostname, parts.port), timeout=1):
+            return url
     except OSError:
-        return False
+        pass
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"{broker} is not reachable at {parts.hostname}:{parts.port} (CI=true)")
+    pytest.skip(f"{broker} is not reachable; set {variable} or start one")
 
 
 @pytest.fixture(scope="session")
 def rabbitmq_url() -> str:
-    """The RabbitMQ server the broker tests talk to. Under CI they must run, never skip."""
-    import os
-    from urllib.parse import urlsplit
-
-    url = os.environ.get("FASTAPI_BUS_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/")
-    parts = urlsplit(url)
-    if not _reachable(parts.hostname or "127.0.0.1", parts.port or 5672):
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"RabbitMQ is not reachable at {parts.hostname}:{parts.port} (CI=true)")
-        pytest.skip("RabbitMQ is not reachable; set FASTAPI_BUS_RABBITMQ_URL or start one")
-    return url
+    """The RabbitMQ server the broker tests talk to."""
+    return _broker_url("RabbitMQ", "FASTAPI_BUS_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/")
 
 
 @pytest.fixture(scope="session")
 def redis_url() -> str:
-    """The Redis server the broker tests talk to. Under CI they must run, never skip."""
-    import os
-    from urllib.parse import urlsplit
-
-    url = os.environ.get("FASTAPI_BUS_REDIS_URL", "redis://127.0.0.1:6379/0")
-    parts = urlsplit(url)
-    if not _reachable(parts.hostname or "127.0.0.1", parts.port or 6379):
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"Redis is not reachable at {parts.hostname}:{parts.port} (CI=true)")
-        pytest.skip("Redis is not reachable; set FASTAPI_BUS_REDIS_URL or start one")
-    return url
+    """The Redis server the broker tests talk to."""
+    return _broker_url("Redis", "FASTAPI_BUS_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
 @pytest.fixture
