@@ -33,7 +33,7 @@ def _broker_url(broker: str, variable: str, default: str) -> str:
     url = os.environ.get(variable, default)
     parts = urlsplit(url)
     try:
-        with socket.create_connection((parts.hostname, parts.port), timeout=1):
+        with socket.create_connection((parts.hostname, parts.port or 0), timeout=1):
             return url
     except OSError:
         pass
