@@ -67,8 +67,10 @@ class StreamConsumer:
         self._prefetch = subscription.prefetch
         # Read again once half the prefetch is free: fewer, larger reads than one per message.
         self._refill_at = self._prefetch // 2
-        self._slots = asyncio.Semaphore(subscription.max_concurrency)
-        self._fetched: dict[str, asyncio.Task[None]] = {}  # entry id -> its task
+        #: Entries fetched and not yet acknowledged or put back (each counts against prefetch).
+        self._fetched: set[str] = set()
+        #: Fetched entries waiting for a worker, oldest first.
+        self._waiting: asyncio.Queue[tuple[str, Any, int]] = asyncio.Queue()
         self._room = asyncio.Event()
         self._room.set()
         self._acks: list[str] = []  # handled entries waiting for the next acknowledgement
@@ -78,6 +80,11 @@ class StreamConsumer:
             asyncio.create_task(self._read()),
             asyncio.create_task(self._claim()),
         ]
+        # A fixed pool of workers, one per handler call allowed at once: no task per message.
+        self._workers = [
+            asyncio.create_task(self._work()) for _ in range(subscription.max_concurrency)
+        ]
+        self._busy: set[asyncio.Task[None]] = set()
 
     # reading
 
@@ -122,15 +129,26 @@ class StreamConsumer:
         key = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
         if key in self._fetched or self.stopping:
             return
-        task = asyncio.create_task(self._handle(key, fields or {}, deliveries))
-        self._fetched[key] = task
+        self._fetched.add(key)
+        self._waiting.put_nowait((key, fields or {}, deliveries))
         if len(self._fetched) >= self._prefetch:
             self._room.clear()
 
     def _done(self, entry_id: str) -> None:
-        self._fetched.pop(entry_id, None)
+        self._fetched.discard(entry_id)
         if len(self._fetched) <= self._refill_at:
             self._room.set()
+
+    async def _work(self) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        while not self.stopping:
+            entry = await self._waiting.get()
+            self._busy.add(task)
+            try:
+                await self._handle(*entry)
+            finally:
+                self._busy.discard(task)
 
     # handling
 
@@ -139,26 +157,18 @@ class StreamConsumer:
         if deliveries > 1:
             # A consumer died with it: every delivery it did not survive counts as an attempt.
             message = message.replace(attempt=message.attempt + deliveries - 1)
-        handled = False
         try:
-            async with self._slots:
-                if self.stopping:
-                    await self._requeue(entry_id, message)
-                    return
-                try:
-                    await self._consumer(message)
-                except asyncio.CancelledError:
-                    await asyncio.shield(self._requeue(entry_id, message))
-                    raise
-                except Exception:
-                    logger.exception("consumer of %r failed; the message goes back", self.queue)
-                    await self._requeue(entry_id, message)
-                    return
-            handled = True
-            self._ack(entry_id)
-        finally:
-            if not handled:
-                self._done(entry_id)
+            await self._consumer(message)
+        except asyncio.CancelledError:
+            await asyncio.shield(self._requeue(entry_id, message))
+            self._done(entry_id)
+            raise
+        except Exception:
+            logger.exception("consumer of %r failed; the message goes back", self.queue)
+            await self._requeue(entry_id, message)
+            self._done(entry_id)
+            return
+        self._ack(entry_id)
 
     def _ack(self, entry_id: str) -> None:
         """Acknowledge ``entry_id`` soon, in one script call with the others that finish in the
@@ -271,19 +281,28 @@ class StreamConsumer:
     # stopping
 
     def halt(self) -> None:
-        """Take no more entries; those not started yet go back when their task runs."""
+        """Take no more entries; the fetched ones not started yet go back when stopping."""
         self.stopping = True
-        for loop in self._loops:
-            loop.cancel()
+        for task in self._loops:
+            task.cancel()
+        for task in self._workers:
+            if task not in self._busy:
+                task.cancel()
 
     async def stop(self, grace: float) -> None:
         self.halt()
-        for loop in self._loops:
-            await stop_task(loop)
-        tasks = list(self._fetched.values())
-        if tasks:
-            _, pending = await asyncio.wait(tasks, timeout=max(grace, 0))
+        for task in self._loops:
+            await stop_task(task)
+        busy = [task for task in self._workers if not task.done()]
+        if busy:
+            _, pending = await asyncio.wait(busy, timeout=max(grace, 0))
             await asyncio.gather(*(stop_task(task) for task in pending))
+        await asyncio.gather(*self._workers, return_exceptions=True)
+        # What was fetched but never started goes back to the stream at once.
+        while not self._waiting.empty():
+            entry_id, fields, deliveries = self._waiting.get_nowait()
+            await self._requeue(entry_id, decode_fields(fields, redelivered=deliveries > 1))
+            self._done(entry_id)
         # The acknowledgements of what finished are on their way: let them arrive.
         await asyncio.gather(*self._flushes, return_exceptions=True)
         with contextlib.suppress(Exception):

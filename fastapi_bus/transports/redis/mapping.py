@@ -49,46 +49,47 @@ def encode(message: Message) -> bytes:
 
 
 def _text(value: Any) -> str | None:
-    return value if isinstance(value, str) else None
+    return value if type(value) is str else None
 
 
 def decode(value: bytes, *, name: str = "", redelivered: bool = False) -> Message:
     """The message in ``value``; ``name`` is the event name to assume if it carries none."""
-    line, newline, body = value.partition(b"\n")
+    end = value.find(b"\n")
     meta: Any = None
-    if newline:
+    if end >= 0:
         with contextlib.suppress(ValueError):
-            meta = json.loads(line)
-    if not isinstance(meta, dict):
+            meta = json.loads(value[:end])
+    if type(meta) is not dict:
         # Not ours: the whole value is the body.
         return Message(name=name, body=value, redelivered=redelivered)
-    raw_headers = meta.get("headers")
+    get = meta.get
+    raw_headers = get("headers")
     headers = (
-        {str(k): v for k, v in raw_headers.items() if isinstance(v, str)}
-        if isinstance(raw_headers, dict)
+        {str(k): v for k, v in raw_headers.items() if type(v) is str}
+        if type(raw_headers) is dict
         else {}
     )
     published_at: datetime | None = None
-    stamp = _text(meta.get("at"))
-    if stamp:
+    stamp = get("at")
+    if type(stamp) is str:
         with contextlib.suppress(ValueError):
             published_at = datetime.fromisoformat(stamp)
             if published_at.tzinfo is None:
                 published_at = published_at.replace(tzinfo=timezone.utc)
-    attempt = meta.get("attempt", 1)
-    if not isinstance(attempt, int) or isinstance(attempt, bool) or attempt < 1:
+    attempt = get("attempt", 1)
+    if type(attempt) is not int or attempt < 1:
         attempt = 1
     return Message(
-        name=_text(meta.get("name")) or name,
-        body=body,
-        id=_text(meta.get("id")) or new_id(),
+        name=_text(get("name")) or name,
+        body=value[end + 1 :],
+        id=_text(get("id")) or new_id(),
         headers=headers,
-        correlation_id=_text(meta.get("correlation_id")),
-        causation_id=_text(meta.get("causation_id")),
+        correlation_id=_text(get("correlation_id")),
+        causation_id=_text(get("causation_id")),
         published_at=published_at or datetime.now(timezone.utc),
         attempt=attempt,
-        content_type=_text(meta.get("content_type")) or JSON,
-        redelivered=redelivered or meta.get("redelivered") is True,
+        content_type=_text(get("content_type")) or JSON,
+        redelivered=redelivered or get("redelivered") is True,
     )
 
 
