@@ -41,6 +41,7 @@ from fastapi_bus.runtime.publishing import (
     Publishable,
     Publisher,
     PublishOptions,
+    TransactionalOutbox,
     current_publisher,
 )
 from fastapi_bus.runtime.registry import EventRegistry
@@ -91,6 +92,7 @@ class BusOptions(TypedDict, total=False):
     metrics: Metrics | None
     idempotency_store: IdempotencyStore | None
     publish_faults: bool | None
+    outbox: TransactionalOutbox | None
 
 
 class EventBus:
@@ -133,6 +135,8 @@ class EventBus:
         self.retry = retry or RetryPolicy()
         self.metrics: Metrics = metrics if metrics is not None else CounterMetrics()
         self.idempotency_store = options.get("idempotency_store") or MemoryIdempotencyStore()
+        #: The transactional outbox (``publish(..., session=...)``) and its relay, if any.
+        self.outbox = options.get("outbox")
         self._publish_faults = options.get("publish_faults")
         self.state = BusState.CREATED
         self.registry = EventRegistry()
@@ -232,6 +236,8 @@ class EventBus:
             await self.transport.close(grace=0)
             raise
         self.state = BusState.STARTED
+        if self.outbox is not None:
+            await self.outbox.start(self.send_message)
         queues = [subscription.queue for _, subscription, _ in self._pipelines.values()]
         logger.info(
             "fastapi-bus started: service %r on %s, %d handler(s), queues: %s",
@@ -288,6 +294,8 @@ class EventBus:
             return
         self.state = BusState.CLOSED
         self.consuming.clear()
+        if self.outbox is not None:
+            await self.outbox.stop()
         await self.transport.close(grace=self.shutdown_grace if grace is None else grace)
         logger.info("fastapi-bus stopped: service %r on %s", self.service, self.transport.url)
 
@@ -306,6 +314,17 @@ class EventBus:
                 f"cannot publish {what!r}: the bus is {self.state.value} (it runs "
                 "while the app's lifespan does: use `with TestClient(app)` in tests)"
             )
+
+    async def store_message(
+        self, session: Any, message: Message, *, delay: float | None, key: str | None
+    ) -> None:
+        """Keep an encoded message in the transactional outbox, in ``session``'s transaction."""
+        if self.outbox is None:
+            raise ConfigurationError(
+                f"publishing {message.name!r} with session= needs a transactional outbox: "
+                "BusExtension(..., outbox=SQLAlchemyOutbox(engine))"
+            )
+        await self.outbox.add(session, message, delay=delay, key=key)
 
     async def send_message(self, message: Message, *, delay: float | None = None) -> None:
         """Send an encoded message (outboxes call this when they flush)."""

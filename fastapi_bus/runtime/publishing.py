@@ -15,7 +15,7 @@ import asyncio
 import contextvars
 import enum
 import threading
-from collections.abc import Coroutine, Mapping
+from collections.abc import Awaitable, Coroutine, Mapping
 from types import TracebackType
 from typing import Any, Protocol
 
@@ -33,7 +33,9 @@ __all__ = [
     "Outbox",
     "PublishOptions",
     "Publisher",
+    "SendMessage",
     "Sender",
+    "TransactionalOutbox",
     "current_publisher",
 ]
 
@@ -68,16 +70,48 @@ class PublishOptions(MessageOptions, total=False):
     delay: float | None
     #: Send now, even inside a request or handler that may still fail.
     immediate: bool
+    #: A SQLAlchemy ``AsyncSession``: write the event to the transactional outbox in the
+    #: session's transaction; it is sent once that commits, and never if it rolls back.
+    session: Any
+    #: With ``session``: events with the same key are sent in the order they were published.
+    key: str | None
 
 
 class Sender(Protocol):
-    """What publishers need from the running bus: encode an event, send a message."""
+    """What publishers need from the running bus: encode an event, send a message, or keep it
+    in the transactional outbox."""
 
     def encode(
         self, event: Publishable, payload: Payload = None, **options: Unpack[EncodeOptions]
     ) -> Message: ...
 
     async def send_message(self, message: Message, *, delay: float | None = None) -> None: ...
+
+    async def store_message(
+        self, session: Any, message: Message, *, delay: float | None, key: str | None
+    ) -> None: ...
+
+
+class SendMessage(Protocol):
+    """Sends an encoded message (the bus's ``send_message``)."""
+
+    def __call__(self, message: Message, *, delay: float | None = None) -> Awaitable[None]: ...
+
+
+class TransactionalOutbox(Protocol):
+    """An outbox in the application's database (such as ``SQLAlchemyOutbox``): events written in
+    the same transaction as the data, and a relay that sends them once it has committed."""
+
+    async def add(
+        self, session: Any, message: Message, *, delay: float | None, key: str | None
+    ) -> None:
+        """Write ``message`` in ``session``'s transaction."""
+
+    async def start(self, send: SendMessage) -> None:
+        """Start relaying committed messages with ``send``."""
+
+    async def stop(self) -> None:
+        """Stop relaying; what is not sent yet stays for the next relay."""
 
 
 _current: contextvars.ContextVar[Publisher | None] = contextvars.ContextVar(
@@ -199,7 +233,11 @@ class Publisher:
 
     async def _publish(self, event: Publishable, payload: Payload, options: PublishOptions) -> str:
         message, delay = self._encode(event, payload, options)
-        if not self._held(message, delay, options):
+        session = options.get("session")
+        if session is not None:
+            # The database transaction is the unit of work: it commits, or nothing is sent.
+            await self._bus.store_message(session, message, delay=delay, key=options.get("key"))
+        elif not self._held(message, delay, options):
             await self._bus.send_message(message, delay=delay)
         return message.id
 
