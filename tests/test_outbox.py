@@ -14,7 +14,7 @@ from typing import Annotated
 import pytest
 from fastapi import Depends, Request
 from pydantic import BaseModel
-from sqlalchemy import func, select
+from sqlalchemy import Column, String, Table, func, insert, select
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -23,9 +23,9 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.pool import NullPool
 
-from fastapi_bus import Bus, BusExtension, EventBus, EventRouter, FastAPI, Message
+from fastapi_bus import Bus, BusExtension, EventBus, EventRouter, FastAPI, Message, RetryPolicy
 from fastapi_bus.core.exceptions import ConfigurationError
-from fastapi_bus.outbox import SQLAlchemyOutbox
+from fastapi_bus.outbox import SQLAlchemyInbox, SQLAlchemyOutbox
 from fastapi_bus.transports import MemoryTransport
 from fastapi_bus.transports.redis import RedisTransport
 from tests.utils import wait_until
@@ -257,3 +257,89 @@ async def test_two_relays_send_each_row_once_and_keep_each_keys_order(
     finally:
         for bus in buses:
             await bus.close(grace=1)
+
+
+# The inbox
+
+
+async def test_the_inbox_makes_a_handlers_effect_exactly_once(
+    engine: AsyncEngine, table: str
+) -> None:
+    inbox = SQLAlchemyInbox(engine, table=f"{table}_inbox")
+    payments_table = Table(
+        f"{table}_payments", inbox.metadata, Column("order_id", String(64), nullable=False)
+    )
+    await inbox.create_tables()
+    sessions = async_sessionmaker(engine)
+    calls: list[int] = []
+    events = EventRouter(retry=RetryPolicy(attempts=3, backoff=0))
+
+    @events.on(OrderPlaced)
+    async def charge(event: OrderPlaced, msg: Message) -> None:
+        calls.append(msg.attempt)
+        async with sessions() as session, session.begin():
+            if not await inbox.record(session, msg, handler="charge"):
+                return
+            await session.execute(insert(payments_table).values(order_id=event.order_id))
+            if len(calls) == 1:
+                raise ConnectionError("the gateway timed out after charging")  # rolled back
+
+    bus = EventBus(MemoryTransport(), service="shop", routers=[events])
+    await bus.start()
+    try:
+        await bus.start_consuming()
+        message = bus.encode(OrderPlaced(order_id="o1", total=5))
+        await bus.send_message(message)
+        await wait_until(lambda: len(calls) == 2, what="the retry after the failure")
+        await bus.send_message(message)  # delivered again: at least once
+        await wait_until(lambda: len(calls) == 3, what="the duplicate")
+        async with engine.connect() as connection:
+            paid = (await connection.execute(select(payments_table.c.order_id))).scalars().all()
+        assert paid == ["o1"], "charged once: the failed try rolled back, the duplicate skipped"
+    finally:
+        await bus.close(grace=1)
+        async with engine.begin() as connection:
+            await connection.run_sync(inbox.metadata.drop_all)
+
+
+async def test_the_inbox_is_an_idempotency_store_shared_by_replicas(
+    engine: AsyncEngine, table: str
+) -> None:
+    inbox = SQLAlchemyInbox(engine, table=f"{table}_inbox")
+    await inbox.create_tables()
+    handled: list[str] = []
+    events = EventRouter()
+
+    @events.on(OrderPlaced, idempotent=True, prefetch=1)
+    async def reserve(event: OrderPlaced) -> None:
+        handled.append(event.order_id)
+
+    broker = f"memory://inbox-{uuid.uuid4().hex}"
+    replicas = [
+        EventBus(MemoryTransport(broker), service="shop", routers=[events], idempotency_store=inbox)
+        for _ in "ab"
+    ]
+    try:
+        for replica in replicas:
+            await replica.start()
+        await replicas[0].start_consuming()
+        message = replicas[0].encode(OrderPlaced(order_id="o1", total=1))
+        await replicas[0].send_message(message)
+        key = f"{replicas[0].queue_for(replicas[0].routes[0])}:{message.id}"
+        deadline = asyncio.get_running_loop().time() + 10
+        while not await inbox.seen(key):
+            assert asyncio.get_running_loop().time() < deadline, "remembered"
+            await asyncio.sleep(0.01)
+        # The other replica gets the same message again, then another one, in this order.
+        await replicas[0].stop_consuming()
+        await replicas[1].send_message(message)
+        await replicas[1].send_message(replicas[1].encode(OrderPlaced(order_id="after", total=1)))
+        await replicas[1].start_consuming()
+        await wait_until(lambda: "after" in handled)
+        assert handled == ["o1", "after"], "the second delivery of o1 was skipped"
+        assert await inbox.purge() == 0, "nothing is older than a week"
+    finally:
+        for replica in replicas:
+            await replica.close(grace=1)
+        async with engine.begin() as connection:
+            await connection.run_sync(inbox.metadata.drop_all)

@@ -74,6 +74,8 @@ class BusExtension:
             (default: process memory).
         publish_faults: publish a :class:`Fault` event for each dead-lettered message
             (default: only if a handler of this service subscribes to ``Fault``).
+        outbox: a transactional outbox (``fastapi_bus.outbox.SQLAlchemyOutbox``) for
+            ``publish(..., session=...)``; its relay runs while the bus does.
         admin_url: serve dead-letter admin routes under this path (default: off).
         admin_dependencies: ``Depends(...)`` guarding the admin routes; required with
             ``admin_url``.
