@@ -9,6 +9,7 @@ import pytest
 if importlib.util.find_spec("aio_pika") is None:
     collect_ignore_glob = [
         "transports/test_rabbitmq*.py",
+        "reliability/test_rabbitmq*.py",
         "test_rabbitmq_bus.py",
         "test_asyncapi*.py",
     ]

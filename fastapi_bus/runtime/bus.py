@@ -35,6 +35,7 @@ from fastapi_bus.pipeline.policy import RetryPolicy
 from fastapi_bus.routing.route import EventRoute
 from fastapi_bus.routing.router import EventRouter
 from fastapi_bus.runtime.deadletters import DeadLetterQueue
+from fastapi_bus.runtime.limits import check_timeout, with_timeout
 from fastapi_bus.runtime.publishing import HandlerWork, Publisher, current_publisher
 from fastapi_bus.runtime.registry import EventRegistry
 from fastapi_bus.transports.base import Subscription, Transport
@@ -84,6 +85,7 @@ class BusOptions(TypedDict, total=False):
     metrics: Metrics | None
     idempotency_store: IdempotencyStore | None
     publish_faults: bool | None
+    handler_timeout: float | None
 
 
 class EventBus:
@@ -127,6 +129,7 @@ class EventBus:
         self.metrics: Metrics = metrics if metrics is not None else CounterMetrics()
         self.idempotency_store = options.get("idempotency_store") or MemoryIdempotencyStore()
         self._publish_faults = options.get("publish_faults")
+        self.handler_timeout = check_timeout(options.get("handler_timeout"), "handler_timeout")
         self.state = BusState.CREATED
         self.registry = EventRegistry()
         self.routes: list[EventRoute] = []
@@ -192,6 +195,7 @@ class EventBus:
                 event_type = self.registry.models.get(route.event)
             call = HandlerCall(route, plan, event_type, env)
             pipeline = build_pipeline(call, self.middleware)
+            pipeline = with_timeout(pipeline, route, self, route.retry or self.retry)
             if route.idempotent:
                 pipeline = IdempotencyMiddleware(
                     pipeline, store=self.idempotency_store, metrics=self.metrics

@@ -73,6 +73,10 @@ class BusExtension:
             (default: process memory).
         publish_faults: publish a :class:`Fault` event for each dead-lettered message
             (default: only if a handler of this service subscribes to ``Fault``).
+        handler_timeout: default for handlers: seconds a call may run before it is cancelled
+            and counts as a failure (:class:`HandlerTimeout`: retried, then dead-lettered).
+            Default: none on ``memory://``; on RabbitMQ, the longest that keeps every delivery
+            within the broker's consumer timeout (see the reliability guide).
         admin_url: serve dead-letter admin routes under this path (default: off).
         admin_dependencies: ``Depends(...)`` guarding the admin routes; required with
             ``admin_url``.

@@ -71,6 +71,11 @@ class RabbitMQTransport(Transport):
         reconnect_interval: seconds between reconnection attempts after the connection drops.
         auto_delete_topology: for tests: transient classic queues that expire a minute after
             they were last used, and auto-delete exchanges, so nothing is left behind.
+        consumer_timeout: seconds a delivery may stay unacknowledged before RabbitMQ closes the
+            channel (its ``consumer_timeout``, 30 minutes by default). Sent with each consumer
+            as ``x-consumer-timeout`` (RabbitMQ 3.12+ applies it; older brokers use their
+            configured one, so keep both equal), and the bus keeps every handler's timeout
+            within it. ``None``: the broker has no such limit.
     """
 
     protocol = "amqp"
@@ -87,6 +92,7 @@ class RabbitMQTransport(Transport):
         ssl_context: ssl.SSLContext | None = None,
         reconnect_interval: float = 1.0,
         auto_delete_topology: bool = False,
+        consumer_timeout: float | None = 1800.0,
     ) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("amqp", "amqps"):
@@ -103,6 +109,8 @@ class RabbitMQTransport(Transport):
             )
         if ssl_context is not None and parts.scheme != "amqps":
             raise ConfigurationError("ssl_context needs an amqps:// URL")
+        if consumer_timeout is not None and not consumer_timeout > 0:
+            raise ConfigurationError(f"consumer_timeout must be positive, got {consumer_timeout!r}")
         self._url = url
         self._password = unquote(parts.password) if parts.password else None
         self._topology = Topology(
@@ -113,6 +121,8 @@ class RabbitMQTransport(Transport):
         )
         #: Seconds ``start()`` keeps retrying an unreachable broker (settable until then).
         self.connect_timeout = connect_timeout
+        #: The broker's consumer timeout in seconds; the bus fits handler timeouts within it.
+        self.consumer_timeout = consumer_timeout
         self._publish_timeout = publish_timeout
         self._unroutable = check_unroutable(unroutable)
         self._ssl_context = ssl_context
@@ -414,7 +424,13 @@ class RabbitMQTransport(Transport):
         connection = self._require_connection()
         await self.declare(subscription)
         runner = await start_consumer(
-            connection, self._topology, subscription, consumer, url=self.url, scrub=self._scrub
+            connection,
+            self._topology,
+            subscription,
+            consumer,
+            url=self.url,
+            scrub=self._scrub,
+            consumer_timeout=self.consumer_timeout,
         )
         self._consumers.append(runner)
 
