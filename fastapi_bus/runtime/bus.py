@@ -37,7 +37,7 @@ from fastapi_bus.routing.router import EventRouter
 from fastapi_bus.runtime.deadletters import DeadLetterQueue
 from fastapi_bus.runtime.limits import check_timeout, with_timeout
 from fastapi_bus.runtime.publishing import HandlerWork, Publisher, current_publisher
-from fastapi_bus.runtime.registry import EventRegistry
+from fastapi_bus.runtime.registry import MAX_MESSAGE_SIZE, EventRegistry
 from fastapi_bus.transports.base import Subscription, Transport
 
 __all__ = ["CONSUME_ENV", "BusState", "EventBus", "EventRegistry"]
@@ -86,6 +86,7 @@ class BusOptions(TypedDict, total=False):
     idempotency_store: IdempotencyStore | None
     publish_faults: bool | None
     handler_timeout: float | None
+    max_message_size: int | None
 
 
 class EventBus:
@@ -131,7 +132,7 @@ class EventBus:
         self._publish_faults = options.get("publish_faults")
         self.handler_timeout = check_timeout(options.get("handler_timeout"), "handler_timeout")
         self.state = BusState.CREATED
-        self.registry = EventRegistry()
+        self.registry = EventRegistry(options.get("max_message_size", MAX_MESSAGE_SIZE))
         self.routes: list[EventRoute] = []
         #: Source of ``dependency_overrides`` (the FastAPI app), set when installed.
         self.app: Any = None
@@ -187,6 +188,7 @@ class EventBus:
             overrides=lambda: self.dependency_overrides,
             open_work=lambda message: HandlerWork(self, message),
             on_dead_letter=self._dead_lettered,
+            max_message_size=self.registry.max_message_size,
         )
         for route in routes:
             plan = route.plan(self.dependencies)
