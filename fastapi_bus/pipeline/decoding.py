@@ -50,3 +50,5 @@ class Decoder:
             ) from exc
         except ValueError as exc:  # json.loads on a body that is not JSON
             raise InvalidMessage(f"body is not valid JSON: {exc}") from exc
+        except RecursionError:  # json.loads on arrays or objects nested thousands deep
+            raise InvalidMessage("body is not valid JSON: nested too deeply") from None

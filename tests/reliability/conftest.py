@@ -8,11 +8,13 @@ tables, a missing type...) is injected per protocol by :data:`RAW_INJECTORS`.
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from fastapi_bus import EventBus, EventRouter
 from fastapi_bus.transports.base import Transport
@@ -40,3 +42,21 @@ async def new_bus(new_transport: TransportFactory) -> AsyncIterator[BusFactory]:
     yield factory
     for bus in reversed(made):
         await bus.close(grace=1)
+
+
+# Hypothesis: few examples in CI, more at a desk, many on request.
+settings.register_profile(
+    "ci",
+    max_examples=100,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.register_profile("dev", parent=settings.get_profile("ci"), max_examples=200)
+settings.register_profile("long", parent=settings.get_profile("ci"), max_examples=5_000)
+settings.load_profile(
+    os.environ.get(
+        "FASTAPI_BUS_HYPOTHESIS_PROFILE",
+        "ci" if os.environ.get("CI", "").lower() == "true" else "dev",
+    )
+)
