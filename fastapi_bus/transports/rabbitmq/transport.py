@@ -36,6 +36,7 @@ from fastapi_bus.transports.base import (
     redact_url,
     report_unroutable,
 )
+from fastapi_bus.transports.rabbitmq.blocking import unconfirmed, wait_unblocked
 from fastapi_bus.transports.rabbitmq.connection import (
     OPERATION_TIMEOUT,
     connect,
@@ -64,7 +65,8 @@ class RabbitMQTransport(Transport):
             subscriptions, their dead-letter queues and delay queues.
         connect_timeout: how many seconds ``start()`` keeps retrying an unreachable broker.
         publish_timeout: how many seconds a publish may wait for the broker's confirm,
-            including waiting for a reconnection, before it raises ``TransportError``.
+            including waiting for a reconnection or for the broker to unblock publishers (a
+            memory or disk alarm), before it raises ``TransportError`` saying which.
         unroutable: what to do with an event no queue is bound to: ``"log"`` (a warning, the
             default), ``"raise"`` (``UnroutableError``) or ``"ignore"``.
         ssl_context: the ``ssl.SSLContext`` for ``amqps://`` (CA, client certificate).
@@ -363,14 +365,16 @@ class RabbitMQTransport(Transport):
         deadline = loop.time() + self._publish_timeout
         pause = 0.05
         problem = "no answer"
+        sent = False
         while True:
             publisher = self._require_publisher()
+            await wait_unblocked(self._connection, deadline)
             remaining = deadline - loop.time()
             if remaining <= 0:
-                raise TransportError(
-                    f"RabbitMQ at {self.url} did not confirm message {message.id} within "
-                    f"{self._publish_timeout:g}s ({problem}); it may or may not have been stored"
+                raise unconfirmed(
+                    self._connection, self.url, message.id, self._publish_timeout, problem, sent
                 )
+            sent = True
             try:
                 await self._exchange(exchange_name).publish(
                     amqp_message, routing_key, mandatory=True, timeout=remaining
