@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 
 import pytest
 
@@ -12,9 +11,11 @@ from fastapi_bus import ConfigurationError, EventBus, EventRouter, Message, Retr
 from fastapi_bus.transports.base import dead_letter_queue
 from fastapi_bus.transports.rabbitmq import RabbitMQTransport
 from tests.helpers import OrderPlaced
+from tests.test_rabbitmq_bus import running, start
 from tests.utils import wait_until, wait_until_async
 
 pytestmark = [pytest.mark.anyio, pytest.mark.rabbitmq]
+__all__ = ["running"]  # the fixture
 
 
 def transport(url: str, consumer_timeout: float | None = 1800.0) -> RabbitMQTransport:
@@ -26,23 +27,8 @@ def transport(url: str, consumer_timeout: float | None = 1800.0) -> RabbitMQTran
     )
 
 
-@pytest.fixture
-async def buses() -> AsyncIterator[list[EventBus]]:
-    made: list[EventBus] = []
-    yield made
-    for bus in made:
-        await bus.close(grace=1)
-
-
-async def run(bus: EventBus, buses: list[EventBus]) -> EventBus:
-    buses.append(bus)
-    await bus.start()
-    await bus.start_consuming()
-    return bus
-
-
 async def test_a_hung_handler_is_retried_through_the_broker_then_dead_lettered(
-    rabbitmq_url: str, buses: list[EventBus]
+    rabbitmq_url: str, running: list[EventBus]
 ) -> None:
     calls: list[int] = []
     events = EventRouter()
@@ -53,7 +39,7 @@ async def test_a_hung_handler_is_retried_through_the_broker_then_dead_lettered(
         await asyncio.Event().wait()
 
     service = f"svc{uuid.uuid4().hex[:10]}"
-    bus = await run(EventBus(transport(rabbitmq_url), service=service, routers=[events]), buses)
+    bus = await start(EventBus(transport(rabbitmq_url), service=service, routers=[events]), running)
     message_id = await bus.publish(OrderPlaced(order_id="1", total=1))
     dlq = dead_letter_queue(bus.queue_for(bus.routes[0]))
     await wait_until_async(lambda: bus.transport.browse(dlq), 1, timeout=30)
@@ -64,7 +50,7 @@ async def test_a_hung_handler_is_retried_through_the_broker_then_dead_lettered(
 
 
 async def test_without_a_timeout_a_handler_gets_one_within_the_consumer_timeout(
-    rabbitmq_url: str, buses: list[EventBus]
+    rabbitmq_url: str, running: list[EventBus]
 ) -> None:
     """With the broker's consumer timeout at 2 s, a hung handler is cancelled before it, and
     the channel goes on delivering: the next message is handled by the same consumer."""
@@ -79,7 +65,7 @@ async def test_without_a_timeout_a_handler_gets_one_within_the_consumer_timeout(
 
     service = f"svc{uuid.uuid4().hex[:10]}"
     bus = EventBus(transport(rabbitmq_url, consumer_timeout=2), service=service, routers=[events])
-    bus = await run(bus, buses)
+    bus = await start(bus, running)
     await bus.publish(OrderPlaced(order_id="hang", total=1))
     await bus.publish(OrderPlaced(order_id="next", total=1))
     await wait_until(lambda: handled == ["next"], timeout=30)
