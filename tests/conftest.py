@@ -13,6 +13,7 @@ if importlib.util.find_spec("aio_pika") is None:
     collect_ignore_glob = [
         *globals().get("collect_ignore_glob", []),
         "transports/test_rabbitmq*.py",
+        "reliability/test_rabbitmq*.py",
         "test_asyncapi*.py",
     ]
 

@@ -4,9 +4,11 @@ Errors (something is wrong)::
 
     BusError
     ├── ConfigurationError      wrong declaration or illegal lifecycle move, raised early
+    ├── HandlerTimeout          a handler ran past its timeout and was cancelled
     ├── PublishError            an event could not be sent; nothing was sent
     │   ├── UnknownEventError   a name that no router declares
     │   ├── EventValidationError  the payload does not match the event's model
+    │   ├── MessageTooLarge     the encoded event is over the bus's max_message_size
     │   └── UnroutableError     no queue is bound to the event (when asked to raise)
     └── TransportError          the broker failed or is unreachable
         └── TransportClosedError  the transport is not running
@@ -25,6 +27,8 @@ __all__ = [
     "ConfigurationError",
     "EventValidationError",
     "HandlerSignal",
+    "HandlerTimeout",
+    "MessageTooLarge",
     "PublishError",
     "Reject",
     "Retry",
@@ -65,6 +69,15 @@ class TransportError(BusError):
 
 class TransportClosedError(TransportError):
     """The transport is not running (not started yet, or closed)."""
+
+
+class HandlerTimeout(BusError, TimeoutError):
+    """A handler ran past its ``timeout``: it was cancelled, and the call counts as failed
+    (retried by its :class:`~fastapi_bus.RetryPolicy`, then dead-lettered)."""
+
+
+class MessageTooLarge(PublishError):
+    """An event's encoded body is larger than the bus's ``max_message_size``."""
 
 
 class HandlerSignal(Exception):

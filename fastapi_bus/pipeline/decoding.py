@@ -9,7 +9,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from fastapi_bus.core.messages import JSON, Message
 
-__all__ = ["Decoder", "InvalidMessage"]
+__all__ = ["Decoder", "InvalidMessage", "check_size"]
 
 
 class InvalidMessage(Exception):
@@ -18,6 +18,14 @@ class InvalidMessage(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+def check_size(message: Message, limit: int | None) -> None:
+    """Refuse a body over ``limit`` bytes before anything reads it."""
+    if limit is not None and len(message.body) > limit:
+        raise InvalidMessage(
+            f"body is {len(message.body):,} bytes, over max_message_size ({limit:,} bytes)"
+        )
 
 
 class Decoder:
@@ -42,3 +50,5 @@ class Decoder:
             ) from exc
         except ValueError as exc:  # json.loads on a body that is not JSON
             raise InvalidMessage(f"body is not valid JSON: {exc}") from exc
+        except RecursionError:  # json.loads on arrays or objects nested thousands deep
+            raise InvalidMessage("body is not valid JSON: nested too deeply") from None

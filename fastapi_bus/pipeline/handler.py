@@ -14,7 +14,7 @@ from typing import Any, Protocol
 from fastapi_bus.core.messages import Message
 from fastapi_bus.core.metrics import Metrics
 from fastapi_bus.core.types import AnyCallable
-from fastapi_bus.pipeline.decoding import Decoder
+from fastapi_bus.pipeline.decoding import Decoder, check_size
 from fastapi_bus.pipeline.delivery import Delivery, HandlerInfo
 from fastapi_bus.pipeline.dependencies import HandlerPlan
 from fastapi_bus.pipeline.solver import SolveContext, solve
@@ -62,6 +62,8 @@ class HandlerEnv:
     #: Called with the dead letter (its failure headers added) and the reason, after it was
     #: kept in the dead-letter queue (the bus publishes a ``Fault`` event from it).
     on_dead_letter: Callable[[Delivery, Message, str], Awaitable[None]]
+    #: Bodies larger than this many bytes are dead-lettered unread (``None``: no limit).
+    max_message_size: int | None = None
 
 
 class HandlerCall:
@@ -79,6 +81,7 @@ class HandlerCall:
 
     async def __call__(self, delivery: Delivery) -> None:
         message = delivery.message
+        check_size(message, self.env.max_message_size)
         event = self.decode(message) if self.wants_event else None
         env = self.env
         metrics = env.metrics

@@ -174,8 +174,11 @@ class _Solver:
             raise ConfigurationError(f"{dependant.label}: a handler cannot be a generator")
         if kind == "async":
             return await dependant.call(**kwargs)
-        # A sync handler runs in a worker thread, as a sync route does.
-        return await anyio.to_thread.run_sync(functools.partial(dependant.call, **kwargs))
+        # A sync handler runs in a worker thread, as a sync route does. A thread cannot be
+        # interrupted: when the call is cancelled (timeout, shutdown) it is left to finish alone.
+        return await anyio.to_thread.run_sync(
+            functools.partial(dependant.call, **kwargs), abandon_on_cancel=True
+        )
 
 
 def _threaded_exit(manager: contextlib.AbstractContextManager[Any]) -> Callable[..., Any]:

@@ -33,6 +33,7 @@ class HandlerOptions(TypedDict, total=False):
     description: str | None
     retry: RetryPolicy | None
     idempotent: bool
+    timeout: float | None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,6 +71,9 @@ class EventRoute:
     retry: RetryPolicy | None = None
     #: Skip messages this handler has already processed (by message id).
     idempotent: bool = False
+    #: Seconds a call may run before it is cancelled and counts as failed (``None``: the
+    #: bus's ``handler_timeout``).
+    timeout: float | None = None
 
     @property
     def is_pattern(self) -> bool:

@@ -16,6 +16,7 @@ from fastapi_bus.core.names import validate_event_name, validate_pattern
 from fastapi_bus.core.types import AnyCallable, is_model
 from fastapi_bus.pipeline.dependencies import event_type_of
 from fastapi_bus.pipeline.policy import RetryPolicy
+from fastapi_bus.pipeline.timeouts import check_timeout
 from fastapi_bus.routing.route import (
     EventDeclaration,
     EventRoute,
@@ -131,6 +132,9 @@ class EventRouter:
             retry: how failures of this handler are retried (:class:`RetryPolicy`).
             idempotent: skip a message whose id this handler already processed successfully
                 (delivery is at-least-once; see the failures guide).
+            timeout: seconds a call of this handler may run; past it the call is cancelled
+                and counts as a failure (retried, then dead-lettered with a reason saying it
+                timed out). Default: the bus's ``handler_timeout``. See the reliability guide.
         """
 
         def decorator(func: F) -> F:
@@ -155,6 +159,7 @@ class EventRouter:
         description: str | None = None,
         retry: RetryPolicy | None = None,
         idempotent: bool = False,
+        timeout: float | None = None,
     ) -> EventRoute:
         """Register ``func`` as a handler of ``event``; the same options as :meth:`on`."""
         self._check_open()
@@ -178,6 +183,7 @@ class EventRouter:
             )
         _check_positive(prefetch, "prefetch", label)
         _check_positive(concurrency, "concurrency", label)
+        seconds = check_timeout(timeout, label)
         deps = (*self.dependencies, *(dependencies or []))
         route = EventRoute(
             event=event_name,
@@ -194,6 +200,7 @@ class EventRouter:
             description=description if description is not None else inspect.getdoc(func),
             retry=retry or self.retry,
             idempotent=idempotent,
+            timeout=seconds,
         )
         # Analyse now, so a wrong parameter fails here and names the handler.
         plan = route.plan()

@@ -34,6 +34,7 @@ from fastapi_bus.pipeline.policy import RetryPolicy
 from fastapi_bus.routing.route import EventRoute
 from fastapi_bus.routing.router import EventRouter
 from fastapi_bus.runtime.deadletters import DeadLetterQueue
+from fastapi_bus.runtime.limits import check_timeout, with_timeout
 from fastapi_bus.runtime.publishing import (
     EncodeOptions,
     HandlerWork,
@@ -44,7 +45,7 @@ from fastapi_bus.runtime.publishing import (
     TransactionalOutbox,
     current_publisher,
 )
-from fastapi_bus.runtime.registry import EventRegistry
+from fastapi_bus.runtime.registry import MAX_MESSAGE_SIZE, EventRegistry
 from fastapi_bus.transports.base import Subscription, Transport
 
 __all__ = ["CONSUME_ENV", "BusState", "EventBus", "EventRegistry"]
@@ -93,6 +94,8 @@ class BusOptions(TypedDict, total=False):
     idempotency_store: IdempotencyStore | None
     publish_faults: bool | None
     outbox: TransactionalOutbox | None
+    handler_timeout: float | None
+    max_message_size: int | None
 
 
 class EventBus:
@@ -138,8 +141,9 @@ class EventBus:
         #: The transactional outbox (``publish(..., session=...)``) and its relay, if any.
         self.outbox = options.get("outbox")
         self._publish_faults = options.get("publish_faults")
+        self.handler_timeout = check_timeout(options.get("handler_timeout"), "handler_timeout")
         self.state = BusState.CREATED
-        self.registry = EventRegistry()
+        self.registry = EventRegistry(options.get("max_message_size", MAX_MESSAGE_SIZE))
         self.routes: list[EventRoute] = []
         #: Source of ``dependency_overrides`` (the FastAPI app), set when installed.
         self.app: Any = None
@@ -195,6 +199,7 @@ class EventBus:
             overrides=lambda: self.dependency_overrides,
             open_work=lambda message: HandlerWork(self, message),
             on_dead_letter=self._dead_lettered,
+            max_message_size=self.registry.max_message_size,
         )
         for route in routes:
             plan = route.plan(self.dependencies)
@@ -203,6 +208,7 @@ class EventBus:
                 event_type = self.registry.models.get(route.event)
             call = HandlerCall(route, plan, event_type, env)
             pipeline = build_pipeline(call, self.middleware)
+            pipeline = with_timeout(pipeline, route, self, route.retry or self.retry)
             if route.idempotent:
                 pipeline = IdempotencyMiddleware(
                     pipeline, store=self.idempotency_store, metrics=self.metrics

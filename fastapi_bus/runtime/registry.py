@@ -11,6 +11,7 @@ from typing_extensions import Unpack
 from fastapi_bus.core.exceptions import (
     ConfigurationError,
     EventValidationError,
+    MessageTooLarge,
     PublishError,
     UnknownEventError,
 )
@@ -19,13 +20,29 @@ from fastapi_bus.core.names import validate_event_name
 from fastapi_bus.core.types import check_options
 from fastapi_bus.runtime.publishing import EncodeOptions, Payload, Publishable
 
-__all__ = ["EventRegistry"]
+__all__ = ["MAX_MESSAGE_SIZE", "EventRegistry"]
+
+#: The default ``max_message_size``: 1 MiB of encoded body.
+MAX_MESSAGE_SIZE = 1024 * 1024
 
 
 class EventRegistry:
-    """Which model belongs to which event name, from handlers and ``publishes`` declarations."""
+    """Which model belongs to which event name, from handlers and ``publishes`` declarations.
 
-    def __init__(self) -> None:
+    ``max_message_size``: the largest encoded body :meth:`encode` makes, in bytes (``None``:
+    no limit)."""
+
+    def __init__(self, max_message_size: int | None = MAX_MESSAGE_SIZE) -> None:
+        if max_message_size is not None and (
+            isinstance(max_message_size, bool)
+            or not isinstance(max_message_size, int)
+            or max_message_size < 1
+        ):
+            raise ConfigurationError(
+                f"max_message_size must be a positive number of bytes (or None), "
+                f"got {max_message_size!r}"
+            )
+        self.max_message_size = max_message_size
         self.models: dict[str, type[BaseModel]] = {}
         self._sources: dict[str, str] = {}
         self._names: dict[type[BaseModel], list[str]] = {}
@@ -70,6 +87,13 @@ class EventRegistry:
         else:
             raise PublishError(
                 f"cannot publish {event!r}: pass a pydantic model instance or a name"
+            )
+        limit = self.max_message_size
+        if limit is not None and len(body) > limit:
+            raise MessageTooLarge(
+                f"event {name!r} is {len(body):,} bytes encoded, over max_message_size "
+                f"({limit:,} bytes); nothing was sent. Publish a reference to the data (a URL, "
+                "a storage key) instead, or raise the bus's max_message_size"
             )
         text_headers = dict(options.get("headers") or {})
         for key, value in text_headers.items():

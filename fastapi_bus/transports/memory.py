@@ -104,7 +104,10 @@ class MemoryTransport(Transport):
 
     Args:
         url: ``memory://`` (a broker of its own) or ``memory://NAME`` (shared in the process).
-        max_queue_size: how many messages a queue holds before publishers wait.
+        max_queue_size: how many messages a queue holds before publishers wait for room
+            (backpressure: a producer faster than its consumers is slowed to their pace, and
+            memory stays bounded). Also ``memory://?max_queue_size=N``. Messages given back
+            (a handler failed) and delayed ones always fit, so none is lost.
         unroutable: what to do with an event that no queue is bound to: ``"ignore"``,
             ``"log"`` (a warning, the default) or ``"raise"``.
     """

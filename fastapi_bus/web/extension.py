@@ -76,6 +76,13 @@ class BusExtension:
             (default: only if a handler of this service subscribes to ``Fault``).
         outbox: a transactional outbox (``fastapi_bus.outbox.SQLAlchemyOutbox``) for
             ``publish(..., session=...)``; its relay runs while the bus does.
+        handler_timeout: default for handlers: seconds a call may run before it is cancelled
+            and counts as a failure (:class:`HandlerTimeout`: retried, then dead-lettered).
+            Default: none on ``memory://``; on RabbitMQ, the longest that keeps every delivery
+            within the broker's consumer timeout (see the reliability guide).
+        max_message_size: the largest encoded event body, in bytes (default 1 MiB; ``None``:
+            no limit). A bigger event is refused on publish (:class:`MessageTooLarge`, nothing
+            sent), and a bigger message arriving from elsewhere is dead-lettered unread.
         admin_url: serve dead-letter admin routes under this path (default: off).
         admin_dependencies: ``Depends(...)`` guarding the admin routes; required with
             ``admin_url``.

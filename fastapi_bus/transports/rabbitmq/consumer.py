@@ -14,6 +14,7 @@ import collections
 import contextlib
 import logging
 from collections.abc import Callable
+from typing import Any
 
 import aio_pika.abc
 import aio_pika.exceptions
@@ -179,12 +180,14 @@ async def start_consumer(
     *,
     url: str,
     scrub: Callable[[str], str],
+    consumer_timeout: float | None = None,
 ) -> QueueConsumer:
     """Consume the queue of ``subscription`` (declared already) on a channel of its own.
 
     The queue is declared and bound again on that robust channel, so that aio-pika re-declares,
     re-binds and re-consumes it after a reconnection. ``url`` (redacted) and ``scrub`` are for
-    the errors.
+    the errors. ``consumer_timeout`` (seconds) goes to the broker as the consumer's
+    ``x-consumer-timeout``.
     """
     channel = connection.channel(publisher_confirms=False)
     try:
@@ -202,7 +205,12 @@ async def start_consumer(
         for pattern in subscription.patterns:
             await asyncio.wait_for(queue.bind(topology.exchange, pattern), OPERATION_TIMEOUT)
         runner.queue = queue
-        runner.tag = await asyncio.wait_for(queue.consume(runner.on_message), OPERATION_TIMEOUT)
+        arguments: dict[str, Any] = {}
+        if consumer_timeout is not None:
+            arguments["x-consumer-timeout"] = int(consumer_timeout * 1000)
+        runner.tag = await asyncio.wait_for(
+            queue.consume(runner.on_message, arguments=arguments), OPERATION_TIMEOUT
+        )
     except BaseException as exc:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(channel.close(), OPERATION_TIMEOUT)

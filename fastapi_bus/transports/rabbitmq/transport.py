@@ -37,6 +37,7 @@ from fastapi_bus.transports.base import (
     redact_url,
     report_unroutable,
 )
+from fastapi_bus.transports.rabbitmq.blocking import unconfirmed, wait_unblocked
 from fastapi_bus.transports.rabbitmq.connection import (
     OPERATION_TIMEOUT,
     connect,
@@ -66,13 +67,19 @@ class RabbitMQTransport(Transport):
             subscriptions, their dead-letter queues and delay queues.
         connect_timeout: how many seconds ``start()`` keeps retrying an unreachable broker.
         publish_timeout: how many seconds a publish may wait for the broker's confirm,
-            including waiting for a reconnection, before it raises ``TransportError``.
+            including waiting for a reconnection or for the broker to unblock publishers (a
+            memory or disk alarm), before it raises ``TransportError`` saying which.
         unroutable: what to do with an event no queue is bound to: ``"log"`` (a warning, the
             default), ``"raise"`` (``UnroutableError``) or ``"ignore"``.
         ssl_context: the ``ssl.SSLContext`` for ``amqps://`` (CA, client certificate).
         reconnect_interval: seconds between reconnection attempts after the connection drops.
         auto_delete_topology: for tests: transient classic queues that expire a minute after
             they were last used, and auto-delete exchanges, so nothing is left behind.
+        consumer_timeout: seconds a delivery may stay unacknowledged before RabbitMQ closes the
+            channel (its ``consumer_timeout``, 30 minutes by default). Sent with each consumer
+            as ``x-consumer-timeout`` (RabbitMQ 3.12+ applies it; older brokers use their
+            configured one, so keep both equal), and the bus keeps every handler's timeout
+            within it. ``None``: the broker has no such limit.
     """
 
     protocol = "amqp"
@@ -89,6 +96,7 @@ class RabbitMQTransport(Transport):
         ssl_context: ssl.SSLContext | None = None,
         reconnect_interval: float = 1.0,
         auto_delete_topology: bool = False,
+        consumer_timeout: float | None = 1800.0,
     ) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("amqp", "amqps"):
@@ -105,6 +113,8 @@ class RabbitMQTransport(Transport):
             )
         if ssl_context is not None and parts.scheme != "amqps":
             raise ConfigurationError("ssl_context needs an amqps:// URL")
+        if consumer_timeout is not None and not consumer_timeout > 0:
+            raise ConfigurationError(f"consumer_timeout must be positive, got {consumer_timeout!r}")
         self._url = url
         self._password = unquote(parts.password) if parts.password else None
         self._topology = Topology(
@@ -115,6 +125,8 @@ class RabbitMQTransport(Transport):
         )
         #: Seconds ``start()`` keeps retrying an unreachable broker (settable until then).
         self.connect_timeout = connect_timeout
+        #: The broker's consumer timeout in seconds; the bus fits handler timeouts within it.
+        self.consumer_timeout = consumer_timeout
         self._publish_timeout = publish_timeout
         self._unroutable = check_unroutable(unroutable)
         self._ssl_context = ssl_context
@@ -363,14 +375,16 @@ class RabbitMQTransport(Transport):
         deadline = loop.time() + self._publish_timeout
         pause = 0.05
         problem = "no answer"
+        sent = False
         while True:
             publisher = self._require_publisher()
+            await wait_unblocked(self._connection, deadline)
             remaining = deadline - loop.time()
             if remaining <= 0:
-                raise TransportError(
-                    f"RabbitMQ at {self.url} did not confirm message {message.id} within "
-                    f"{self._publish_timeout:g}s ({problem}); it may or may not have been stored"
+                raise unconfirmed(
+                    self._connection, self.url, message.id, self._publish_timeout, problem, sent
                 )
+            sent = True
             try:
                 await self._exchange(exchange_name).publish(
                     amqp_message, routing_key, mandatory=True, timeout=remaining
@@ -424,7 +438,13 @@ class RabbitMQTransport(Transport):
         connection = self._require_connection()
         await self.declare(subscription)
         runner = await start_consumer(
-            connection, self._topology, subscription, consumer, url=self.url, scrub=self._scrub
+            connection,
+            self._topology,
+            subscription,
+            consumer,
+            url=self.url,
+            scrub=self._scrub,
+            consumer_timeout=self.consumer_timeout,
         )
         self._consumers.append(runner)
 
