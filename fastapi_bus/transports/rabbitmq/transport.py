@@ -10,9 +10,9 @@ import contextlib
 import logging
 import ssl
 import uuid
+from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 import aio_pika
 import aio_pika.abc
@@ -33,9 +33,9 @@ from fastapi_bus.transports.base import (
     Transport,
     Unroutable,
     check_unroutable,
-    redact_url,
     report_unroutable,
 )
+from fastapi_bus.transports.rabbitmq.addresses import parse_addresses
 from fastapi_bus.transports.rabbitmq.connection import (
     OPERATION_TIMEOUT,
     connect,
@@ -57,12 +57,15 @@ class RabbitMQTransport(Transport):
 
     Args:
         url: ``amqp://user:password@host:5672/vhost`` or ``amqps://...`` for TLS. Query
-            parameters such as ``?heartbeat=30`` are passed on to aio-pika.
+            parameters such as ``?heartbeat=30`` go to aio-pika (``?connect_timeout=`` is
+            ours). Several nodes: ``amqp://user:password@host1:5672,host2:5672/vhost`` or a
+            list of URLs, tried in turn when connecting and reconnecting.
         exchange: name of the bus's topic exchange; services that talk to each other use the
             same one.
         queue_type: ``"quorum"`` (replicated, the default) or ``"classic"`` for the queues of
             subscriptions, their dead-letter queues and delay queues.
-        connect_timeout: how many seconds ``start()`` keeps retrying an unreachable broker.
+        connect_timeout: how many seconds ``start()`` keeps retrying an unreachable broker
+            (default: the URL's ``?connect_timeout=``, else 30).
         publish_timeout: how many seconds a publish may wait for the broker's confirm,
             including waiting for a reconnection, before it raises ``TransportError``.
         unroutable: what to do with an event no queue is bound to: ``"log"`` (a warning, the
@@ -77,22 +80,18 @@ class RabbitMQTransport(Transport):
 
     def __init__(
         self,
-        url: str = "amqp://guest:guest@localhost:5672/",
+        url: str | Sequence[str] = "amqp://guest:guest@localhost:5672/",
         *,
         exchange: str = "fastapi_bus",
         queue_type: QueueType = "quorum",
-        connect_timeout: float = 30.0,
+        connect_timeout: float | None = None,
         publish_timeout: float = 30.0,
         unroutable: Unroutable = "log",
         ssl_context: ssl.SSLContext | None = None,
         reconnect_interval: float = 1.0,
         auto_delete_topology: bool = False,
     ) -> None:
-        parts = urlsplit(url)
-        if parts.scheme not in ("amqp", "amqps"):
-            raise ConfigurationError(
-                f"RabbitMQTransport needs an amqp:// or amqps:// URL, got {redact_url(url)!r}"
-            )
+        addresses = parse_addresses(url)
         if queue_type not in ("quorum", "classic"):
             raise ConfigurationError(
                 f"queue_type must be 'quorum' or 'classic', not {queue_type!r}"
@@ -101,10 +100,10 @@ class RabbitMQTransport(Transport):
             raise ConfigurationError(
                 "exchange needs a name (the default exchange cannot route topics)"
             )
-        if ssl_context is not None and parts.scheme != "amqps":
+        if ssl_context is not None and not addresses.urls[0].startswith("amqps:"):
             raise ConfigurationError("ssl_context needs an amqps:// URL")
-        self._url = url
-        self._password = unquote(parts.password) if parts.password else None
+        self._addresses = addresses
+        self._passwords = sorted(addresses.passwords, key=len, reverse=True)
         self._topology = Topology(
             exchange=exchange,
             queue_type="classic" if auto_delete_topology else queue_type,
@@ -112,7 +111,9 @@ class RabbitMQTransport(Transport):
             process_id=uuid.uuid4().hex[:12],
         )
         #: Seconds ``start()`` keeps retrying an unreachable broker (settable until then).
-        self.connect_timeout = connect_timeout
+        self.connect_timeout = (
+            connect_timeout if connect_timeout is not None else addresses.connect_timeout or 30.0
+        )
         self._publish_timeout = publish_timeout
         self._unroutable = check_unroutable(unroutable)
         self._ssl_context = ssl_context
@@ -140,7 +141,7 @@ class RabbitMQTransport(Transport):
 
     @property
     def url(self) -> str:
-        return redact_url(self._url)
+        return self._addresses.display
 
     @property
     def exchange(self) -> str:
@@ -149,8 +150,8 @@ class RabbitMQTransport(Transport):
 
     def _scrub(self, text: str) -> str:
         """``text`` without the password, for errors that quote the broker or aio-pika."""
-        if self._password:
-            text = text.replace(self._password, "***")
+        for password in self._passwords:
+            text = text.replace(password, "***")
         return text
 
     # lifecycle
@@ -167,10 +168,10 @@ class RabbitMQTransport(Transport):
         self._delays.reset()
         self._inspector.reset()
         connection = await connect(
-            self._url,
+            self._addresses,
             connect_timeout=self.connect_timeout,
             options=connect_options(
-                self._url,
+                self._addresses.urls[0],
                 reconnect_interval=self._reconnect_interval,
                 ssl_context=self._ssl_context,
             ),
