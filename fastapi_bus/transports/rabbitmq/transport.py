@@ -46,7 +46,12 @@ from fastapi_bus.transports.rabbitmq.consumer import QueueConsumer, start_consum
 from fastapi_bus.transports.rabbitmq.delays import DelayQueues
 from fastapi_bus.transports.rabbitmq.inspection import Inspector
 from fastapi_bus.transports.rabbitmq.mapping import encode
-from fastapi_bus.transports.rabbitmq.publishing import Returned, is_cancelled, wait_for_channel
+from fastapi_bus.transports.rabbitmq.publishing import (
+    PublishChannel,
+    Returned,
+    is_cancelled,
+    wait_for_channel,
+)
 from fastapi_bus.transports.rabbitmq.topology import QueueType, Topology
 
 logger = logging.getLogger("fastapi_bus.rabbitmq")
@@ -120,8 +125,7 @@ class RabbitMQTransport(Transport):
         self._reconnect_interval = reconnect_interval
 
         self._connection: aio_pika.abc.AbstractRobustConnection | None = None
-        self._publisher: aio_pika.abc.AbstractRobustChannel | None = None
-        self._exchanges: dict[str, aio_pika.abc.AbstractExchange] = {}
+        self._publishing = PublishChannel()
         self._consumers: list[QueueConsumer] = []
         self._declared: dict[str, Subscription] = {}
         self._known_queues: set[str] = set()
@@ -178,17 +182,14 @@ class RabbitMQTransport(Transport):
             scrub=self._scrub,
         )
         try:
-            publisher = connection.channel(publisher_confirms=True, on_return_raises=True)
-            await asyncio.wait_for(publisher.initialize(), OPERATION_TIMEOUT)
-            await self._topology.declare_exchange(publisher)
+            await self._topology.declare_exchange(await self._publishing.open(connection))
         except BaseException:
+            self._publishing.clear()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(connection.close(), OPERATION_TIMEOUT)
             raise
         connection.reconnect_callbacks.add(self._on_reconnect)
         self._connection = connection
-        self._publisher = publisher
-        self._exchanges = {"": publisher.default_exchange}
         self._running = True
 
     async def close(self, grace: float = 10.0) -> None:
@@ -219,8 +220,8 @@ class RabbitMQTransport(Transport):
         for task in self._background:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
-        connection, self._connection, self._publisher = self._connection, None, None
-        self._exchanges = {}
+        connection, self._connection = self._connection, None
+        self._publishing.clear()
         self._declared.clear()
         self._known_queues.clear()
         self._delays.forget()
@@ -237,8 +238,8 @@ class RabbitMQTransport(Transport):
 
     def _require_publisher(self) -> aio_pika.abc.AbstractRobustChannel:
         self._require_connection()
-        assert self._publisher is not None
-        return self._publisher
+        assert self._publishing.channel is not None
+        return self._publishing.channel
 
     def _temporary_channel(self) -> AbstractAsyncContextManager[aio_pika.abc.AbstractChannel]:
         """A plain channel for operations that may fail: a broker error closes only it."""
@@ -339,15 +340,6 @@ class RabbitMQTransport(Transport):
                 f"no queue named {queue!r} exists; message {message.id} was not sent"
             ) from None
 
-    def _exchange(self, name: str) -> aio_pika.abc.AbstractExchange:
-        exchange = self._exchanges.get(name)
-        if exchange is None:
-            publisher = self._require_publisher()
-            # No round trip: the name is declared elsewhere, this is only a handle.
-            exchange = aio_pika.Exchange(publisher, name, durable=False, passive=True)
-            self._exchanges[name] = exchange
-        return exchange
-
     async def _publish(self, exchange_name: str, routing_key: str, message: Message) -> None:
         amqp_message = encode(message)
         loop = asyncio.get_running_loop()
@@ -363,16 +355,19 @@ class RabbitMQTransport(Transport):
                     f"{self._publish_timeout:g}s ({problem}); it may or may not have been stored"
                 )
             try:
-                await self._exchange(exchange_name).publish(
+                await self._publishing.exchange(exchange_name).publish(
                     amqp_message, routing_key, mandatory=True, timeout=remaining
                 )
                 return
             except aio_pika.exceptions.PublishError:
                 raise Returned() from None
             except aio_pika.exceptions.DeliveryError as exc:
-                raise TransportError(
-                    f"RabbitMQ refused message {message.id} (basic.nack): {self._scrub(str(exc))}"
-                ) from None
+                # Not stored (a quorum queue electing a leader): again, on a new channel.
+                problem = f"refused with basic.nack: {self._scrub(str(exc))}"
+                await self._publishing.renew(publisher, self._require_connection())
+                await asyncio.sleep(min(pause, max(deadline - loop.time(), 0)))
+                pause = min(pause * 2, 1.0)
+                continue
             except asyncio.TimeoutError:
                 problem = "timed out"
                 continue
