@@ -11,6 +11,7 @@ if importlib.util.find_spec("aio_pika") is None:
         "transports/test_rabbitmq*.py",
         "test_rabbitmq_bus.py",
         "test_asyncapi*.py",
+        "faults/*",
     ]
 
 

@@ -234,3 +234,31 @@ async def test_a_lost_node_fails_over_to_the_next_address_and_back(
     assert len(lost) == 2
     assert [m.body for m in recorder.messages] == [b"1", b"2", b"3"]
     assert attempt_lines(caplog) == []
+
+
+# refused publishes
+
+
+@pytest.mark.rabbitmq
+async def test_a_nacked_publish_is_sent_again_until_the_publish_timeout(broker: Broker) -> None:
+    transport = await broker.start(publish_timeout=1.0, auto_delete_topology=True)
+    queue = broker.queue("full")
+    async with broker.raw() as channel:
+        # A queue that refuses (nacks) publishes while it holds one message.
+        declared = await channel.declare_queue(
+            queue, arguments={"x-max-length": 1, "x-overflow": "reject-publish"}
+        )
+        await declared.bind(transport.exchange, "test.event")
+        await transport.publish(Message(name="test.event", body=b"1"))
+        with pytest.raises(TransportError, match=r"within 1s \(refused with basic.nack"):
+            await transport.publish(Message(name="test.event", body=b"2"))
+
+        transport._publish_timeout = 30.0
+        refused_on = transport._publishing.channel
+        second = asyncio.create_task(transport.publish(Message(name="test.event", body=b"3")))
+        # Refused: the transport opens a new channel to publish again, and waits meanwhile.
+        await wait_until(lambda: transport._publishing.channel is not refused_on)
+        assert not second.done()
+        await declared.purge()
+        await asyncio.wait_for(second, 30)
+        assert (await declared.get()).body == b"3"
