@@ -64,7 +64,7 @@ def test_a_list_of_urls_may_differ_in_credentials() -> None:
     addresses = parse_addresses(["amqp://a:one@h1/", "amqp://b:two@h2:5673/"])
     assert addresses.urls == ("amqp://a:one@h1/", "amqp://b:two@h2:5673/")
     assert addresses.passwords == {"one", "two"}
-    assert addresses.display == "amqp://a:***@h1/, amqp://b:***@h2:5673/"
+    assert addresses.display == "amqp://a:***@h1,h2:5673/"
 
 
 @pytest.mark.parametrize(

@@ -34,7 +34,7 @@ class BrokerAddresses:
 
     #: One ``amqp://`` or ``amqps://`` URL per node, credentials included.
     urls: tuple[str, ...]
-    #: What to show in logs and errors: the URL(s) as given, passwords masked.
+    #: What to show in logs and errors: one multi-host URL, password masked.
     display: str
     #: The ``connect_timeout`` query parameter, if the URL had one.
     connect_timeout: float | None = None
@@ -79,8 +79,18 @@ def parse_addresses(url: str | Sequence[str]) -> BrokerAddresses:
         raise ConfigurationError(
             "a broker address is listed twice: " + ", ".join(redact_url(node) for node in urls)
         )
-    display = ", ".join(redact_url(item) for item in given)
-    return BrokerAddresses(tuple(urls), display, min(timeouts) if timeouts else None)
+    return BrokerAddresses(tuple(urls), _display(urls), min(timeouts) if timeouts else None)
+
+
+def _display(urls: list[str]) -> str:
+    """One multi-host URL for them all, with the first one's user, path and query, password
+    masked: what logs, errors and the AsyncAPI document show."""
+    first = urlsplit(urls[0])
+    userinfo, at, _ = first.netloc.rpartition("@")
+    hosts = ",".join(urlsplit(url).netloc.rpartition("@")[2] for url in urls)
+    return redact_url(
+        urlunsplit((first.scheme, f"{userinfo}{at}{hosts}", first.path, first.query, ""))
+    )
 
 
 def _split(url: str) -> tuple[list[str], float | None]:
