@@ -7,8 +7,9 @@ attempt fails, the next attempt goes to the next address of the list, round and 
 connected to a node that died carries on with the others, and comes back to it later.
 
 While it reconnects, aiormq and aio-pika log two lines per failed attempt (every
-``reconnect_interval``); :func:`quiet_attempts` replaces them with one warning when the
-connection drops and one line with the count when it is back.
+``reconnect_interval``), and a handful with tracebacks per lost connection;
+:func:`quiet_attempts` replaces them with one warning when the connection drops (with the
+reason) and one with the count of failed attempts when it is back.
 """
 
 from __future__ import annotations
@@ -28,42 +29,64 @@ logger = logging.getLogger("fastapi_bus.rabbitmq")
 #: connection attempts itself.
 _QUIET: contextvars.ContextVar[bool] = contextvars.ContextVar("fastapi_bus_quiet", default=False)
 
-#: The per-attempt lines of aiormq and aio-pika that fastapi-bus reports itself, by logger.
-_ATTEMPT_MESSAGES = {
-    "aiormq.connection": ("error when creating transport",),
+#: The lines of aiormq and aio-pika that fastapi-bus reports itself, by logger: one or two per
+#: failed attempt, and a handful per lost connection (one per channel).
+_NOISE = {
+    "aiormq.connection": (
+        "error when creating transport",
+        "Unexpected connection close from remote",
+        "Cancelling cause reader exited abnormally",
+    ),
     "aio_pika.robust_connection": (
         "Connection attempt to",
         "Connection to %s closed",
         "Reconnect attempt failed",
     ),
+    "aio_pika.tools": ("Callback %r error",),
 }
 
 # The name aio-pika's robust connection gives the method that makes one connection attempt.
 _ATTEMPT_METHOD = "_RobustConnection__connect_transport"
 
 
-class _AttemptFilter(logging.Filter):
+class _NoiseFilter(logging.Filter):
     def __init__(self, prefixes: tuple[str, ...]) -> None:
         super().__init__()
         self.prefixes = prefixes
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not (_QUIET.get() and str(record.msg).startswith(self.prefixes))
+        if not (_QUIET.get() and str(record.msg).startswith(self.prefixes)):
+            return True
+        if record.name == "aio_pika.tools":
+            # Only a channel's close callback finding its connection closed, not other errors.
+            args = record.args if isinstance(record.args, tuple) else ()
+            return not (len(args) == 3 and args[1] == "RuntimeError" and "closed" in str(args[2]))
+        return False
 
 
-for _name, _prefixes in _ATTEMPT_MESSAGES.items():
-    logging.getLogger(_name).addFilter(_AttemptFilter(_prefixes))
+for _name, _prefixes in _NOISE.items():
+    logging.getLogger(_name).addFilter(_NoiseFilter(_prefixes))
 
 
 @contextlib.contextmanager
 def quiet_attempts() -> Iterator[None]:
-    """Drop aiormq's and aio-pika's per-attempt log lines in this context, and in the tasks
-    started from it (the robust connection's reconnection task)."""
+    """Drop aiormq's and aio-pika's lines about connection attempts and lost connections in
+    this context, and in the tasks and callbacks started from it (the robust connection's
+    reconnection task, a channel's close callbacks)."""
     token = _QUIET.set(True)
     try:
         yield
     finally:
         _QUIET.reset(token)
+
+
+def _reason(closing: Any) -> str:
+    """Why a connection closed, from the future aio-pika passes to its close callbacks."""
+    try:
+        exc = closing.exception()
+    except BaseException:  # cancelled, or not a future
+        exc = None
+    return (str(exc) or type(exc).__name__) if exc is not None else "closed"
 
 
 def failover_supported() -> bool:
@@ -105,8 +128,9 @@ class FailoverConnection(aio_pika.RobustConnection):
         if self._up and not (self._close_called or self.is_closed):
             self._up = False
             logger.warning(
-                "lost the connection to RabbitMQ at %s; reconnecting%s",
+                "lost the connection to RabbitMQ at %s (%s); reconnecting%s",
                 self.address,
+                _reason(closing),
                 " (trying the other addresses)" if len(self._addresses) > 1 else "",
             )
             self._advance = True

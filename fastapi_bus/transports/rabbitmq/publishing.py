@@ -10,6 +10,7 @@ import aio_pika
 import aio_pika.abc
 
 from fastapi_bus.transports.rabbitmq.connection import OPERATION_TIMEOUT
+from fastapi_bus.transports.rabbitmq.failover import quiet_attempts
 
 __all__ = ["PublishChannel", "Returned", "is_cancelled", "wait_for_channel"]
 
@@ -60,7 +61,8 @@ class PublishChannel:
         self, connection: aio_pika.abc.AbstractRobustConnection
     ) -> aio_pika.abc.AbstractRobustChannel:
         channel = connection.channel(publisher_confirms=True, on_return_raises=True)
-        await asyncio.wait_for(channel.initialize(), OPERATION_TIMEOUT)
+        with quiet_attempts():  # its close callback's complaint when the connection drops
+            await asyncio.wait_for(channel.initialize(), OPERATION_TIMEOUT)
         self.channel, self._exchanges = channel, {"": channel.default_exchange}
         self._renewing = asyncio.Lock()  # of this event loop
         return channel
