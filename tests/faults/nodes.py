@@ -11,7 +11,9 @@ SIGKILL kills the broker outright) with an environment of its own:
 * ``RABBITMQ_CONFIG_FILE`` pointing at a generated file (the system one may pin port 5672),
   ``RABBITMQ_CONF_ENV_FILE`` at an empty one, ``RABBITMQ_ENABLED_PLUGINS_FILE`` with none;
 * ``HOME`` in the temporary directory, holding an ``.erlang.cookie`` shared by the nodes of a
-  cluster and by the ``rabbitmqctl`` calls that talk to them.
+  cluster and by the ``rabbitmqctl`` calls that talk to them;
+* the node's directory as working directory and ``ERL_CRASH_DUMP``, so that nothing lands in
+  the checkout.
 """
 
 from __future__ import annotations
@@ -104,6 +106,7 @@ class RabbitNode:
             RABBITMQ_CONF_ENV_FILE=str(self.base / "rabbitmq-env.conf"),
             RABBITMQ_ENABLED_PLUGINS_FILE=str(self.base / "enabled_plugins"),
             RABBITMQ_PID_FILE=str(self.base / "pid"),
+            ERL_CRASH_DUMP=str(self.base / "erl_crash.dump"),
             ERL_EPMD_ADDRESS="127.0.0.1",
             ERL_FLAGS="-kernel inet_dist_use_interface {127,0,0,1}",
         )
@@ -124,6 +127,7 @@ class RabbitNode:
         log = (self.base / "stdout.log").open("ab")
         self.process = subprocess.Popen(
             [_script("rabbitmq-server")],
+            cwd=self.base,
             env=self.env(),
             stdin=subprocess.DEVNULL,
             stdout=log,
@@ -153,6 +157,7 @@ class RabbitNode:
         try:
             done = subprocess.run(
                 [_script(tool), "-n", self.nodename, *args],
+                cwd=self.base,
                 env=self.env(),
                 capture_output=True,
                 text=True,
