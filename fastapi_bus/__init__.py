@@ -1,5 +1,7 @@
 """fastapi-bus: a message bus for FastAPI."""
 
+import logging
+
 from fastapi_bus.core.exceptions import (
     BusError,
     ConfigurationError,
@@ -32,6 +34,11 @@ from fastapi_bus.web.extension import BusExtension, Extension, FastAPI, get_bus
 from fastapi_bus.web.publisher import Bus
 
 __version__ = "0.1.0"
+
+# A library leaves logging to the application: without any logging configuration, the bus's
+# records go nowhere instead of to stderr unformatted (Python's "last resort" handler). The
+# worker command configures logging; under uvicorn, configure the "fastapi_bus" logger.
+logging.getLogger("fastapi_bus").addHandler(logging.NullHandler())
 
 __all__ = [
     "Bus",

@@ -15,6 +15,7 @@ if importlib.util.find_spec("aio_pika") is None:
         "transports/test_rabbitmq*.py",
         "reliability/test_rabbitmq*.py",
         "test_asyncapi*.py",
+        "faults/*",
     ]
 
 

@@ -50,8 +50,9 @@ Guarantees
 * ``publish``/``send`` return only after RabbitMQ confirmed the message (publisher confirms);
   concurrent calls share one channel and their confirms are pipelined. If the connection drops,
   they wait (up to ``publish_timeout``) for aio-pika to reconnect and publish again, so a
-  message may be stored twice, never zero times; otherwise they raise
-  :class:`~fastapi_bus.TransportError`.
+  message may be stored twice, never zero times. A message RabbitMQ nacks (a quorum queue
+  electing a leader) is published again on a new channel, up to ``publish_timeout`` too;
+  after that they raise :class:`~fastapi_bus.TransportError`.
 * A consumer call that returns acks its message; one that raises nacks it back to the queue. A
   message whose ack could not be sent (the connection dropped) is redelivered by the broker.
 * ``close`` cancels the consumers, lets running calls finish within the grace period, and then
@@ -60,10 +61,11 @@ Guarantees
 Modules
 =======
 
-``transport`` holds :class:`RabbitMQTransport`; it builds on ``connection`` (connecting,
-channels), ``topology`` (what is declared, and how), ``delays`` (the delay levels and their
-queues), ``mapping`` (:class:`~fastapi_bus.Message` to and from AMQP), ``consumer`` (one
-subscription's deliveries) and ``inspection`` (browse, pull, purge).
+``transport`` holds :class:`RabbitMQTransport`; it builds on ``addresses`` (the broker URLs),
+``connection`` (connecting, channels), ``failover`` (reconnecting across addresses),
+``publishing`` (the publishing channel), ``topology`` (what is declared, and how), ``delays``
+(the delay levels and their queues), ``mapping`` (:class:`~fastapi_bus.Message` to and from
+AMQP), ``consumer`` (one subscription's deliveries) and ``inspection`` (browse, pull, purge).
 """
 
 from __future__ import annotations

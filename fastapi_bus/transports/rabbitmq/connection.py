@@ -1,7 +1,8 @@
 """Reaching RabbitMQ: opening the robust connection, and short-lived channels on it.
 
-The connection is opened with retries until ``connect_timeout``, except when the broker refuses
-the credentials: trying again would not help. Every error names the broker by its redacted URL
+The connection is opened with retries until ``connect_timeout``, trying the broker addresses in
+turn, except when the broker refuses the credentials or the TLS certificate: trying again would
+not help. Every error names the broker by its redacted URL
 and has the password scrubbed from what aio-pika or the broker said.
 """
 
@@ -22,8 +23,13 @@ import aio_pika.abc
 import aio_pika.exceptions
 import tenacity
 
-from fastapi_bus.core.exceptions import TransportError
-from fastapi_bus.transports.base import redact_url
+from fastapi_bus.core.exceptions import ConfigurationError, TransportError
+from fastapi_bus.transports.rabbitmq.addresses import BrokerAddresses
+from fastapi_bus.transports.rabbitmq.failover import (
+    FailoverConnection,
+    failover_supported,
+    quiet_attempts,
+)
 
 logger = logging.getLogger("fastapi_bus.rabbitmq")
 
@@ -70,19 +76,29 @@ def connect_options(
 
 
 async def connect(
-    url: str,
+    addresses: BrokerAddresses,
     *,
     connect_timeout: float,
     options: dict[str, Any],
     scrub: Callable[[str], str],
-) -> aio_pika.abc.AbstractRobustConnection:
-    """Open a robust connection to ``url``, retrying for up to ``connect_timeout`` seconds.
+) -> FailoverConnection:
+    """Open a robust connection to one of ``addresses``, trying them in turn for up to
+    ``connect_timeout`` seconds.
 
-    Raises :class:`~fastapi_bus.TransportError`, whose text has the password scrubbed.
+    Logs one warning when the first attempt fails and one line with the count when an attempt
+    succeeds; aiormq's and aio-pika's own per-attempt lines are left out. Raises
+    :class:`~fastapi_bus.TransportError`, whose text has the password scrubbed and the count.
     """
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + connect_timeout
-    redacted = redact_url(url)
+    started = loop.time()
+    deadline = started + connect_timeout
+    urls = addresses.urls
+    if len(urls) > 1 and not failover_supported():  # pragma: no cover (an aio-pika change)
+        raise ConfigurationError(
+            "this version of aio-pika cannot be told to reconnect to other addresses: "
+            "give one broker URL (a load balancer in front of the cluster)"
+        )
+    tried = 0
 
     def retryable(exc: BaseException) -> bool:
         if isinstance(exc, _AUTHENTICATION_ERRORS) or _certificate_error(exc):
@@ -90,11 +106,14 @@ async def connect(
         return isinstance(exc, (OSError, asyncio.TimeoutError, aio_pika.exceptions.AMQPError))
 
     def log_retry(state: tenacity.RetryCallState) -> None:
+        if state.attempt_number > 1:
+            return
         exc = state.outcome.exception() if state.outcome else None
         logger.warning(
-            "cannot connect to RabbitMQ at %s (%s); retrying",
-            redacted,
+            "cannot connect to RabbitMQ at %s (%s); retrying for up to %gs",
+            addresses.redacted((tried - 1) % len(urls)),
             scrub(str(exc) or type(exc).__name__),
+            connect_timeout,
         )
 
     retrying = tenacity.AsyncRetrying(
@@ -105,28 +124,41 @@ async def connect(
         reraise=True,
     )
     try:
-        async for attempt in retrying:
-            with attempt:
-                timeout = max(deadline - loop.time(), 1.0)
-                connection: aio_pika.abc.AbstractRobustConnection
-                connection = await aio_pika.connect_robust(url, timeout=timeout, **options)
-                return connection
+        with quiet_attempts():
+            async for attempt in retrying:
+                with attempt:
+                    index = tried % len(urls)
+                    tried += 1
+                    timeout = max(deadline - loop.time(), 1.0)
+                    connection: FailoverConnection = await aio_pika.connect_robust(
+                        urls[index], timeout=timeout, connection_class=FailoverConnection, **options
+                    )
+        connection.use_addresses(urls, index, addresses.redacted)
+        if tried > 1:
+            logger.warning(
+                "connected to RabbitMQ at %s after %d attempts (%.1fs)",
+                addresses.redacted(index),
+                tried,
+                loop.time() - started,
+            )
+        return connection
     except _AUTHENTICATION_ERRORS as exc:
-        user = urlsplit(url).username or "guest"
+        user = urlsplit(urls[(tried - 1) % len(urls)]).username or "guest"
         raise TransportError(
-            f"RabbitMQ at {redacted} refused the credentials of user {user!r}: {scrub(str(exc))}"
+            f"RabbitMQ at {addresses.display} refused the credentials of user {user!r}: "
+            f"{scrub(str(exc))}"
         ) from None
     except Exception as exc:
         if _certificate_error(exc):
             raise TransportError(
-                f"cannot connect to RabbitMQ at {redacted}: its TLS certificate does not "
-                f"verify against the ssl_context: {scrub(str(exc) or type(exc).__name__)}"
+                f"cannot connect to RabbitMQ at {addresses.display}: its TLS certificate does "
+                f"not verify against the ssl_context: {scrub(str(exc) or type(exc).__name__)}"
             ) from None
         raise TransportError(
-            f"cannot connect to RabbitMQ at {redacted} within {connect_timeout:g}s: "
+            f"cannot connect to RabbitMQ at {addresses.display} within {connect_timeout:g}s "
+            f"({tried} attempt{'s' if tried != 1 else ''}): "
             f"{scrub(str(exc) or type(exc).__name__)}"
         ) from None
-    raise AssertionError("unreachable")  # pragma: no cover
 
 
 @contextlib.asynccontextmanager

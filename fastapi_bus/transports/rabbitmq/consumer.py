@@ -22,6 +22,7 @@ import aio_pika.exceptions
 from fastapi_bus.core.exceptions import ConfigurationError, TransportError
 from fastapi_bus.transports.base import Consumer, Subscription
 from fastapi_bus.transports.rabbitmq.connection import OPERATION_TIMEOUT
+from fastapi_bus.transports.rabbitmq.failover import quiet_attempts
 from fastapi_bus.transports.rabbitmq.mapping import decode
 from fastapi_bus.transports.rabbitmq.topology import Topology, declare_queue
 
@@ -191,7 +192,8 @@ async def start_consumer(
     """
     channel = connection.channel(publisher_confirms=False)
     try:
-        await asyncio.wait_for(channel.initialize(), OPERATION_TIMEOUT)
+        with quiet_attempts():  # its close callback's complaint when the connection drops
+            await asyncio.wait_for(channel.initialize(), OPERATION_TIMEOUT)
     except Exception as exc:
         raise TransportError(f"cannot open a channel on {url}: {scrub(str(exc))}") from None
     name = topology.consumer_queue(subscription)

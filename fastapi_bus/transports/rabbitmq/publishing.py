@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
+import aio_pika
 import aio_pika.abc
 
-__all__ = ["Returned", "is_cancelled", "wait_for_channel"]
+from fastapi_bus.transports.rabbitmq.connection import OPERATION_TIMEOUT
+from fastapi_bus.transports.rabbitmq.failover import quiet_attempts
+
+__all__ = ["PublishChannel", "Returned", "is_cancelled", "wait_for_channel"]
 
 
 class Returned(Exception):
@@ -36,3 +41,55 @@ async def wait_for_channel(
         for wait in waits:
             wait.cancel()
         await asyncio.gather(*waits, return_exceptions=True)
+
+
+class PublishChannel:
+    """The transport's publishing channel (with confirms; returned messages raise) and its
+    exchange handles.
+
+    A publish that RabbitMQ nacks is sent again on a new channel (:meth:`renew`): when a node
+    dies, RabbitMQ 3.10 nacks publishes to a quorum queue until it elected a new leader, and
+    keeps nacking on a channel that published meanwhile, while a new channel works.
+    """
+
+    def __init__(self) -> None:
+        self.channel: aio_pika.abc.AbstractRobustChannel | None = None
+        self._exchanges: dict[str, aio_pika.abc.AbstractExchange] = {}
+        self._renewing = asyncio.Lock()
+
+    async def open(
+        self, connection: aio_pika.abc.AbstractRobustConnection
+    ) -> aio_pika.abc.AbstractRobustChannel:
+        channel = connection.channel(publisher_confirms=True, on_return_raises=True)
+        with quiet_attempts():  # its close callback's complaint when the connection drops
+            await asyncio.wait_for(channel.initialize(), OPERATION_TIMEOUT)
+        self.channel, self._exchanges = channel, {"": channel.default_exchange}
+        self._renewing = asyncio.Lock()  # of this event loop
+        return channel
+
+    def clear(self) -> None:
+        self.channel, self._exchanges = None, {}
+
+    def exchange(self, name: str) -> aio_pika.abc.AbstractExchange:
+        """A handle on exchange ``name`` (no round trip: it is declared elsewhere)."""
+        exchange = self._exchanges.get(name)
+        if exchange is None:
+            assert self.channel is not None
+            exchange = aio_pika.Exchange(self.channel, name, durable=False, passive=True)
+            self._exchanges[name] = exchange
+        return exchange
+
+    async def renew(
+        self,
+        stale: aio_pika.abc.AbstractRobustChannel,
+        connection: aio_pika.abc.AbstractRobustConnection,
+    ) -> None:
+        """Replace the channel ``stale`` by a new one, once however many publishes ask. If the
+        connection is down, keep ``stale``: the connection restores it when it is back."""
+        async with self._renewing:
+            if self.channel is not stale:
+                return
+            with contextlib.suppress(Exception):
+                await self.open(connection)
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(stale.close(), OPERATION_TIMEOUT)

@@ -10,9 +10,9 @@ import contextlib
 import logging
 import ssl
 import uuid
+from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 import aio_pika
 import aio_pika.abc
@@ -34,10 +34,10 @@ from fastapi_bus.transports.base import (
     Transport,
     Unroutable,
     check_unroutable,
-    redact_url,
     report_unroutable,
 )
 from fastapi_bus.transports.rabbitmq.blocking import unconfirmed, wait_unblocked
+from fastapi_bus.transports.rabbitmq.addresses import parse_addresses
 from fastapi_bus.transports.rabbitmq.connection import (
     OPERATION_TIMEOUT,
     connect,
@@ -49,7 +49,12 @@ from fastapi_bus.transports.rabbitmq.delays import DelayQueues
 from fastapi_bus.transports.rabbitmq.description import describe
 from fastapi_bus.transports.rabbitmq.inspection import Inspector
 from fastapi_bus.transports.rabbitmq.mapping import encode
-from fastapi_bus.transports.rabbitmq.publishing import Returned, is_cancelled, wait_for_channel
+from fastapi_bus.transports.rabbitmq.publishing import (
+    PublishChannel,
+    Returned,
+    is_cancelled,
+    wait_for_channel,
+)
 from fastapi_bus.transports.rabbitmq.topology import QueueType, Topology
 
 logger = logging.getLogger("fastapi_bus.rabbitmq")
@@ -60,12 +65,15 @@ class RabbitMQTransport(Transport):
 
     Args:
         url: ``amqp://user:password@host:5672/vhost`` or ``amqps://...`` for TLS. Query
-            parameters such as ``?heartbeat=30`` are passed on to aio-pika.
+            parameters such as ``?heartbeat=30`` go to aio-pika (``?connect_timeout=`` is
+            ours). Several nodes: ``amqp://user:password@host1:5672,host2:5672/vhost`` or a
+            list of URLs, tried in turn when connecting and reconnecting.
         exchange: name of the bus's topic exchange; services that talk to each other use the
             same one.
         queue_type: ``"quorum"`` (replicated, the default) or ``"classic"`` for the queues of
             subscriptions, their dead-letter queues and delay queues.
-        connect_timeout: how many seconds ``start()`` keeps retrying an unreachable broker.
+        connect_timeout: how many seconds ``start()`` keeps retrying an unreachable broker
+            (default: the URL's ``?connect_timeout=``, else 30).
         publish_timeout: how many seconds a publish may wait for the broker's confirm,
             including waiting for a reconnection or for the broker to unblock publishers (a
             memory or disk alarm), before it raises ``TransportError`` saying which.
@@ -86,11 +94,11 @@ class RabbitMQTransport(Transport):
 
     def __init__(
         self,
-        url: str = "amqp://guest:guest@localhost:5672/",
+        url: str | Sequence[str] = "amqp://guest:guest@localhost:5672/",
         *,
         exchange: str = "fastapi_bus",
         queue_type: QueueType = "quorum",
-        connect_timeout: float = 30.0,
+        connect_timeout: float | None = None,
         publish_timeout: float = 30.0,
         unroutable: Unroutable = "log",
         ssl_context: ssl.SSLContext | None = None,
@@ -98,11 +106,7 @@ class RabbitMQTransport(Transport):
         auto_delete_topology: bool = False,
         consumer_timeout: float | None = 1800.0,
     ) -> None:
-        parts = urlsplit(url)
-        if parts.scheme not in ("amqp", "amqps"):
-            raise ConfigurationError(
-                f"RabbitMQTransport needs an amqp:// or amqps:// URL, got {redact_url(url)!r}"
-            )
+        addresses = parse_addresses(url)
         if queue_type not in ("quorum", "classic"):
             raise ConfigurationError(
                 f"queue_type must be 'quorum' or 'classic', not {queue_type!r}"
@@ -111,12 +115,12 @@ class RabbitMQTransport(Transport):
             raise ConfigurationError(
                 "exchange needs a name (the default exchange cannot route topics)"
             )
-        if ssl_context is not None and parts.scheme != "amqps":
+        if ssl_context is not None and not addresses.urls[0].startswith("amqps:"):
             raise ConfigurationError("ssl_context needs an amqps:// URL")
         if consumer_timeout is not None and not consumer_timeout > 0:
             raise ConfigurationError(f"consumer_timeout must be positive, got {consumer_timeout!r}")
-        self._url = url
-        self._password = unquote(parts.password) if parts.password else None
+        self._addresses = addresses
+        self._passwords = sorted(addresses.passwords, key=len, reverse=True)
         self._topology = Topology(
             exchange=exchange,
             queue_type="classic" if auto_delete_topology else queue_type,
@@ -124,7 +128,9 @@ class RabbitMQTransport(Transport):
             process_id=uuid.uuid4().hex[:12],
         )
         #: Seconds ``start()`` keeps retrying an unreachable broker (settable until then).
-        self.connect_timeout = connect_timeout
+        self.connect_timeout = (
+            connect_timeout if connect_timeout is not None else addresses.connect_timeout or 30.0
+        )
         #: The broker's consumer timeout in seconds; the bus fits handler timeouts within it.
         self.consumer_timeout = consumer_timeout
         self._publish_timeout = publish_timeout
@@ -133,8 +139,7 @@ class RabbitMQTransport(Transport):
         self._reconnect_interval = reconnect_interval
 
         self._connection: aio_pika.abc.AbstractRobustConnection | None = None
-        self._publisher: aio_pika.abc.AbstractRobustChannel | None = None
-        self._exchanges: dict[str, aio_pika.abc.AbstractExchange] = {}
+        self._publishing = PublishChannel()
         self._consumers: list[QueueConsumer] = []
         self._declared: dict[str, Subscription] = {}
         self._known_queues: set[str] = set()
@@ -154,7 +159,7 @@ class RabbitMQTransport(Transport):
 
     @property
     def url(self) -> str:
-        return redact_url(self._url)
+        return self._addresses.display
 
     @property
     def exchange(self) -> str:
@@ -171,8 +176,8 @@ class RabbitMQTransport(Transport):
 
     def _scrub(self, text: str) -> str:
         """``text`` without the password, for errors that quote the broker or aio-pika."""
-        if self._password:
-            text = text.replace(self._password, "***")
+        for password in self._passwords:
+            text = text.replace(password, "***")
         return text
 
     # lifecycle
@@ -189,27 +194,24 @@ class RabbitMQTransport(Transport):
         self._delays.reset()
         self._inspector.reset()
         connection = await connect(
-            self._url,
+            self._addresses,
             connect_timeout=self.connect_timeout,
             options=connect_options(
-                self._url,
+                self._addresses.urls[0],
                 reconnect_interval=self._reconnect_interval,
                 ssl_context=self._ssl_context,
             ),
             scrub=self._scrub,
         )
         try:
-            publisher = connection.channel(publisher_confirms=True, on_return_raises=True)
-            await asyncio.wait_for(publisher.initialize(), OPERATION_TIMEOUT)
-            await self._topology.declare_exchange(publisher)
+            await self._topology.declare_exchange(await self._publishing.open(connection))
         except BaseException:
+            self._publishing.clear()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(connection.close(), OPERATION_TIMEOUT)
             raise
         connection.reconnect_callbacks.add(self._on_reconnect)
         self._connection = connection
-        self._publisher = publisher
-        self._exchanges = {"": publisher.default_exchange}
         self._running = True
 
     async def close(self, grace: float = 10.0) -> None:
@@ -240,8 +242,8 @@ class RabbitMQTransport(Transport):
         for task in self._background:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
-        connection, self._connection, self._publisher = self._connection, None, None
-        self._exchanges = {}
+        connection, self._connection = self._connection, None
+        self._publishing.clear()
         self._declared.clear()
         self._known_queues.clear()
         self._delays.forget()
@@ -258,8 +260,8 @@ class RabbitMQTransport(Transport):
 
     def _require_publisher(self) -> aio_pika.abc.AbstractRobustChannel:
         self._require_connection()
-        assert self._publisher is not None
-        return self._publisher
+        assert self._publishing.channel is not None
+        return self._publishing.channel
 
     def _temporary_channel(self) -> AbstractAsyncContextManager[aio_pika.abc.AbstractChannel]:
         """A plain channel for operations that may fail: a broker error closes only it."""
@@ -360,15 +362,6 @@ class RabbitMQTransport(Transport):
                 f"no queue named {queue!r} exists; message {message.id} was not sent"
             ) from None
 
-    def _exchange(self, name: str) -> aio_pika.abc.AbstractExchange:
-        exchange = self._exchanges.get(name)
-        if exchange is None:
-            publisher = self._require_publisher()
-            # No round trip: the name is declared elsewhere, this is only a handle.
-            exchange = aio_pika.Exchange(publisher, name, durable=False, passive=True)
-            self._exchanges[name] = exchange
-        return exchange
-
     async def _publish(self, exchange_name: str, routing_key: str, message: Message) -> None:
         amqp_message = encode(message)
         loop = asyncio.get_running_loop()
@@ -386,16 +379,19 @@ class RabbitMQTransport(Transport):
                 )
             sent = True
             try:
-                await self._exchange(exchange_name).publish(
+                await self._publishing.exchange(exchange_name).publish(
                     amqp_message, routing_key, mandatory=True, timeout=remaining
                 )
                 return
             except aio_pika.exceptions.PublishError:
                 raise Returned() from None
             except aio_pika.exceptions.DeliveryError as exc:
-                raise TransportError(
-                    f"RabbitMQ refused message {message.id} (basic.nack): {self._scrub(str(exc))}"
-                ) from None
+                # Not stored (a quorum queue electing a leader): again, on a new channel.
+                problem = f"refused with basic.nack: {self._scrub(str(exc))}"
+                await self._publishing.renew(publisher, self._require_connection())
+                await asyncio.sleep(min(pause, max(deadline - loop.time(), 0)))
+                pause = min(pause * 2, 1.0)
+                continue
             except asyncio.TimeoutError:
                 problem = "timed out"
                 continue
