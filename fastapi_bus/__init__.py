@@ -37,7 +37,8 @@ __version__ = "0.1.0"
 
 # A library leaves logging to the application: without any logging configuration, the bus's
 # records go nowhere instead of to stderr unformatted (Python's "last resort" handler). The
-# worker command configures logging; under uvicorn, configure the "fastapi_bus" logger.
+# worker command configures logging, and under uvicorn the bus borrows uvicorn's handlers while
+# the app runs (fastapi_bus.web.logs).
 logging.getLogger("fastapi_bus").addHandler(logging.NullHandler())
 
 __all__ = [

@@ -40,6 +40,19 @@ def _handlers_of(name: str) -> list[logging.Handler]:
     return []
 
 
+def _handled(logger: logging.Logger) -> bool:
+    """Whether the application gave ``logger``'s records a handler (the bus's own
+    ``NullHandler``, which only keeps them off stderr, does not count)."""
+    current: logging.Logger | None = logger
+    while current is not None:
+        if any(not isinstance(handler, logging.NullHandler) for handler in current.handlers):
+            return True
+        if not current.propagate:
+            return False
+        current = current.parent
+    return False
+
+
 class _Loan:
     """The server's handlers lent to one logger, shared by the apps of one process."""
 
@@ -54,7 +67,7 @@ class _Loan:
             if self.borrowers:  # another app of this process borrowed them already
                 self.borrowers += 1
                 return True
-            handlers = [] if ours.hasHandlers() else _handlers_of(SERVER_LOGGER)
+            handlers = [] if _handled(ours) else _handlers_of(SERVER_LOGGER)
             if not handlers:
                 return False
             self.borrowers, self.handlers, self.level = 1, handlers, ours.level

@@ -36,8 +36,8 @@ from fastapi_bus.transports.base import (
     check_unroutable,
     report_unroutable,
 )
-from fastapi_bus.transports.rabbitmq.blocking import unconfirmed, wait_unblocked
 from fastapi_bus.transports.rabbitmq.addresses import parse_addresses
+from fastapi_bus.transports.rabbitmq.blocking import unconfirmed, wait_unblocked
 from fastapi_bus.transports.rabbitmq.connection import (
     OPERATION_TIMEOUT,
     connect,
