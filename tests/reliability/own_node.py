@@ -18,7 +18,16 @@ from pathlib import Path
 
 __all__ = ["OwnNode", "own_node"]
 
-SBIN = Path("/usr/lib/rabbitmq/bin")
+def _sbin() -> Path:
+    """Where the server's own scripts are (not the wrapper that switches to its system user)."""
+    packaged = Path("/usr/lib/rabbitmq/bin")
+    if packaged.exists():
+        return packaged
+    found = shutil.which("rabbitmq-server")
+    return Path(found).resolve().parent if found else packaged
+
+
+SBIN = _sbin()
 
 
 def _free_port() -> int:
