@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import pytest
@@ -18,9 +18,14 @@ from hypothesis import HealthCheck, settings
 
 from fastapi_bus import EventBus, EventRouter
 from fastapi_bus.transports.base import Transport
+from tests.reliability.own_node import OwnNode, available, own_node
 from tests.transports.conftest import TransportFactory, new_transport
 
-__all__ = ["BusFactory", "new_bus", "new_transport"]
+__all__ = ["BusFactory", "new_bus", "new_transport", "own_rabbitmq"]
+
+#: The broker's consumer timeout on :func:`own_rabbitmq`, in seconds, checked every half second
+#: (instead of every minute), so that a test can see it act.
+OWN_CONSUMER_TIMEOUT = 3.0
 
 BusFactory = Callable[..., Awaitable[EventBus]]
 
@@ -42,6 +47,22 @@ async def new_bus(new_transport: TransportFactory) -> AsyncIterator[BusFactory]:
     yield factory
     for bus in reversed(made):
         await bus.close(grace=1)
+
+
+@pytest.fixture(scope="session")
+def own_rabbitmq() -> Iterator[OwnNode]:
+    """A RabbitMQ node of the tests' own (see ``own_node.py``), for what must not happen to a
+    shared broker: resource alarms, a consumer timeout of seconds."""
+    if not available():
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail("rabbitmq-server is not installed (CI=true)")
+        pytest.skip("rabbitmq-server is not installed here")
+    milliseconds = int(OWN_CONSUMER_TIMEOUT * 1000)
+    with own_node(
+        conf=f"consumer_timeout = {milliseconds}\n",
+        advanced="[{rabbit, [{channel_tick_interval, 500}]}].",
+    ) as node:
+        yield node
 
 
 # Hypothesis: few examples in CI, more at a desk, many on request.

@@ -18,7 +18,17 @@ from pathlib import Path
 
 __all__ = ["OwnNode", "own_node"]
 
-SBIN = Path("/usr/lib/rabbitmq/bin")
+
+def _sbin() -> Path:
+    """Where the server's own scripts are (not the wrapper that switches to its system user)."""
+    packaged = Path("/usr/lib/rabbitmq/bin")
+    if packaged.exists():
+        return packaged
+    found = shutil.which("rabbitmq-server")
+    return Path(found).resolve().parent if found else packaged
+
+
+SBIN = _sbin()
 
 
 def _free_port() -> int:
@@ -33,7 +43,9 @@ def available() -> bool:
 
 
 class OwnNode:
-    def __init__(self, root: Path) -> None:
+    """``conf``: lines added to its ``rabbitmq.conf``; ``advanced``: its ``advanced.config``."""
+
+    def __init__(self, root: Path, conf: str = "", advanced: str = "[].") -> None:
         self.root = root
         self.name = f"fastapibus{uuid.uuid4().hex[:8]}@localhost"
         self.port = _free_port()
@@ -41,8 +53,9 @@ class OwnNode:
         (root / "enabled_plugins").write_text("[].\n")  # no management listener to clash
         (root / "rabbitmq-env.conf").write_text("")  # not the system's (it names the node)
         (root / "rabbitmq.conf").write_text(
-            f"listeners.tcp.default = 127.0.0.1:{self.port}\nloopback_users = none\n"
+            f"listeners.tcp.default = 127.0.0.1:{self.port}\nloopback_users = none\n{conf}"
         )
+        (root / "advanced.config").write_text(advanced + "\n")
         self.env = {
             **os.environ,
             "HOME": str(root / "home"),  # the Erlang cookie lives here
@@ -52,6 +65,7 @@ class OwnNode:
             "RABBITMQ_MNESIA_BASE": str(root / "mnesia"),
             "RABBITMQ_LOG_BASE": str(root / "log"),
             "RABBITMQ_CONFIG_FILE": str(root / "rabbitmq.conf"),
+            "RABBITMQ_ADVANCED_CONFIG_FILE": str(root / "advanced.config"),
             "RABBITMQ_ENABLED_PLUGINS_FILE": str(root / "enabled_plugins"),
             "RABBITMQ_CONF_ENV_FILE": str(root / "rabbitmq-env.conf"),
             "RABBITMQ_PID_FILE": str(root / "pid"),
@@ -72,6 +86,10 @@ class OwnNode:
             check=True,
         )
         return done.stdout
+
+    def log(self) -> str:
+        """What the node has logged so far."""
+        return "".join(path.read_text() for path in sorted((self.root / "log").glob("*.log")))
 
     def start(self) -> None:
         with (self.root / "server.log").open("wb") as log:
@@ -103,9 +121,9 @@ class OwnNode:
 
 
 @contextlib.contextmanager
-def own_node() -> Iterator[OwnNode]:
+def own_node(conf: str = "", advanced: str = "[].") -> Iterator[OwnNode]:
     root = Path(tempfile.mkdtemp(prefix="fastapi-bus-node-"))
-    node = OwnNode(root)
+    node = OwnNode(root, conf, advanced)
     try:
         node.start()
         yield node

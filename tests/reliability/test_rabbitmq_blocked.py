@@ -4,9 +4,8 @@ an alarm on a shared broker would stop everyone else's publishers too."""
 from __future__ import annotations
 
 import asyncio
-import os
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -14,20 +13,15 @@ from fastapi_bus import Message, TransportError
 from fastapi_bus.transports.base import Subscription
 from fastapi_bus.transports.rabbitmq import RabbitMQTransport
 from fastapi_bus.transports.rabbitmq.blocking import is_blocked
-from tests.reliability.own_node import OwnNode, available, own_node
+from tests.reliability.own_node import OwnNode
 from tests.utils import wait_until, wait_until_async
 
 pytestmark = [pytest.mark.anyio, pytest.mark.rabbitmq]
 
 
-@pytest.fixture(scope="module")
-def node() -> Iterator[OwnNode]:
-    if not available():
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail("rabbitmq-server is not installed (CI=true)")
-        pytest.skip("rabbitmq-server is not installed here")
-    with own_node() as started:
-        yield started
+@pytest.fixture
+def node(own_rabbitmq: OwnNode) -> OwnNode:
+    return own_rabbitmq
 
 
 @pytest.fixture
