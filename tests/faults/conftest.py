@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.faults.nodes import Cluster, RabbitNode, rabbitmq_installed, stop_all
+from tests.rabbitmq_nodes import Cluster, RabbitNode, rabbitmq_installed, stop_all
 
 
 def _require_rabbitmq() -> None:

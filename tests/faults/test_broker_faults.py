@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from tests.faults.conftest import events_at_least, rounds
-from tests.faults.nodes import RabbitNode
 from tests.faults.stream import Stream
+from tests.rabbitmq_nodes import RabbitNode
 
 pytestmark = [pytest.mark.anyio, pytest.mark.faults, pytest.mark.rabbitmq]
 

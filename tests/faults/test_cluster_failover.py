@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from tests.faults.conftest import events_at_least, rounds
-from tests.faults.nodes import Cluster, NodeError, RabbitNode
 from tests.faults.stream import Stream
+from tests.rabbitmq_nodes import Cluster, NodeError, RabbitNode
 
 pytestmark = [pytest.mark.anyio, pytest.mark.faults, pytest.mark.rabbitmq]
 

@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, settings
 
 from fastapi_bus import EventBus, EventRouter
 from fastapi_bus.transports.base import Transport
-from tests.reliability.own_node import OwnNode, available, own_node
+from tests.rabbitmq_nodes import RabbitNode, own_node, rabbitmq_installed
 from tests.transports.conftest import TransportFactory, new_transport
 
 __all__ = ["BusFactory", "new_bus", "new_transport", "own_rabbitmq"]
@@ -50,10 +50,10 @@ async def new_bus(new_transport: TransportFactory) -> AsyncIterator[BusFactory]:
 
 
 @pytest.fixture(scope="session")
-def own_rabbitmq() -> Iterator[OwnNode]:
+def own_rabbitmq() -> Iterator[RabbitNode]:
     """A RabbitMQ node of the tests' own (see ``own_node.py``), for what must not happen to a
     shared broker: resource alarms, a consumer timeout of seconds."""
-    if not available():
+    if not rabbitmq_installed():
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail("rabbitmq-server is not installed (CI=true)")
         pytest.skip("rabbitmq-server is not installed here")

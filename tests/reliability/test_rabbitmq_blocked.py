@@ -13,19 +13,19 @@ from fastapi_bus import Message, TransportError
 from fastapi_bus.transports.base import Subscription
 from fastapi_bus.transports.rabbitmq import RabbitMQTransport
 from fastapi_bus.transports.rabbitmq.blocking import is_blocked
-from tests.reliability.own_node import OwnNode
+from tests.rabbitmq_nodes import RabbitNode
 from tests.utils import wait_until, wait_until_async
 
 pytestmark = [pytest.mark.anyio, pytest.mark.rabbitmq]
 
 
 @pytest.fixture
-def node(own_rabbitmq: OwnNode) -> OwnNode:
+def node(own_rabbitmq: RabbitNode) -> RabbitNode:
     return own_rabbitmq
 
 
 @pytest.fixture
-async def transports(node: OwnNode) -> AsyncIterator[list[RabbitMQTransport]]:
+async def transports(node: RabbitNode) -> AsyncIterator[list[RabbitMQTransport]]:
     made: list[RabbitMQTransport] = []
     yield made
     node.ctl("set_vm_memory_high_watermark", "0.4")  # whatever happened, lift the alarm
@@ -34,7 +34,7 @@ async def transports(node: OwnNode) -> AsyncIterator[list[RabbitMQTransport]]:
 
 
 async def started(
-    node: OwnNode, made: list[RabbitMQTransport], publish_timeout: float
+    node: RabbitNode, made: list[RabbitMQTransport], publish_timeout: float
 ) -> tuple[RabbitMQTransport, str]:
     """A started transport of its own exchange, and the queue its pings go to."""
     suffix = uuid.uuid4().hex[:8]
@@ -52,7 +52,7 @@ def ping(n: int) -> Message:
 
 
 async def test_a_blocked_publisher_gets_a_clear_error_at_its_deadline(
-    node: OwnNode, transports: list[RabbitMQTransport]
+    node: RabbitNode, transports: list[RabbitMQTransport]
 ) -> None:
     transport, queue = await started(node, transports, publish_timeout=1.5)
     await transport.publish(ping(1))
@@ -71,7 +71,7 @@ async def test_a_blocked_publisher_gets_a_clear_error_at_its_deadline(
 
 
 async def test_a_publish_waits_for_the_alarm_to_clear_within_its_deadline(
-    node: OwnNode, transports: list[RabbitMQTransport]
+    node: RabbitNode, transports: list[RabbitMQTransport]
 ) -> None:
     transport, queue = await started(node, transports, publish_timeout=60)
     node.ctl("set_vm_memory_high_watermark", "0")

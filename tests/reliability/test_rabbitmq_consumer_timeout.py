@@ -11,9 +11,9 @@ import pytest
 from fastapi_bus import EventBus, EventRouter, Message, RetryPolicy
 from fastapi_bus.transports.rabbitmq import RabbitMQTransport
 from tests.helpers import OrderPlaced
+from tests.rabbitmq_nodes import RabbitNode
 from tests.reliability.conftest import OWN_CONSUMER_TIMEOUT
-from tests.reliability.own_node import OwnNode
-from tests.test_rabbitmq_bus import running, start
+from tests.test_broker_bus import running, start
 from tests.utils import wait_until
 
 pytestmark = [pytest.mark.anyio, pytest.mark.rabbitmq]
@@ -35,7 +35,7 @@ def slow_router(calls: list[tuple[str, bool]], gate: asyncio.Event) -> EventRout
 TIMED_OUT = "timed out waiting for delivery acknowledgement"
 
 
-def bus_on(node: OwnNode, router: EventRouter, consumer_timeout: float | None) -> EventBus:
+def bus_on(node: RabbitNode, router: EventRouter, consumer_timeout: float | None) -> EventBus:
     transport = RabbitMQTransport(
         node.url,
         exchange=f"ct-{uuid.uuid4().hex[:8]}",
@@ -46,7 +46,7 @@ def bus_on(node: OwnNode, router: EventRouter, consumer_timeout: float | None) -
 
 
 async def test_unguarded_the_broker_closes_the_channel_under_a_slow_handler(
-    own_rabbitmq: OwnNode, running: list[EventBus]
+    own_rabbitmq: RabbitNode, running: list[EventBus]
 ) -> None:
     """What the guard prevents: told nothing of the limit, the bus lets the handler run and the
     broker closes its channel (and delivers the message again, to wait behind the first call)."""
@@ -64,7 +64,7 @@ async def test_unguarded_the_broker_closes_the_channel_under_a_slow_handler(
 
 
 async def test_guarded_a_slow_handler_is_cancelled_before_the_broker_acts(
-    own_rabbitmq: OwnNode, running: list[EventBus]
+    own_rabbitmq: RabbitNode, running: list[EventBus]
 ) -> None:
     calls: list[tuple[str, bool]] = []
     gate = asyncio.Event()

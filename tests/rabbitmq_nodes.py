@@ -1,6 +1,6 @@
-"""RabbitMQ nodes that the fault tests own: started on spare ports, with their own node name,
-data directory, configuration and Erlang cookie, so that stopping or killing them never touches
-a broker that anything else uses.
+"""RabbitMQ nodes that tests own: started on spare ports, with their own node name, data
+directory, configuration and Erlang cookie, so that stopping, killing, clustering or alarming
+them never touches a broker that anything else uses (the fault suite, the reliability tests).
 
 A node is started as ``rabbitmq-server`` in the foreground (its process is the Erlang VM, so
 SIGKILL kills the broker outright) with an environment of its own:
@@ -25,9 +25,10 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 #: The scripts themselves: the /usr/sbin wrappers switch to the rabbitmq user.
@@ -64,8 +65,14 @@ class NodeError(RuntimeError):
 class RabbitNode:
     """One RabbitMQ node of ours. ``start()`` boots it and waits until it accepts clients."""
 
-    def __init__(self, base: Path, name: str, cookie: str) -> None:
+    def __init__(
+        self, base: Path, name: str, cookie: str, *, conf: str = "", advanced: str = "[]."
+    ) -> None:
+        """``conf``: lines added to its ``rabbitmq.conf``; ``advanced``: its
+        ``advanced.config``."""
         self.name = name
+        self._conf = conf
+        self._advanced = advanced
         self.nodename = f"{name}@localhost"
         self.base = base / name
         self.home = base / "home"
@@ -87,8 +94,9 @@ class RabbitNode:
             "log.console = false\n"
             "log.file.level = info\n"
             # Fault tests publish little; keep the alarms out of the way on a small disk.
-            "disk_free_limit.absolute = 50MB\n"
+            "disk_free_limit.absolute = 50MB\n" + self._conf
         )
+        (self.base / "advanced.config").write_text(self._advanced + "\n")
         (self.base / "enabled_plugins").write_text("[].\n")
         (self.base / "rabbitmq-env.conf").write_text("")
 
@@ -103,6 +111,7 @@ class RabbitNode:
             RABBITMQ_MNESIA_BASE=str(self.base / "mnesia"),
             RABBITMQ_LOG_BASE=str(self.base / "log"),
             RABBITMQ_CONFIG_FILE=str(self.base / "rabbitmq.conf"),
+            RABBITMQ_ADVANCED_CONFIG_FILE=str(self.base / "advanced.config"),
             RABBITMQ_CONF_ENV_FILE=str(self.base / "rabbitmq-env.conf"),
             RABBITMQ_ENABLED_PLUGINS_FILE=str(self.base / "enabled_plugins"),
             RABBITMQ_PID_FILE=str(self.base / "pid"),
@@ -218,6 +227,10 @@ class RabbitNode:
         out = self.ctl("list_connections", "client_properties", "--quiet", "--no-table-headers")
         return sum("fastapi-bus" in line for line in out.splitlines())
 
+    def log(self) -> str:
+        """What the node has logged so far."""
+        return "".join(path.read_text() for path in sorted((self.base / "log").glob("*.log")))
+
     def log_tail(self, lines: int = 30) -> str:
         text = ""
         for path in [self.base / "stdout.log", *sorted((self.base / "log").glob("*.log"))]:
@@ -267,3 +280,20 @@ def stop_all(nodes: Iterable[RabbitNode]) -> None:
     for node in nodes:
         if node.alive():
             node.kill()
+
+
+@contextlib.contextmanager
+def own_node(conf: str = "", advanced: str = "[].") -> Iterator[RabbitNode]:
+    """A started node of the caller's own, stopped and removed afterwards."""
+    base = Path(tempfile.mkdtemp(prefix="fastapi-bus-node-"))
+    node = RabbitNode(
+        base, f"own-{uuid.uuid4().hex[:8]}", secrets.token_hex(20).upper(), conf=conf,
+        advanced=advanced,
+    )  # fmt: skip
+    try:
+        node.start()
+        yield node
+    finally:
+        node.stop()
+        stop_all([node])
+        shutil.rmtree(base, ignore_errors=True)
