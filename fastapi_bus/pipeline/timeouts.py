@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 
 from fastapi_bus.core.exceptions import ConfigurationError, HandlerTimeout
 from fastapi_bus.pipeline.delivery import ConsumeApp, Delivery
@@ -15,7 +16,11 @@ def check_timeout(value: object, owner: str) -> float | None:
     else a ConfigurationError naming ``owner``."""
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not (math.isfinite(value) and value > 0)
+    ):
         raise ConfigurationError(
             f"{owner}: timeout must be a positive number of seconds (or None), got {value!r}"
         )

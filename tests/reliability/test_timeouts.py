@@ -136,7 +136,7 @@ async def test_a_hung_sync_handler_is_abandoned_and_its_message_released() -> No
         await bus.close(grace=1)
 
 
-@pytest.mark.parametrize("bad", [0, -1, "5", True, float("nan")])
+@pytest.mark.parametrize("bad", [0, -1, "5", True, float("nan"), float("inf")])
 def test_a_wrong_timeout_fails_at_declaration_naming_the_handler(bad: object) -> None:
     events = EventRouter()
     with pytest.raises(ConfigurationError, match=r"handler 'picky'.*timeout must be a positive"):
