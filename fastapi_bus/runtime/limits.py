@@ -48,7 +48,7 @@ def _longest_fitting(limit: float, prefetch: int, concurrency: int, policy: Retr
 def effective_timeout(route: EventRoute, bus: BusDefaults, policy: RetryPolicy) -> float | None:
     """The timeout of one call of ``route``'s handler (``None``: unlimited)."""
     timeout = route.timeout if route.timeout is not None else bus.handler_timeout
-    limit: float | None = getattr(bus.transport, "consumer_timeout", None)
+    limit = bus.transport.consumer_timeout
     if limit is None:
         return timeout
     prefetch = route.prefetch or bus.prefetch

@@ -177,6 +177,11 @@ class Transport(abc.ABC):
         """True while the broker connection is up (for health checks)."""
         return True
 
+    #: Seconds a delivery may stay unacknowledged before the broker takes it back by force
+    #: (RabbitMQ's consumer timeout), or ``None`` for no such limit. The bus fits handler
+    #: timeouts within it.
+    consumer_timeout: float | None = None
+
     @abc.abstractmethod
     async def browse(self, queue: str, limit: int = 100) -> list[Message]:
         """Up to ``limit`` messages waiting in ``queue``, oldest first, without removing them.
