@@ -253,7 +253,7 @@ async def test_a_nacked_publish_is_sent_again_until_the_publish_timeout(broker: 
         with pytest.raises(TransportError, match=r"within 1s \(refused with basic.nack"):
             await transport.publish(Message(name="test.event", body=b"2"))
 
-        transport._publish_timeout = 30.0
+        transport._confirmed.timeout = 30.0
         refused_on = transport._publishing.channel
         second = asyncio.create_task(transport.publish(Message(name="test.event", body=b"3")))
         # Refused: the transport opens a new channel to publish again, and waits meanwhile.

@@ -37,7 +37,7 @@ from fastapi_bus.transports.base import (
     report_unroutable,
 )
 from fastapi_bus.transports.rabbitmq.addresses import parse_addresses
-from fastapi_bus.transports.rabbitmq.blocking import unconfirmed, wait_unblocked
+from fastapi_bus.transports.rabbitmq.confirms import ConfirmedPublisher
 from fastapi_bus.transports.rabbitmq.connection import (
     OPERATION_TIMEOUT,
     connect,
@@ -48,12 +48,9 @@ from fastapi_bus.transports.rabbitmq.consumer import QueueConsumer, start_consum
 from fastapi_bus.transports.rabbitmq.delays import DelayQueues
 from fastapi_bus.transports.rabbitmq.description import describe
 from fastapi_bus.transports.rabbitmq.inspection import Inspector
-from fastapi_bus.transports.rabbitmq.mapping import encode
 from fastapi_bus.transports.rabbitmq.publishing import (
     PublishChannel,
     Returned,
-    is_cancelled,
-    wait_for_channel,
 )
 from fastapi_bus.transports.rabbitmq.topology import QueueType, Topology
 
@@ -133,13 +130,22 @@ class RabbitMQTransport(Transport):
         )
         #: The broker's consumer timeout in seconds; the bus fits handler timeouts within it.
         self.consumer_timeout = consumer_timeout
-        self._publish_timeout = publish_timeout
         self._unroutable = check_unroutable(unroutable)
         self._ssl_context = ssl_context
         self._reconnect_interval = reconnect_interval
 
         self._connection: aio_pika.abc.AbstractRobustConnection | None = None
         self._publishing = PublishChannel()
+        self._confirmed = ConfirmedPublisher(
+            self._publishing,
+            timeout=publish_timeout,
+            url=self.url,
+            scrub=self._scrub,
+            connection=self._require_connection,
+            closing=lambda: self._closing is not None or not self._running,
+            stopping=lambda: self._stopping,
+            exchange_lost=self._exchange_lost,
+        )
         self._consumers: list[QueueConsumer] = []
         self._declared: dict[str, Subscription] = {}
         self._known_queues: set[str] = set()
@@ -338,10 +344,10 @@ class RabbitMQTransport(Transport):
         self._require_publisher()
         if delay is not None and delay > 0:
             exchange = await self._delays.exchange(delay, direct=False)
-            await self._publish(exchange, message.name, message)
+            await self._confirmed.publish(exchange, message.name, message)
             return
         try:
-            await self._publish(self._topology.exchange, message.name, message)
+            await self._confirmed.publish(self._topology.exchange, message.name, message)
         except Returned:
             report_unroutable(self._unroutable, message, logger)
 
@@ -353,80 +359,22 @@ class RabbitMQTransport(Transport):
             if not await self._queue_exists(queue):
                 raise UnroutableError(f"no queue named {queue!r} exists; nothing was sent")
             exchange = await self._delays.exchange(delay, direct=True)
-            await self._publish(exchange, queue, message)
+            await self._confirmed.publish(exchange, queue, message)
             return
         try:
-            await self._publish("", queue, message)
+            await self._confirmed.publish("", queue, message)
         except Returned:
             raise UnroutableError(
                 f"no queue named {queue!r} exists; message {message.id} was not sent"
             ) from None
 
-    async def _publish(self, exchange_name: str, routing_key: str, message: Message) -> None:
-        amqp_message = encode(message)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._publish_timeout
-        pause = 0.05
-        problem = "no answer"
-        sent = False
-        while True:
-            publisher = self._require_publisher()
-            await wait_unblocked(self._connection, deadline)
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                raise unconfirmed(
-                    self._connection, self.url, message.id, self._publish_timeout, problem, sent
-                )
-            sent = True
-            try:
-                await self._publishing.exchange(exchange_name).publish(
-                    amqp_message, routing_key, mandatory=True, timeout=remaining
-                )
-                return
-            except aio_pika.exceptions.PublishError:
-                raise Returned() from None
-            except aio_pika.exceptions.DeliveryError as exc:
-                # Not stored (a quorum queue electing a leader): again, on a new channel.
-                problem = f"refused with basic.nack: {self._scrub(str(exc))}"
-                await self._publishing.renew(publisher, self._require_connection())
-                await asyncio.sleep(min(pause, max(deadline - loop.time(), 0)))
-                pause = min(pause * 2, 1.0)
-                continue
-            except asyncio.TimeoutError:
-                problem = "timed out"
-                continue
-            except asyncio.CancelledError:
-                if self._closing is not None or is_cancelled(asyncio.current_task()):
-                    raise
-                # aiormq cancels pending confirms when their channel closes.
-                problem = "the channel closed before the confirm"
-            except aiormq.exceptions.ChannelAccessRefused as exc:
-                raise TransportError(
-                    f"RabbitMQ refused message {message.id}: {self._scrub(str(exc))}"
-                ) from None
-            except aio_pika.exceptions.ChannelNotFoundEntity as exc:
-                # Someone deleted an exchange we publish to; declare it again and retry.
-                problem = self._scrub(str(exc))
-                self._delays.forget()
-                with contextlib.suppress(Exception):
-                    async with self._temporary_channel() as channel:
-                        await self._topology.declare_exchange(channel)
-                    if self._delays.knows(exchange_name):
-                        await self._delays.ensure(exchange_name)
-            except (aio_pika.exceptions.AMQPError, ConnectionError, RuntimeError) as exc:
-                # RuntimeError covers aio-pika's ChannelInvalidStateError: reconnecting.
-                problem = self._scrub(str(exc) or type(exc).__name__)
-            if self._closing is not None or not self._running:
-                raise TransportClosedError(
-                    f"the RabbitMQ transport closed before message {message.id} was confirmed"
-                )
-            logger.debug(
-                "publishing %s failed (%s); waiting for the connection", message.id, problem
-            )
-            await wait_for_channel(publisher, self._stopping, deadline)
-            # ready() can answer before aio-pika noticed the loss: do not spin.
-            await asyncio.sleep(min(pause, max(deadline - loop.time(), 0)))
-            pause = min(pause * 2, 1.0)
+    async def _exchange_lost(self, name: str) -> None:
+        self._delays.forget()
+        with contextlib.suppress(Exception):
+            async with self._temporary_channel() as channel:
+                await self._topology.declare_exchange(channel)
+            if self._delays.knows(name):
+                await self._delays.ensure(name)
 
     # consuming
 
