@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -10,6 +12,17 @@ from fastapi_bus.transports.base import Subscription, Transport, redact_url
 from fastapi_bus.transports.memory import MemoryTransport
 
 __all__ = ["MemoryTransport", "Subscription", "Transport", "transport_from_url"]
+
+
+#: The optional brokers by URL scheme: the module and class of their transport, and the extra
+#: that installs their client (with what else it needs).
+_BROKERS: dict[str, tuple[str, str, str]] = {
+    "amqp": ("rabbitmq", "RabbitMQTransport", "RabbitMQ support: pip install "
+             "'fastapi-bus[rabbitmq]' (on Python 3.11 or newer)"),
+    "redis": ("redis", "RedisTransport", "Redis support: pip install 'fastapi-bus[redis]'"),
+}  # fmt: skip
+_BROKERS["amqps"] = _BROKERS["amqp"]
+_BROKERS["rediss"] = _BROKERS["redis"]
 
 
 def transport_from_url(url: str, **options: Any) -> Transport:
@@ -21,24 +34,14 @@ def transport_from_url(url: str, **options: Any) -> Transport:
     scheme = urlsplit(url).scheme
     if scheme == "memory":
         return MemoryTransport(url, **options)
-    if scheme in ("amqp", "amqps"):
-        try:
-            from fastapi_bus.transports.rabbitmq import RabbitMQTransport
-        except ImportError as exc:
-            raise ConfigurationError(
-                f"{redact_url(url)} needs RabbitMQ support: pip install 'fastapi-bus[rabbitmq]' "
-                f"(on Python 3.11 or newer) ({exc})"
-            ) from None
-        return RabbitMQTransport(url, **options)
-    if scheme in ("redis", "rediss"):
-        try:
-            from fastapi_bus.transports.redis import RedisTransport
-        except ImportError as exc:
-            raise ConfigurationError(
-                f"{redact_url(url)} needs Redis support: pip install 'fastapi-bus[redis]' ({exc})"
-            ) from None
-        return RedisTransport(url, **options)
-    raise ConfigurationError(
-        f"no transport for {redact_url(url)!r}: use memory://, amqp://, amqps://, redis:// or "
-        "rediss://"
-    )
+    if scheme not in _BROKERS:
+        known = ", ".join(f"{name}://" for name in ["memory", *sorted(_BROKERS)])
+        raise ConfigurationError(f"no transport for {redact_url(url)!r}: use {known}")
+    module, name, needs = _BROKERS[scheme]
+    try:
+        transport: Callable[..., Transport] = getattr(
+            importlib.import_module(f"fastapi_bus.transports.{module}"), name
+        )
+    except ImportError as exc:
+        raise ConfigurationError(f"{redact_url(url)} needs {needs} ({exc})") from None
+    return transport(url, **options)
