@@ -17,7 +17,7 @@ from fastapi_bus.core.types import AnyCallable
 from fastapi_bus.pipeline.decoding import Decoder, check_size
 from fastapi_bus.pipeline.delivery import Delivery, HandlerInfo
 from fastapi_bus.pipeline.dependencies import HandlerPlan
-from fastapi_bus.pipeline.solver import SolveContext, solve
+from fastapi_bus.pipeline.solver import SolveContext, direct_call, solve
 from fastapi_bus.transports.base import Transport
 
 __all__ = ["HandlerCall", "HandlerEnv", "UnitOfWork"]
@@ -78,6 +78,8 @@ class HandlerCall:
         self.env = env
         self.decode = Decoder(event_type, route.label)
         self.wants_event = plan.event_param is not None or event_type is not None
+        #: Handlers without dependencies skip the solver (``None``: solve).
+        self.direct = direct_call(plan)
 
     async def __call__(self, delivery: Delivery) -> None:
         message = delivery.message
@@ -89,10 +91,13 @@ class HandlerCall:
         start = time.perf_counter()
         with work:
             try:
-                ctx = SolveContext(
-                    message=message, publisher=work.publisher, overrides=env.overrides()
-                )
-                await solve(self.plan, event, ctx)
+                if self.direct is not None:
+                    await self.direct(event, message)
+                else:
+                    ctx = SolveContext(
+                        message=message, publisher=work.publisher, overrides=env.overrides()
+                    )
+                    await solve(self.plan, event, ctx)
             except BaseException as exc:
                 work.discard()
                 if isinstance(exc, Exception):

@@ -9,7 +9,7 @@ import contextlib
 import dataclasses
 import functools
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -50,6 +50,32 @@ class SolveContext:
     overrides: Mapping[AnyCallable, AnyCallable]
     #: Values of the dependencies already called for this message.
     cache: dict[Any, Any] = dataclasses.field(default_factory=dict)
+
+
+def direct_call(plan: HandlerPlan) -> Callable[[Any, Message], Awaitable[Any]] | None:
+    """For an ``async`` handler without dependencies (only the event, the ``Message`` and
+    defaults), a call that skips the solver: nothing to resolve, cache or exit. ``None`` for
+    any other handler."""
+    dependant = plan.dependant
+    if plan.extra or dependant.kind != "async":
+        return None
+    if any(param.kind is ParamKind.DEPENDENCY for param in dependant.params):
+        return None
+    call = dependant.call
+    params = [(param.name, param.kind, param.default) for param in dependant.params]
+
+    async def direct(event: Any, message: Message) -> Any:
+        kwargs: dict[str, Any] = {}
+        for name, kind, default in params:
+            if kind is ParamKind.EVENT:
+                kwargs[name] = event
+            elif kind is ParamKind.MESSAGE:
+                kwargs[name] = message
+            else:
+                kwargs[name] = default
+        return await call(**kwargs)
+
+    return direct
 
 
 async def solve(plan: HandlerPlan, event: Any, ctx: SolveContext) -> Any:
