@@ -47,6 +47,8 @@ class PaymentGateway:
         self.failure_rate = float(rate)
         #: Charge id by idempotency key: what the gateway has charged.
         self.charges: dict[str, str] = {}
+        #: Cards the bank declines.
+        self.declined = {DECLINED_CARD.replace(" ", "")}
         #: Every call, charged or not (idempotency keys).
         self.calls: list[str] = []
 
@@ -56,7 +58,7 @@ class PaymentGateway:
         self.calls.append(idempotency_key)
         if idempotency_key in self.charges:
             return self.charges[idempotency_key]
-        if card.replace(" ", "") == DECLINED_CARD.replace(" ", ""):
+        if card.replace(" ", "") in self.declined:
             raise CardDeclined(f"card ending {card[-4:]} was declined")
         if card.replace(" ", "") == FLAKY_CARD.replace(" ", "") and first_try:
             raise GatewayUnavailable("the gateway timed out (this card fails once)")
@@ -104,8 +106,9 @@ async def charge_payment(
     charge_id = await gateway.charge(event.card, event.amount, idempotency_key=event.order_id)
     session.add(Payment(charge_id=charge_id, order_id=event.order_id, amount=event.amount))
     order = await session.get(Order, event.order_id)
-    if order is not None and order.status == "reserved":
-        order.status = "paid"
+    if order is not None and order.status in ("reserved", "failed"):
+        # "failed": the payment was dead-lettered, then replayed, and went through this time.
+        order.status, order.reason = "paid", None
     await bus.publish(
         PaymentCaptured(order_id=event.order_id, charge_id=charge_id, amount=event.amount)
     )

@@ -100,6 +100,25 @@ def test_a_declined_card_fails_the_order_and_dead_letters_the_payment(
     assert letter.correlation_id == order_id
 
 
+def test_a_replayed_payment_completes_a_failed_order(
+    app: FastAPI, client: TestClient, gateway: PaymentGateway
+) -> None:
+    order_id = place(client, card=DECLINED_CARD)
+    drain(client)
+    assert client.get(f"/orders/{order_id}").json()["status"] == "failed"
+
+    gateway.declined.clear()  # the customer called their bank
+    assert client.portal is not None
+    replayed = client.portal.call(get_bus(app).dead_letters.replay)
+    assert replayed == 1
+    drain(client)
+
+    order = client.get(f"/orders/{order_id}").json()
+    assert (order["status"], order["reason"]) == ("confirmed", None)
+    assert order["charge_id"] == gateway.charges[order_id]
+    assert dead_letters(client) == []
+
+
 def test_an_unavailable_gateway_is_retried(client: TestClient, gateway: PaymentGateway) -> None:
     order_id = place(client, card=FLAKY_CARD)
     drain(client)

@@ -7,7 +7,8 @@ const STATUS = {
   "orders.confirmed": "confirmed",
   "orders.failed": "failed",
 };
-const RANK = { placed: 0, reserved: 1, paid: 2, confirmed: 3, failed: 3 };
+// A failed payment may be replayed from the dead-letter queue, and then go through.
+const RANK = { placed: 0, reserved: 1, failed: 1.5, paid: 2, confirmed: 3 };
 
 function row(orderId) {
   let tr = document.querySelector(`tr[data-order="${CSS.escape(orderId)}"]`);
@@ -39,7 +40,9 @@ function show(orderId, { item, quantity, status, reason }) {
     cell.className = `status ${status}`;
     tr.dataset.status = status;
   }
-  if (reason) tr.querySelector('[data-field="reason"]').textContent = reason;
+  if (reason || status === "paid") {
+    tr.querySelector('[data-field="reason"]').textContent = reason || "";
+  }
 }
 
 function logEvent(name, data) {
