@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
 
 from example_app.payments import DECLINED_CARD
 from tests.example_servers import (
@@ -102,14 +102,14 @@ def place_order(page: Page, *, card: str | None = None, quantity: int = 1) -> st
     return order_id
 
 
-def order_row(page: Page, order_id: str) -> object:
+def order_row(page: Page, order_id: str) -> Locator:
     return page.locator(f'tr[data-order="{order_id}"] [data-field="status"]')
 
 
 def test_an_order_placed_from_the_page_is_confirmed_live(browser: Browser, memory_app: str) -> None:
     page = order_page(browser, memory_app)
     order_id = place_order(page, quantity=3)
-    expect(order_row(page, order_id)).to_have_text("confirmed")  # type: ignore[arg-type]
+    expect(order_row(page, order_id)).to_have_text("confirmed")
     for event in ("placed", "stock_reserved", "payment_captured", "confirmed"):
         line = page.locator("#events li", has_text=f"orders.{event} {order_id}")
         expect(line).to_have_count(1)
@@ -122,7 +122,7 @@ def test_an_order_placed_from_the_page_is_confirmed_live(browser: Browser, memor
 def test_a_declined_payment_ends_failed_on_the_page(browser: Browser, memory_app: str) -> None:
     page = order_page(browser, memory_app)
     order_id = place_order(page, card=DECLINED_CARD)
-    expect(order_row(page, order_id)).to_have_text("failed")  # type: ignore[arg-type]
+    expect(order_row(page, order_id)).to_have_text("failed")
     row = page.locator(f'tr[data-order="{order_id}"]')
     # The reason comes from the Fault published when the payment was dead-lettered.
     expect(row).to_contain_text("charge_payment: card ending 0002 was declined")
@@ -165,8 +165,8 @@ def test_two_web_processes_and_a_worker_on_rabbitmq(
         shop = order_page(browser, first)
         paid = place_order(shop)
         declined = place_order(shop, card=DECLINED_CARD)
-        expect(order_row(shop, paid)).to_have_text("confirmed")  # type: ignore[arg-type]
-        expect(order_row(shop, declined)).to_have_text("failed")  # type: ignore[arg-type]
+        expect(order_row(shop, paid)).to_have_text("confirmed")
+        expect(order_row(shop, declined)).to_have_text("failed")
         screenshot(shop, "shop-rabbitmq")
 
         # The declined payment is in the dead-letter queue, for `fastapi-bus dlq`.
@@ -179,7 +179,7 @@ def test_two_web_processes_and_a_worker_on_rabbitmq(
         wait_until_sync(
             lambda: "1 dead letter(s)" in dlq(running, "list").stdout, 60, "the replayed payment"
         )
-        expect(order_row(shop, declined)).to_have_text("failed")  # type: ignore[arg-type]
+        expect(order_row(shop, declined)).to_have_text("failed")
 
 
 def dlq(running: Processes, *args: str) -> subprocess.CompletedProcess[str]:
