@@ -6,6 +6,7 @@ Every process of the example (the web processes and the worker) opens the same f
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import AsyncIterator
 from datetime import datetime, timezone
@@ -13,6 +14,7 @@ from typing import Annotated
 
 from fastapi import Depends
 from sqlalchemy import ForeignKey, String, UniqueConstraint, event, select
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -118,13 +120,22 @@ class Database:
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
 
     async def create(self) -> None:
-        async with self.engine.begin() as connection:
-            await connection.run_sync(Base.metadata.create_all)
-        async with self.sessions.begin() as session:
-            known = set((await session.scalars(select(Stock.item))).all())
-            for item, (price, available) in CATALOG.items():
-                if item not in known:
-                    session.add(Stock(item=item, price=price, available=available))
+        """Make the tables and the stock if missing. Processes that start together race to
+        do it: the losers try again, and then find it done."""
+        for attempt in range(10):
+            try:
+                async with self.engine.begin() as connection:
+                    await connection.run_sync(Base.metadata.create_all)
+                async with self.sessions.begin() as session:
+                    known = set((await session.scalars(select(Stock.item))).all())
+                    for item, (price, available) in CATALOG.items():
+                        if item not in known:
+                            session.add(Stock(item=item, price=price, available=available))
+                return
+            except DBAPIError:
+                if attempt == 9:
+                    raise
+                await asyncio.sleep(0.1 * (attempt + 1))
 
     async def close(self) -> None:
         await self.engine.dispose()
