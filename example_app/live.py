@@ -80,13 +80,19 @@ async def room_members(room: RoomName, database: DatabaseDep) -> list[str]:
 @api.get("/rooms/{room}/stream")
 async def room_stream(room: RoomName, hub: HubDep) -> EventSourceResponse:
     """The room's messages and presence as Server-Sent Events (``message``, ``presence``)."""
-    return EventSourceResponse(_events(hub.subscribe(f"room:{room}"), hub), ping=15)
+    return _stream(hub, f"room:{room}")
 
 
 @api.get("/live/orders")
 async def order_stream(hub: HubDep) -> EventSourceResponse:
     """Every order event as it happens, as Server-Sent Events named after the event."""
-    return EventSourceResponse(_events(hub.subscribe("orders"), hub), ping=15)
+    return _stream(hub, "orders")
+
+
+def _stream(hub: Hub, topic: str) -> EventSourceResponse:
+    # A ping every 15 s keeps proxies from closing a quiet stream; a client that takes more
+    # than 30 s to accept one event is dropped (its queue in the hub is bounded meanwhile).
+    return EventSourceResponse(_events(hub.subscribe(topic), hub), ping=15, send_timeout=30)
 
 
 async def _events(subscriber: Subscriber, hub: Hub) -> AsyncIterator[dict[str, str]]:

@@ -64,6 +64,17 @@ def say(page: Page, text: str) -> None:
 
 
 def test_two_pages_in_a_room_see_each_other(browser: Browser, memory_app: str) -> None:
+    # A third client follows the room with Server-Sent Events.
+    watcher = browser.new_page()
+    watcher.goto(f"{memory_app}/shop")
+    watcher.evaluate(
+        """() => {
+            window.seen = [];
+            const stream = new EventSource("/rooms/lobby/stream");
+            stream.addEventListener("message", (e) => window.seen.push(JSON.parse(e.data).text));
+            return new Promise((resolve) => { stream.onopen = resolve; });
+        }"""
+    )
     ada = join(browser, memory_app, "ada", "lobby")
     bob = join(browser, memory_app, "bob", "lobby")
     expect(ada.locator("#members li")).to_have_text(["ada", "bob"])
@@ -73,6 +84,9 @@ def test_two_pages_in_a_room_see_each_other(browser: Browser, memory_app: str) -
     say(bob, "hi ada!")
     expect(ada.locator("#messages li")).to_have_text(["ada: hello bob", "bob: hi ada!"])
     screenshot(ada, "chat-memory")
+    wait_until_sync(lambda: len(watcher.evaluate("window.seen")) == 2, 30, "the SSE client")
+    assert watcher.evaluate("window.seen") == ["hello bob", "hi ada!"]
+    watcher.close()
 
     bob.close()
     expect(ada.locator("#members li")).to_have_text(["ada"])
