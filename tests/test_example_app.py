@@ -198,3 +198,8 @@ def test_health_and_pages(client: TestClient) -> None:
         # No CDN: everything the pages load comes from the app itself.
         assert "http://" not in response.text and "https://" not in response.text
     assert client.get("/static/chat.js").status_code == 200
+    # The events page documents what the example publishes and handles.
+    document = client.get("/events/asyncapi.json").json()
+    assert {"orders.placed", "chat.message", "chat.presence"} <= {
+        channel["address"] for channel in document["channels"].values()
+    }
