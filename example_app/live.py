@@ -35,22 +35,24 @@ def get_hub() -> Hub:
 HubDep = Annotated[Hub, Depends(get_hub)]
 DatabaseDep = Annotated[Database, Depends(get_database)]
 
-# Broadcast handlers: each web process runs them, for the clients connected to it.
+# Broadcast handlers: each web process runs them, for the clients connected to it. One call at
+# a time (concurrency=1) keeps the events in the order they came; handing an event to the hub
+# never waits, so this costs nothing.
 
 live = EventRouter(tags=["live"])
 
 
-@live.on("orders.#", broadcast=True)
+@live.on("orders.#", broadcast=True, concurrency=1)
 async def push_order_event(event: dict[str, Any], message: Message, hub: HubDep) -> None:
     hub.publish("orders", {"type": message.name, **event})
 
 
-@live.on("chat.message", broadcast=True)
+@live.on("chat.message", broadcast=True, concurrency=1)
 async def push_chat_message(event: ChatMessage, hub: HubDep) -> None:
     hub.publish(f"room:{event.room}", {"type": "message", **event.model_dump()})
 
 
-@live.on("chat.presence", broadcast=True)
+@live.on("chat.presence", broadcast=True, concurrency=1)
 async def push_presence(event: RoomPresence, hub: HubDep) -> None:
     hub.publish(f"room:{event.room}", {"type": "presence", "users": event.users})
 
