@@ -96,6 +96,43 @@ async def test_services_get_their_own_queues_and_replicas_share_one(
     assert sorted(seen["billing"], key=int) == everything
 
 
+async def test_broadcast_only_web_processes_and_a_worker(
+    broker_url: str, names: tuple[str, str], running: list[EventBus]
+) -> None:
+    """consume="broadcast": each web process runs its broadcast handler; only the worker runs
+    the durable one."""
+    seen: dict[str, list[str]] = {"web-1": [], "web-2": [], "worker": [], "durable": []}
+
+    def router(process: str) -> EventRouter:
+        events = EventRouter()
+
+        @events.on(OrderPlaced, broadcast=True)
+        async def push(event: OrderPlaced) -> None:
+            seen[process].append(event.order_id)
+
+        @events.on(OrderPlaced)
+        async def charge(event: OrderPlaced) -> None:
+            seen["durable"].append(f"{process}:{event.order_id}")
+
+        return events
+
+    webs = []
+    for process in ("web-1", "web-2"):
+        bus = make_bus(broker_url, names, router(process))
+        bus.consume = "broadcast"
+        webs.append(await start(bus, running))
+        assert bus.consuming == {"push"}
+    await start(make_bus(broker_url, names, router("worker")), running)
+    for n in range(5):
+        await webs[n % 2].publish(OrderPlaced(order_id=str(n), total=1))
+    everything = [str(n) for n in range(5)]
+    for process in ("web-1", "web-2", "worker"):
+        await wait_until(lambda p=process: len(seen[p]) == 5, timeout=30)  # type: ignore[misc]
+        assert sorted(seen[process]) == everything
+    await wait_until(lambda: len(seen["durable"]) == 5, timeout=30)
+    assert sorted(seen["durable"]) == [f"worker:{n}" for n in everything]
+
+
 async def test_delayed_redelivery_then_dead_letter(
     broker_url: str, names: tuple[str, str], running: list[EventBus]
 ) -> None:

@@ -279,9 +279,13 @@ def test_consume_comes_from_the_environment_unless_given(monkeypatch: pytest.Mon
     assert extension(consume=True).bus.consume is True
     monkeypatch.setenv("FASTAPI_BUS_CONSUME", "1")
     assert extension().bus.consume is True
+    monkeypatch.setenv("FASTAPI_BUS_CONSUME", " Broadcast ")
+    assert extension().bus.consume == "broadcast"
     monkeypatch.setenv("FASTAPI_BUS_CONSUME", "maybe")
-    with pytest.raises(ConfigurationError, match="FASTAPI_BUS_CONSUME='maybe'"):
+    with pytest.raises(ConfigurationError, match=r"FASTAPI_BUS_CONSUME='maybe'.*broadcast"):
         extension()
+    with pytest.raises(ConfigurationError, match="consume must be True, False or 'broadcast'"):
+        extension(consume="broadcasts")
 
 
 def bus_of(app: FastAPI) -> EventBus:

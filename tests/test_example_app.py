@@ -1,28 +1,32 @@
-"""The example orders service, end to end on memory://."""
+"""The example shop, end to end on memory:// with a SQLite file per test."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import func, select
 
-from example_app.main import Conflict, Session, Store, create_app, get_session, get_store
-from fastapi_bus import FastAPI
+from example_app.db import Database, Email, Order, Payment, get_database
+from example_app.events import StockReserved
+from example_app.main import create_app
+from example_app.payments import DECLINED_CARD, FLAKY_CARD, PaymentGateway, get_gateway
+from fastapi_bus import FastAPI, get_bus
 from fastapi_bus.testing import dead_letters, drain
 
 
 @pytest.fixture
-def store() -> Store:
-    return Store({"widget": 5, "gadget": 1})
+def gateway() -> PaymentGateway:
+    return PaymentGateway(failure_rate=0)  # fails only for the special cards
 
 
 @pytest.fixture
-def app(store: Store) -> FastAPI:
-    # A bus runs once, so each test gets an app of its own, here with a fresh store: the
-    # override applies to the routes and to the event handlers alike.
-    app = create_app("memory://")
-    app.dependency_overrides[get_store] = lambda: store
+def app(tmp_path: Path, gateway: PaymentGateway) -> FastAPI:
+    app = create_app("memory://", database_url=f"sqlite+aiosqlite:///{tmp_path / 'shop.db'}")
+    app.dependency_overrides[get_gateway] = lambda: gateway
     return app
 
 
@@ -32,109 +36,18 @@ def client(app: FastAPI) -> Iterator[TestClient]:
         yield client
 
 
-def audited(store: Store) -> list[str]:
-    return sorted(entry.event for entry in store.audit.values())
-
-
-def place(client: TestClient, item: str, quantity: int) -> str:
-    response = client.post("/orders", json={"item": item, "quantity": quantity})
+def place(client: TestClient, **order: Any) -> str:
+    response = client.post("/orders", json={"item": "widget", "quantity": 1, **order})
     assert response.status_code == 202, response.text
     order_id: str = response.json()["order_id"]
     return order_id
 
 
-def test_health(client: TestClient) -> None:
-    assert client.get("/health").json() == {"status": "ok", "bus": "consuming"}
+def history(client: TestClient, order_id: str) -> list[str]:
+    return sorted(line["event"] for line in client.get(f"/orders/{order_id}").json()["history"])
 
 
-def test_placed_order_reserves_stock_and_is_confirmed(client: TestClient, store: Store) -> None:
-    response = client.post(
-        "/orders", json={"item": "widget", "quantity": 2}, headers={"X-Request-ID": "req-42"}
-    )
-    assert response.status_code == 202
-    order_id = response.json()["order_id"]
-    assert response.json()["status"] == "placed"
-
-    drain(client)
-
-    order = client.get(f"/orders/{order_id}").json()
-    assert order["status"] == "reserved"
-    assert order["stock_reserved"] is True
-    assert order["confirmation_sent"] is True  # the follow-up StockReserved was handled
-    assert store.stock["widget"] == 3
-    assert audited(store) == ["orders.placed", "orders.stock_reserved"]
-    # The follow-up event carries the request's id as its correlation id.
-    assert {entry.correlation_id for entry in store.audit.values()} == {"req-42"}
-    assert {entry.order_id for entry in store.audit.values()} == {order_id}
-    assert dead_letters(client) == []
-
-
-def test_order_without_enough_stock(client: TestClient, store: Store) -> None:
-    order_id = place(client, "gadget", 3)
-    drain(client)
-
-    order = client.get(f"/orders/{order_id}").json()
-    assert order["status"] == "out_of_stock"
-    assert order["confirmation_sent"] is False
-    assert store.stock["gadget"] == 1
-    assert audited(store) == ["orders.placed"]
-
-
-def test_cancelling_returns_the_stock(client: TestClient, store: Store) -> None:
-    order_id = place(client, "widget", 4)
-    drain(client)
-    assert store.stock["widget"] == 1
-
-    response = client.post(f"/orders/{order_id}/cancel")
-    assert response.status_code == 202
-    drain(client)
-
-    order = client.get(f"/orders/{order_id}").json()
-    assert order["status"] == "cancelled"
-    assert order["stock_reserved"] is False
-    assert store.stock["widget"] == 5
-    assert audited(store) == ["orders.cancelled", "orders.placed", "orders.stock_reserved"]
-
-    # Cancelling twice is refused, and publishes nothing more.
-    assert client.post(f"/orders/{order_id}/cancel").status_code == 409
-    drain(client)
-    assert len(store.audit) == 3
-    assert store.stock["widget"] == 5
-
-
-def test_invalid_requests_publish_nothing(client: TestClient, store: Store) -> None:
-    assert client.post("/orders", json={"item": "widget", "quantity": 0}).status_code == 422
-    assert client.post("/orders", json={"item": "nothing", "quantity": 1}).status_code == 422
-    assert client.post("/orders/unknown/cancel").status_code == 404
-    assert client.get("/orders/unknown").status_code == 404
-    drain(client)
-
-    assert store.orders == {}
-    assert store.audit == {}
-    assert store.stock == {"widget": 5, "gadget": 1}
-
-
-def test_events_of_a_failed_request_are_not_sent(
-    app: FastAPI, client: TestClient, store: Store
-) -> None:
-    # The endpoint publishes OrderPlaced, then its session fails to commit: the request
-    # answers 409 and the event is dropped with it.
-    def conflicting_session() -> Iterator[Session]:
-        yield Session(store)
-        raise Conflict("someone else changed the order")
-
-    app.dependency_overrides[get_session] = conflicting_session
-
-    response = client.post("/orders", json={"item": "widget", "quantity": 1})
-    assert response.status_code == 409
-    drain(client)
-
-    assert store.orders == {}
-    assert store.audit == {}
-    assert store.stock["widget"] == 5
-
-
-def test_the_readme_quickstart(client: TestClient) -> None:
+def test_the_readme_quickstart(client: TestClient, gateway: PaymentGateway) -> None:
     """The two requests of the README's quickstart, with the answers it shows."""
     response = client.post("/orders", json={"order_id": "o1", "item": "widget", "quantity": 2})
     assert response.status_code == 202, response.text
@@ -143,22 +56,150 @@ def test_the_readme_quickstart(client: TestClient) -> None:
     drain(client)
 
     order = client.get("/orders/o1").json()
-    assert order["status"] == "reserved"
-    assert order["confirmation_sent"] is True
+    assert order["status"] == "confirmed"
+    assert order["charge_id"] == gateway.charges["o1"]
+    assert order["emails"] == ["Order o1 confirmed"]
+    assert history(client, "o1") == [
+        "orders.confirmed",
+        "orders.payment_captured",
+        "orders.placed",
+        "orders.stock_reserved",
+    ]
+    assert dead_letters(client) == []
 
 
-def test_an_order_id_is_used_once(client: TestClient, store: Store) -> None:
-    first = client.post("/orders", json={"order_id": "o1", "item": "widget", "quantity": 1})
-    assert first.status_code == 202, first.text
+def test_an_order_without_enough_stock_fails(client: TestClient, gateway: PaymentGateway) -> None:
+    order_id = place(client, item="gadget", quantity=6)  # 5 in stock
+    drain(client)
+    order = client.get(f"/orders/{order_id}").json()
+    assert (order["status"], order["reason"]) == ("failed", "not enough gadget in stock")
+    assert order["emails"] == [f"Order {order_id} could not go through"]
+    assert gateway.calls == []
+    # The stock is untouched: five gadgets can still be ordered.
+    drain(client)
+    assert client.get(f"/orders/{place(client, item='gadget', quantity=5)}").status_code == 200
+    drain(client)
+    assert client.get("/orders").json()[0]["status"] == "confirmed"
+
+
+def test_a_declined_card_fails_the_order_and_dead_letters_the_payment(
+    client: TestClient, gateway: PaymentGateway
+) -> None:
+    order_id = place(client, card=DECLINED_CARD)
+    drain(client)
+
+    order = client.get(f"/orders/{order_id}").json()
+    assert order["status"] == "failed"
+    assert order["reason"] == "charge_payment: card ending 0002 was declined"
+    assert order["charge_id"] is None
+    assert "orders.failed" in history(client, order_id)
+    # A decline is not worth retrying: one call, then the dead-letter queue.
+    assert gateway.calls == [order_id]
+    [letter] = dead_letters(client, "charge_payment")
+    assert letter.name == "orders.stock_reserved"
+    assert letter.correlation_id == order_id
+
+
+def test_a_replayed_payment_completes_a_failed_order(
+    app: FastAPI, client: TestClient, gateway: PaymentGateway
+) -> None:
+    order_id = place(client, card=DECLINED_CARD)
+    drain(client)
+    assert client.get(f"/orders/{order_id}").json()["status"] == "failed"
+
+    gateway.declined.clear()  # the customer called their bank
+    assert client.portal is not None
+    replayed = client.portal.call(get_bus(app).dead_letters.replay)
+    assert replayed == 1
+    drain(client)
+
+    order = client.get(f"/orders/{order_id}").json()
+    assert (order["status"], order["reason"]) == ("confirmed", None)
+    assert order["charge_id"] == gateway.charges[order_id]
+    assert dead_letters(client) == []
+
+
+def test_an_unavailable_gateway_is_retried(client: TestClient, gateway: PaymentGateway) -> None:
+    order_id = place(client, card=FLAKY_CARD)
+    drain(client)
+    assert client.get(f"/orders/{order_id}").json()["status"] == "confirmed"
+    assert gateway.calls == [order_id, order_id]  # failed once, then charged
+    assert dead_letters(client) == []
+
+
+def test_a_payment_delivered_twice_is_charged_once(
+    app: FastAPI, client: TestClient, gateway: PaymentGateway
+) -> None:
+    """At-least-once delivery: the same message (same id) comes twice, here at the same time;
+    one charge, one payment, one e-mail. (The second delivery either finds the payment, or
+    fails on the payments table's unique constraint, is retried, and then finds it.)"""
+    database: Database = app.dependency_overrides[get_database]()
+    bus = get_bus(app)
+
+    async def deliver_twice() -> None:
+        async with database.sessions.begin() as session:
+            session.add(
+                Order(id="twice", item="widget", quantity=1, card="4242", status="reserved")
+            )
+        message = bus.encode(
+            StockReserved(order_id="twice", item="widget", quantity=1, amount=250, card="4242"),
+            correlation_id="twice",
+        )
+        await bus.transport.publish(message)
+        await bus.transport.publish(message)
+
+    async def count(model: type[Payment] | type[Email]) -> int:
+        async with database.sessions() as session:
+            found = await session.scalar(select(func.count()).select_from(model))
+            return int(found or 0)
+
+    assert client.portal is not None
+    client.portal.call(deliver_twice)
+    drain(client)
+
+    assert client.get("/orders/twice").json()["status"] == "confirmed"
+    assert list(gateway.charges) == ["twice"]
+    assert client.portal.call(count, Payment) == 1
+    assert client.portal.call(count, Email) == 1
+    assert dead_letters(client) == []
+
+
+def test_invalid_orders_are_refused_and_publish_nothing(
+    client: TestClient, gateway: PaymentGateway
+) -> None:
+    assert client.post("/orders", json={"item": "widget", "quantity": 0}).status_code == 422
+    assert client.post("/orders", json={"item": "nothing", "quantity": 1}).status_code == 422
+    assert client.post("/orders", json={"item": "widget", "card": "x"}).status_code == 422
+    for bad in ["", "a b", "x" * 65]:
+        response = client.post("/orders", json={"order_id": bad, "item": "widget", "quantity": 1})
+        assert response.status_code == 422, bad
+    assert client.get("/orders/unknown").status_code == 404
+    drain(client)
+    assert client.get("/orders").json() == []
+    assert gateway.calls == []
+
+
+def test_an_order_id_is_used_once(client: TestClient, gateway: PaymentGateway) -> None:
+    place(client, order_id="o1")
     drain(client)
     again = client.post("/orders", json={"order_id": "o1", "item": "widget", "quantity": 1})
     assert again.status_code == 409
     assert "o1" in again.json()["detail"]
     drain(client)
-    assert store.stock["widget"] == 4, "the refused order reserved nothing"
+    assert gateway.calls == ["o1"]
 
 
-def test_a_malformed_order_id_is_refused(client: TestClient) -> None:
-    for bad in ["", "a b", "x" * 65]:
-        response = client.post("/orders", json={"order_id": bad, "item": "widget", "quantity": 1})
-        assert response.status_code == 422, bad
+def test_health_and_pages(client: TestClient) -> None:
+    assert client.get("/health").json() == {"status": "ok", "bus": "consuming"}
+    for page in ("/", "/shop", "/chat"):
+        response = client.get(page)
+        assert response.status_code == 200
+        assert "<script" in response.text or page == "/"
+        # No CDN: everything the pages load comes from the app itself.
+        assert "http://" not in response.text and "https://" not in response.text
+    assert client.get("/static/chat.js").status_code == 200
+    # The events page documents what the example publishes and handles.
+    document = client.get("/events/asyncapi.json").json()
+    assert {"orders.placed", "chat.message", "chat.presence"} <= {
+        channel["address"] for channel in document["channels"].values()
+    }

@@ -23,6 +23,7 @@ from fastapi_bus import (
 )
 from fastapi_bus.testing import drain
 from tests.helpers import OrderPlaced
+from tests.utils import wait_until_sync
 
 
 def test_lifespan_order_keeps_the_users_own() -> None:
@@ -136,6 +137,43 @@ def test_publish_only_process_does_not_consume() -> None:
         with TestClient(worker) as worker_client:
             drain(worker_client)
     assert [m.name for m in seen] == ["OrderPlaced"]
+
+
+def test_a_broadcast_only_process_runs_only_its_broadcast_handlers() -> None:
+    durable: list[str] = []
+    fanned_out: list[str] = []
+    events = EventRouter()
+
+    @events.on(OrderPlaced)
+    async def charge(event: OrderPlaced) -> None:
+        durable.append(event.order_id)
+
+    @events.on(OrderPlaced, broadcast=True)
+    async def push(event: OrderPlaced) -> None:
+        fanned_out.append(event.order_id)
+
+    # A web process pushes to its own WebSockets; the worker runs the durable handler.
+    web = FastAPI()
+    web.include_extension(
+        BusExtension("memory://fan-out", routers=[events], service="shop", consume="broadcast")
+    )
+    worker = FastAPI()
+    worker.include_extension(BusExtension("memory://fan-out", routers=[events], service="shop"))
+
+    @web.post("/orders")
+    async def place(bus: Bus) -> None:
+        await bus.publish(OrderPlaced(order_id="1", total=1))
+
+    with TestClient(web) as web_client:
+        assert get_bus(web).consuming == {"push"}
+        web_client.post("/orders")
+        # The durable handler's message waits in its queue: the web process does not take it.
+        wait_until_sync(lambda: fanned_out == ["1"], 10, "the broadcast handler")
+        assert durable == []
+        with TestClient(worker) as worker_client:
+            drain(worker_client)
+    # The worker's own broadcast queue was made after the event: it sees only the durable one.
+    assert (durable, fanned_out) == (["1"], ["1"])
 
 
 def test_the_bus_dependency_without_the_extension_is_explained() -> None:

@@ -9,7 +9,7 @@ import os
 import time
 from collections.abc import Coroutine, Mapping, Sequence
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import params
 from typing_extensions import TypedDict, Unpack
@@ -48,23 +48,30 @@ from fastapi_bus.runtime.publishing import (
 from fastapi_bus.runtime.registry import MAX_MESSAGE_SIZE, EventRegistry
 from fastapi_bus.transports.base import Subscription, Transport
 
-__all__ = ["CONSUME_ENV", "BusState", "EventBus", "EventRegistry"]
+__all__ = ["CONSUME_ENV", "BusState", "Consume", "EventBus", "EventRegistry"]
 
 logger = logging.getLogger("fastapi_bus")
 
 #: Read when ``consume`` is not given: ``false`` makes a publish-only process (e.g. the web
-#: processes, when workers run the handlers), so one app module serves both roles.
+#: processes, when workers run the handlers), so one app module serves both roles;
+#: ``broadcast`` a process that runs only its ``broadcast=True`` handlers (WebSocket fan-out).
 CONSUME_ENV = "FASTAPI_BUS_CONSUME"
 
+#: What a process consumes: everything (``True``), nothing (``False``) or only the
+#: ``broadcast=True`` handlers (``"broadcast"``).
+Consume = bool | Literal["broadcast"]
 
-def consume_from_env() -> bool:
-    """``FASTAPI_BUS_CONSUME`` as a boolean; true when unset."""
+
+def consume_from_env() -> Consume:
+    """``FASTAPI_BUS_CONSUME`` as a :data:`Consume` value; true when unset."""
     text = os.environ.get(CONSUME_ENV, "").strip().lower()
     if text in ("", "1", "true", "yes", "on"):
         return True
     if text in ("0", "false", "no", "off"):
         return False
-    raise ConfigurationError(f"{CONSUME_ENV}={text!r}: use true or false")
+    if text == "broadcast":
+        return "broadcast"
+    raise ConfigurationError(f"{CONSUME_ENV}={text!r}: use true, false or broadcast")
 
 
 class BusState(enum.Enum):
@@ -85,7 +92,7 @@ class BusOptions(TypedDict, total=False):
     routers: Sequence[EventRouter]
     dependencies: Sequence[params.Depends]
     middleware: Sequence[Middleware]
-    consume: bool | None
+    consume: Consume | None
     prefetch: int
     concurrency: int | None
     shutdown_grace: float
@@ -126,7 +133,9 @@ class EventBus:
         self.routers: list[EventRouter] = list(options.get("routers", ()))
         self.dependencies = list(options.get("dependencies", ()))
         self.middleware = list(options.get("middleware", ()))
-        self.consume = consume_from_env() if consume is None else consume
+        if consume not in (None, True, False, "broadcast"):
+            raise ConfigurationError(f"consume must be True, False or 'broadcast', got {consume!r}")
+        self.consume: Consume = consume_from_env() if consume is None else consume
         #: Consume only the handlers with these names or tags (``None``: no filter).
         self.only: set[str] | None = None
         self.only_tags: set[str] | None = None
@@ -254,13 +263,14 @@ class EventBus:
         )
 
     async def start_consuming(self) -> None:
-        """Start delivering to the handlers (unless this process only publishes)."""
+        """Start delivering to the handlers (unless this process only publishes; only to the
+        ``broadcast=True`` ones with ``consume="broadcast"``)."""
         if self.state is not BusState.STARTED:
             raise ConfigurationError(f"the bus cannot start consuming: it is {self.state.value}")
         if not self.consume:
             return
         for route, subscription, pipeline in self._pipelines.values():
-            if not self.selects(route):
+            if not self.selects(route) or (self.consume == "broadcast" and not route.broadcast):
                 continue
             await self.transport.consume(
                 subscription, self._consumer(route, subscription, pipeline)

@@ -62,8 +62,10 @@ class BusExtension:
         dependencies: ``Depends(...)`` run before every handler.
         middleware: consumer middleware, ``Middleware(cls, **options)``, first is outermost.
         consume: run the handlers in this process (``False``: publish only, e.g. a web
-            process whose handlers run in workers). Default: the ``FASTAPI_BUS_CONSUME``
-            environment variable (``true`` when unset), read here.
+            process whose handlers run in workers; ``"broadcast"``: run only the
+            ``broadcast=True`` handlers, e.g. a web process that pushes events to its
+            WebSockets). Default: the ``FASTAPI_BUS_CONSUME`` environment variable (``true``
+            when unset), read here.
         prefetch: default for handlers: messages fetched and not yet acknowledged.
         concurrency: default for handlers: calls at once (default: ``prefetch``).
         shutdown_grace: seconds in-flight handlers get to finish at shutdown.
