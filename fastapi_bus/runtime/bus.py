@@ -44,6 +44,8 @@ from fastapi_bus.runtime.publishing import (
     current_publisher,
 )
 from fastapi_bus.runtime.registry import EventRegistry
+from fastapi_bus.telemetry import Observer, Tracing
+from fastapi_bus.telemetry.tracing import make_tracer
 from fastapi_bus.transports.base import Subscription, Transport
 
 __all__ = ["CONSUME_ENV", "BusState", "EventBus", "EventRegistry"]
@@ -91,6 +93,7 @@ class BusOptions(TypedDict, total=False):
     metrics: Metrics | None
     idempotency_store: IdempotencyStore | None
     publish_faults: bool | None
+    tracing: bool | Tracing | None
 
 
 class EventBus:
@@ -134,6 +137,10 @@ class EventBus:
         self.metrics: Metrics = metrics if metrics is not None else CounterMetrics()
         self.idempotency_store = options.get("idempotency_store") or MemoryIdempotencyStore()
         self._publish_faults = options.get("publish_faults")
+        #: Where publishing and consuming report to the metrics hooks and the tracer.
+        self.observer = Observer(
+            self.metrics, make_tracer(options.get("tracing"), transport.protocol)
+        )
         self.state = BusState.CREATED
         self.registry = EventRegistry()
         self.routes: list[EventRoute] = []
@@ -187,7 +194,7 @@ class EventBus:
                 self.registry.add(route.event, route.event_type, route.label)
         env = HandlerEnv(
             transport=self.transport,
-            metrics=self.metrics,
+            metrics=self.observer.hooks,
             overrides=lambda: self.dependency_overrides,
             open_work=lambda message: HandlerWork(self, message),
             on_dead_letter=self._dead_lettered,
@@ -201,7 +208,7 @@ class EventBus:
             pipeline = build_pipeline(call, self.middleware)
             if route.idempotent:
                 pipeline = IdempotencyMiddleware(
-                    pipeline, store=self.idempotency_store, metrics=self.metrics
+                    pipeline, store=self.idempotency_store, metrics=self.observer.hooks
                 )
             pipeline = FailureMiddleware(pipeline, policy=route.retry or self.retry, env=env)
             subscription = Subscription(
@@ -270,7 +277,7 @@ class EventBus:
         async def consume(message: Message) -> None:
             await pipeline(Delivery(message=message, route=route, queue=queue))
 
-        return consume
+        return self.observer.consumer(consume, route.name, queue)
 
     async def stop_consuming(self, grace: float | None = None) -> None:
         """Stop taking messages; in-flight handlers get ``grace`` seconds (default
@@ -298,7 +305,7 @@ class EventBus:
     ) -> Message:
         """Validate an event and turn it into a message; raises and sends nothing if invalid."""
         self._check_can_publish(event if isinstance(event, str) else type(event).__name__)
-        return self.registry.encode(event, payload, **options)
+        return self.observer.encoded(self.registry.encode(event, payload, **options))
 
     def _check_can_publish(self, what: str) -> None:
         if self.state not in (BusState.STARTED, BusState.CONSUMING):
@@ -310,7 +317,7 @@ class EventBus:
     async def send_message(self, message: Message, *, delay: float | None = None) -> None:
         """Send an encoded message (outboxes call this when they flush)."""
         self._check_can_publish(message.name)
-        await self.transport.publish(message, delay=delay)
+        await self.observer.send(message, delay, self.transport.publish)
 
     def publish(
         self, event: Publishable, payload: Payload = None, **options: Unpack[PublishOptions]

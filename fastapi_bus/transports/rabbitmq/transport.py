@@ -25,6 +25,7 @@ from fastapi_bus.core.exceptions import (
     TransportError,
     UnroutableError,
 )
+from fastapi_bus.core.logs import message_extra
 from fastapi_bus.core.messages import Message
 from fastapi_bus.transports.base import (
     AsyncAPIPart,
@@ -411,7 +412,10 @@ class RabbitMQTransport(Transport):
                     f"the RabbitMQ transport closed before message {message.id} was confirmed"
                 )
             logger.debug(
-                "publishing %s failed (%s); waiting for the connection", message.id, problem
+                "publishing %s failed (%s); waiting for the connection",
+                message.id,
+                problem,
+                extra=message_extra(message),
             )
             await wait_for_channel(publisher, self._stopping, deadline)
             # ready() can answer before aio-pika noticed the loss: do not spin.
