@@ -1,0 +1,208 @@
+"""OpenTelemetry traces: a request, the events it publishes, their handlers and what those
+publish make one trace, in one process, on every transport, and across processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from fastapi_bus import ConfigurationError, EventBus, MemoryTransport, Transport, get_bus
+from fastapi_bus.transports import transport_from_url
+from tests.dlq_app import broker_transport
+from tests.tracing_app import Doomed, OrderPlaced, create_app, span_record
+from tests.utils import wait_until_sync
+
+ROOT = Path(__file__).resolve().parent.parent
+
+#: The trace of one order, by span name: each span's parent.
+ORDER_TRACE = {
+    "publish OrderPlaced": "POST /orders/7",
+    "process {service}.reserve": "publish OrderPlaced",
+    "publish StockReserved": "process {service}.reserve",
+    "process {service}.notify": "publish StockReserved",
+}
+
+
+@pytest.fixture
+def exporter() -> InMemorySpanExporter:
+    return InMemorySpanExporter()
+
+
+@pytest.fixture
+def provider(exporter: InMemorySpanExporter) -> Iterator[TracerProvider]:
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    yield provider
+    provider.shutdown()
+
+
+def records(exporter: InMemorySpanExporter) -> list[dict[str, Any]]:
+    return [span_record(span) for span in exporter.get_finished_spans()]
+
+
+def check_order_trace(spans: list[dict[str, Any]], service: str, system: str) -> None:
+    """The spans hold the whole trace of order 7, every span the child of the one before."""
+    by_name = {span["name"]: span for span in spans}
+    expected = {
+        name.format(service=service): parent.format(service=service)
+        for name, parent in ORDER_TRACE.items()
+    }
+    missing = (set(expected) | {"POST /orders/7"}) - set(by_name)
+    assert not missing, f"missing spans {missing} in {sorted(by_name)}"
+    root = by_name["POST /orders/7"]
+    for name, parent in expected.items():
+        span = by_name[name]
+        assert span["trace_id"] == root["trace_id"], name
+        assert span["parent_id"] == by_name[parent]["span_id"], f"{name} is not under {parent}"
+        assert span["attributes"]["messaging.system"] == system
+    publish = by_name["publish OrderPlaced"]
+    process = by_name[f"process {service}.reserve"]
+    assert publish["kind"] == "PRODUCER"
+    assert process["kind"] == "CONSUMER"
+    assert publish["attributes"]["messaging.operation.type"] == "send"
+    assert process["attributes"]["messaging.operation.type"] == "process"
+    assert process["attributes"]["messaging.destination.name"] == "OrderPlaced"
+    assert process["attributes"]["fastapi_bus.handler"] == "reserve"
+    assert process["attributes"]["fastapi_bus.message.attempt"] == 1
+    message_id = publish["attributes"]["messaging.message.id"]
+    assert process["attributes"]["messaging.message.id"] == message_id
+    # The handler's publish belongs to the conversation the order started.
+    child = by_name["publish StockReserved"]["attributes"]
+    assert child["messaging.message.conversation_id"] == message_id or (
+        child["messaging.message.conversation_id"]
+        == process["attributes"].get("messaging.message.conversation_id")
+    )
+
+
+def test_one_trace_from_the_request_to_the_handlers_own_publishes(
+    provider: TracerProvider, exporter: InMemorySpanExporter
+) -> None:
+    app = create_app(MemoryTransport(), service="shop", provider=provider)
+    with TestClient(app) as client:
+        assert client.post("/orders/7").status_code == 200
+        wait_until_sync(lambda: len(exporter.get_finished_spans()) >= 5, what="5 spans")
+    check_order_trace(records(exporter), "shop", "memory")
+
+
+def test_a_failure_is_recorded_and_the_span_is_an_error(
+    provider: TracerProvider, exporter: InMemorySpanExporter
+) -> None:
+    app = create_app(MemoryTransport(), service="shop", provider=provider)
+    with TestClient(app) as client:
+        client.portal.call(get_bus(app).publish, Doomed(reason="no stock"))
+        wait_until_sync(
+            lambda: any(s.name == "process shop.doom" for s in exporter.get_finished_spans())
+        )
+    (span,) = [s for s in records(exporter) if s["name"] == "process shop.doom"]
+    assert span["status"] == "ERROR"
+    assert span["events"] == ["exception"]
+    assert span["attributes"]["fastapi_bus.outcome"] == "dead_lettered"
+
+
+def test_without_tracing_messages_carry_no_trace_context() -> None:
+    transport = MemoryTransport()
+    bus = EventBus(transport, service="shop")
+    assert bus.observer.tracer is None
+    message = bus.registry.encode(OrderPlaced(order_id="1"))
+    assert "traceparent" not in bus.observer.encoded(message).headers
+
+
+def test_a_wrong_tracing_option_fails_at_declaration() -> None:
+    with pytest.raises(ConfigurationError, match="tracing must be"):
+        EventBus(MemoryTransport(), service="shop", tracing="yes")  # type: ignore[typeddict-item]
+
+
+@pytest.fixture(
+    params=[
+        pytest.param("rabbitmq", marks=pytest.mark.rabbitmq),
+        pytest.param("redis", marks=pytest.mark.redis),
+    ]
+)
+def broker(request: pytest.FixtureRequest) -> Iterator[tuple[str, str, str]]:
+    """A real broker's URL, a namespace (exchange or key prefix) and a service of the test's."""
+    url: str = request.getfixturevalue(f"{request.param}_url")
+    suffix = uuid.uuid4().hex[:10]
+    namespace = f"test-tracing-{suffix}"
+    yield url, namespace, f"svc{suffix}"
+    if url.startswith("redis"):
+        import redis
+
+        with redis.Redis.from_url(url) as client:
+            keys = list(client.scan_iter(match="{" + namespace + "}*", count=1000))
+            if keys:
+                client.delete(*keys)
+
+
+def system_of(transport: Transport) -> str:
+    return "rabbitmq" if transport.protocol == "amqp" else transport.protocol
+
+
+def test_one_trace_on_a_real_broker(
+    broker: tuple[str, str, str], provider: TracerProvider, exporter: InMemorySpanExporter
+) -> None:
+    url, namespace, service = broker
+    transport = broker_transport(url, namespace)
+    app = create_app(transport, service=service, provider=provider)
+    with TestClient(app) as client:
+        assert client.post("/orders/7").status_code == 200
+        wait_until_sync(lambda: len(exporter.get_finished_spans()) >= 5, timeout=30)
+    check_order_trace(records(exporter), service, system_of(transport))
+
+
+def test_one_trace_across_a_web_process_and_a_worker_process(
+    broker: tuple[str, str, str],
+    provider: TracerProvider,
+    exporter: InMemorySpanExporter,
+    tmp_path: Path,
+) -> None:
+    url, namespace, service = broker
+    spans_file = tmp_path / "worker-spans.jsonl"
+    env = {
+        **os.environ,
+        "FASTAPI_BUS_TEST_URL": url,
+        "FASTAPI_BUS_TEST_NAMESPACE": namespace,
+        "FASTAPI_BUS_TEST_SERVICE": service,
+        "FASTAPI_BUS_TEST_SPANS": str(spans_file),
+    }
+    web = create_app(
+        broker_transport(url, namespace), service=service, provider=provider, consume=False
+    )
+    stderr = tmp_path / "worker.err"
+    with stderr.open("wb") as sink:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "fastapi_bus.cli", "worker", "tests.tracing_app:app"],
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=sink,
+        )
+    try:
+        wait_until_sync(lambda: b"worker ready" in stderr.read_bytes(), timeout=30)
+        with TestClient(web) as client:
+            assert client.post("/orders/7").status_code == 200
+
+            def worker_spans() -> list[dict[str, Any]]:
+                if not spans_file.exists():
+                    return []
+                return [json.loads(line) for line in spans_file.read_text().splitlines()]
+
+            wait_until_sync(lambda: len(worker_spans()) >= 3, timeout=30, what="worker spans")
+    finally:
+        worker.terminate()
+        worker.wait(timeout=30)
+    web_spans = records(exporter)
+    assert {span["name"] for span in web_spans} == {"POST /orders/7", "publish OrderPlaced"}
+    check_order_trace(web_spans + worker_spans(), service, system_of(transport_from_url(url)))
