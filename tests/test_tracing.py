@@ -175,9 +175,8 @@ def test_one_trace_across_a_web_process_and_a_worker_process(
         "FASTAPI_BUS_TEST_SERVICE": service,
         "FASTAPI_BUS_TEST_SPANS": str(spans_file),
     }
-    web = create_app(
-        broker_transport(url, namespace), service=service, provider=provider, consume=False
-    )
+    transport = broker_transport(url, namespace)
+    web = create_app(transport, service=service, provider=provider, consume=False)
     stderr = tmp_path / "worker.err"
     with stderr.open("wb") as sink:
         worker = subprocess.Popen(
