@@ -15,7 +15,7 @@ from fastapi_bus.core.exceptions import (
 )
 from fastapi_bus.core.faults import Fault
 from fastapi_bus.core.messages import Message
-from fastapi_bus.core.metrics import CounterMetrics, Metrics
+from fastapi_bus.core.metrics import CounterMetrics, Metrics, MetricsGroup
 from fastapi_bus.pipeline.delivery import ConsumeApp, Delivery
 from fastapi_bus.pipeline.idempotency import IdempotencyStore, MemoryIdempotencyStore
 from fastapi_bus.pipeline.middleware import Middleware
@@ -55,6 +55,7 @@ __all__ = [
     "MemoryTransport",
     "Message",
     "Metrics",
+    "MetricsGroup",
     "Middleware",
     "PublishError",
     "Publisher",

@@ -3,6 +3,7 @@ publish make one trace, in one process, on every transport, and across processes
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import subprocess
@@ -20,10 +21,13 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from fastapi_bus import ConfigurationError, EventBus, MemoryTransport, Transport, get_bus
 from tests.dlq_app import broker_transport
-from tests.tracing_app import Doomed, OrderPlaced, create_app, span_record
+from tests.test_worker import free_port
+from tests.tracing_app import Doomed, Flaky, OrderPlaced, create_app, span_record
 from tests.utils import wait_until_sync
 
 ROOT = Path(__file__).resolve().parent.parent
+WORKER = [sys.executable, "-m", "fastapi_bus.cli", "worker"]
+ATTEMPT = "fastapi_bus.message.attempt"
 
 #: The trace of one order, by span name: each span's parent.
 ORDER_TRACE = {
@@ -74,7 +78,7 @@ def check_order_trace(spans: list[dict[str, Any]], service: str, system: str) ->
     assert process["attributes"]["messaging.operation.type"] == "process"
     assert process["attributes"]["messaging.destination.name"] == "OrderPlaced"
     assert process["attributes"]["fastapi_bus.handler"] == "reserve"
-    assert process["attributes"]["fastapi_bus.message.attempt"] == 1
+    assert process["attributes"][ATTEMPT] == 1
     message_id = publish["attributes"]["messaging.message.id"]
     assert process["attributes"]["messaging.message.id"] == message_id
     # The handler's publish belongs to the conversation the order started.
@@ -108,6 +112,26 @@ def test_a_failure_is_recorded_and_the_span_is_an_error(
     assert span["status"] == "ERROR"
     assert span["events"] == ["exception"]
     assert span["attributes"]["fastapi_bus.outcome"] == "dead_lettered"
+
+
+def test_each_delivery_of_a_redelivered_message_is_a_child_of_its_publish(
+    provider: TracerProvider, exporter: InMemorySpanExporter
+) -> None:
+    app = create_app(MemoryTransport(), service="shop", provider=provider)
+    with TestClient(app) as client:
+        client.portal.call(get_bus(app).publish, Flaky(job_id="1"))
+
+        def processed() -> list[dict[str, Any]]:
+            return [s for s in records(exporter) if s["name"] == "process shop.flaky"]
+
+        wait_until_sync(lambda: len(processed()) == 2, what="two deliveries")
+    (publish,) = [s for s in records(exporter) if s["name"] == "publish Flaky"]
+    first, second = sorted(processed(), key=lambda s: s["attributes"][ATTEMPT])
+    assert first["parent_id"] == second["parent_id"] == publish["span_id"]
+    assert first["attributes"][ATTEMPT] == 1
+    assert (first["status"], first["attributes"]["fastapi_bus.outcome"]) == ("ERROR", "retried")
+    assert second["attributes"][ATTEMPT] == 2
+    assert (second["status"], second["attributes"]["fastapi_bus.outcome"]) == ("UNSET", "handled")
 
 
 def test_without_tracing_messages_carry_no_trace_context() -> None:
@@ -178,9 +202,10 @@ def test_one_trace_across_a_web_process_and_a_worker_process(
     transport = broker_transport(url, namespace)
     web = create_app(transport, service=service, provider=provider, consume=False)
     stderr = tmp_path / "worker.err"
+    port = free_port()
     with stderr.open("wb") as sink:
         worker = subprocess.Popen(
-            [sys.executable, "-m", "fastapi_bus.cli", "worker", "tests.tracing_app:app"],
+            [*WORKER, "tests.tracing_app:app", "--health-port", str(port)],
             cwd=ROOT,
             env=env,
             stdin=subprocess.DEVNULL,
@@ -198,9 +223,16 @@ def test_one_trace_across_a_web_process_and_a_worker_process(
                 return [json.loads(line) for line in spans_file.read_text().splitlines()]
 
             wait_until_sync(lambda: len(worker_spans()) >= 3, timeout=30, what="worker spans")
+        # The worker's metrics, on its health port.
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        connection.request("GET", "/metrics")
+        scraped = connection.getresponse().read().decode()
+        connection.close()
     finally:
         worker.terminate()
         worker.wait(timeout=30)
     web_spans = records(exporter)
     assert {span["name"] for span in web_spans} == {"POST /orders/7", "publish OrderPlaced"}
     check_order_trace(web_spans + worker_spans(), service, system_of(transport))
+    handled = 'fastapi_bus_handled_total{event="OrderPlaced",handler="reserve"} 1.0'
+    assert handled in scraped.splitlines()

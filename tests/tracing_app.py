@@ -15,11 +15,13 @@ from typing import Any
 from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
+from prometheus_client import CollectorRegistry
 from pydantic import BaseModel
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from fastapi_bus import Bus, BusExtension, EventRouter, FastAPI, RetryPolicy, Transport
+from fastapi_bus import Bus, BusExtension, EventRouter, FastAPI, Message, RetryPolicy, Transport
 from fastapi_bus.telemetry import Tracing
+from fastapi_bus.telemetry.prometheus import PrometheusMetrics
 from tests.dlq_app import broker_transport
 
 
@@ -33,6 +35,12 @@ class StockReserved(BaseModel):
 
 class Doomed(BaseModel):
     reason: str
+
+
+class Flaky(BaseModel):
+    """Its handler fails on the first delivery, and succeeds on the redelivery."""
+
+    job_id: str
 
 
 def build_router() -> EventRouter:
@@ -49,6 +57,11 @@ def build_router() -> EventRouter:
     @events.on(Doomed)
     async def doom(event: Doomed) -> None:
         raise ValueError(event.reason)
+
+    @events.on(Flaky, retry=RetryPolicy(attempts=1, delays=(0.01,)))
+    async def flaky(event: Flaky, message: Message) -> None:
+        if message.attempt == 1:
+            raise ConnectionError("try again")
 
     return events
 
@@ -73,6 +86,7 @@ class ServerSpans:
 def create_app(
     transport: Transport, *, service: str, provider: Any, consume: bool | None = None
 ) -> FastAPI:
+    """Traced by ``provider``, its Prometheus metrics (in a registry of its own) at /metrics."""
     app = FastAPI()
     extension = BusExtension(
         transport=transport,
@@ -80,6 +94,8 @@ def create_app(
         routers=[build_router()],
         tracing=Tracing(tracer_provider=provider),
         consume=consume,
+        metrics=PrometheusMetrics(CollectorRegistry()),
+        metrics_url="/metrics",
     )
     app.include_extension(extension)
 
