@@ -55,19 +55,21 @@ def records(exporter: InMemorySpanExporter) -> list[dict[str, Any]]:
     return [span_record(span) for span in exporter.get_finished_spans()]
 
 
-def check_order_trace(spans: list[dict[str, Any]], service: str, system: str) -> None:
+def check_order_trace(
+    spans: list[dict[str, Any]], service: str, system: str, root: str = "POST /orders/7"
+) -> None:
     """The spans hold the whole trace of order 7, every span the child of the one before."""
     by_name = {span["name"]: span for span in spans}
     expected = {
-        name.format(service=service): parent.format(service=service)
+        name.format(service=service): parent.format(service=service).replace("POST /orders/7", root)
         for name, parent in ORDER_TRACE.items()
     }
-    missing = (set(expected) | {"POST /orders/7"}) - set(by_name)
+    missing = (set(expected) | {root}) - set(by_name)
     assert not missing, f"missing spans {missing} in {sorted(by_name)}"
-    root = by_name["POST /orders/7"]
+    assert by_name[root]["kind"] == "SERVER"
     for name, parent in expected.items():
         span = by_name[name]
-        assert span["trace_id"] == root["trace_id"], name
+        assert span["trace_id"] == by_name[root]["trace_id"], name
         assert span["parent_id"] == by_name[parent]["span_id"], f"{name} is not under {parent}"
         assert span["attributes"]["messaging.system"] == system
     publish = by_name["publish OrderPlaced"]
@@ -97,6 +99,21 @@ def test_one_trace_from_the_request_to_the_handlers_own_publishes(
         assert client.post("/orders/7").status_code == 200
         wait_until_sync(lambda: len(exporter.get_finished_spans()) >= 5, what="5 spans")
     check_order_trace(records(exporter), "shop", "memory")
+
+
+def test_an_app_instrumented_by_opentelemetry_instrumentation_fastapi(
+    provider: TracerProvider, exporter: InMemorySpanExporter
+) -> None:
+    from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+
+    app = create_app(MemoryTransport(), service="shop", provider=provider, server_spans=False)
+    FastAPIInstrumentor.instrument_app(app, tracer_provider=provider)
+    with TestClient(app) as client:
+        assert client.post("/orders/7").status_code == 200
+        wait_until_sync(
+            lambda: any(s.name == "process shop.notify" for s in exporter.get_finished_spans())
+        )
+    check_order_trace(records(exporter), "shop", "memory", root="POST /orders/{order_id}")
 
 
 def test_a_failure_is_recorded_and_the_span_is_an_error(

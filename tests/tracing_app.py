@@ -84,9 +84,16 @@ class ServerSpans:
 
 
 def create_app(
-    transport: Transport, *, service: str, provider: Any, consume: bool | None = None
+    transport: Transport,
+    *,
+    service: str,
+    provider: Any,
+    consume: bool | None = None,
+    server_spans: bool = True,
 ) -> FastAPI:
-    """Traced by ``provider``, its Prometheus metrics (in a registry of its own) at /metrics."""
+    """Traced by ``provider``, its Prometheus metrics (in a registry of its own) at /metrics;
+    ``server_spans``: with a SERVER span around each request (instead of the instrumentation
+    package's)."""
     app = FastAPI()
     extension = BusExtension(
         transport=transport,
@@ -103,7 +110,8 @@ def create_app(
     async def place(order_id: str, bus: Bus) -> dict[str, str]:
         return {"message_id": await bus.publish(OrderPlaced(order_id=order_id))}
 
-    app.add_middleware(ServerSpans, provider=provider)
+    if server_spans:
+        app.add_middleware(ServerSpans, provider=provider)
     return app
 
 
