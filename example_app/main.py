@@ -22,7 +22,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from example_app.events import OrderCancelled, OrderPlaced, StockReserved
-from fastapi_bus import Bus, BusExtension, EventRouter, FastAPI, Message, get_bus
+from fastapi_bus import Bus, BusExtension, EventRouter, FastAPI, Message, Tracing, get_bus
 
 # The "database": an in-memory store, and a session over it that commits on success.
 
@@ -266,8 +266,9 @@ async def conflict_handler(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": str(exc)}, status_code=409)
 
 
-def create_app(url: str | None = None) -> FastAPI:
-    """A new app with its own bus (a bus runs once, so tests make one app per test)."""
+def create_app(url: str | None = None, *, tracing: bool | Tracing = False) -> FastAPI:
+    """A new app with its own bus (a bus runs once, so tests make one app per test);
+    ``tracing``: trace it with OpenTelemetry (docs/observability.md)."""
     app = FastAPI(title="Orders")
     app.include_router(api)
     app.add_exception_handler(Conflict, conflict_handler)
@@ -276,6 +277,7 @@ def create_app(url: str | None = None) -> FastAPI:
             url or os.environ.get("FASTAPI_BUS_URL", "memory://"),
             service="shop",
             routers=[events],
+            tracing=tracing,
         )
     )
     return app

@@ -25,6 +25,7 @@ from fastapi_bus.routing.router import EventRouter
 from fastapi_bus.runtime.bus import BusState, EventBus
 from fastapi_bus.runtime.deadletters import DeadLetter, DeadLetterQueue
 from fastapi_bus.runtime.publishing import Publisher
+from fastapi_bus.telemetry import Tracing
 from fastapi_bus.transports import MemoryTransport, Transport
 from fastapi_bus.web.extension import BusExtension, Extension, FastAPI, get_bus
 from fastapi_bus.web.publisher import Bus
@@ -62,6 +63,7 @@ __all__ = [
     "Reject",
     "Retry",
     "RetryPolicy",
+    "Tracing",
     "Transport",
     "TransportClosedError",
     "TransportError",
