@@ -6,23 +6,12 @@ Built once per bus; when tracing is off, no tracing code runs for any message.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
-from typing import Protocol
 
 from fastapi_bus.core.messages import Message
 from fastapi_bus.core.metrics import Metrics, MetricsGroup
-from fastapi_bus.telemetry.tracer import MessageTracer
+from fastapi_bus.telemetry.tracer import Consume, MessageTracer, Send
 
 __all__ = ["Observer"]
-
-#: A message consumer (what a transport calls): returning acknowledges.
-Consume = Callable[[Message], Awaitable[None]]
-
-
-class Send(Protocol):
-    """Sends a message (the transport's ``publish``)."""
-
-    def __call__(self, message: Message, *, delay: float | None = None) -> Awaitable[None]: ...
 
 
 class Observer:
@@ -44,8 +33,7 @@ class Observer:
         if self.tracer is None:
             await send(message, delay=delay)
         else:
-            with self.tracer.publishing(message) as traced:
-                await send(traced, delay=delay)
+            await self.tracer.send(message, delay, send)
         self.metrics.published(message.name, time.perf_counter() - start)
 
     def consumer(self, consume: Consume, handler: str, queue: str) -> Consume:
@@ -65,7 +53,6 @@ class Observer:
             return observed
 
         async def traced(message: Message) -> None:
-            with tracer.processing(message, handler, queue):
-                await observed(message)
+            await tracer.process(message, handler, queue, observed)
 
         return traced

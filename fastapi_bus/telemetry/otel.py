@@ -15,15 +15,16 @@ Attributes follow the OpenTelemetry messaging semantic conventions.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Awaitable
 from typing import Any
 
+from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
-from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.context import Context
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from fastapi_bus.core.messages import Message
-from fastapi_bus.telemetry.tracer import MessageTracer
+from fastapi_bus.telemetry.tracer import Consume, MessageTracer, Send
 
 __all__ = ["OpenTelemetryTracer"]
 
@@ -35,8 +36,20 @@ ATTEMPT = "fastapi_bus.message.attempt"
 OUTCOME = "fastapi_bus.outcome"
 
 
-def _carries_context(headers: Mapping[str, str]) -> bool:
-    return any(field in headers for field in propagate.get_global_textmap().fields)
+#: The header names of the propagator last seen, and that propagator (it rarely changes).
+_fields: tuple[object, frozenset[str]] = (None, frozenset())
+
+
+_EMPTY = Context()
+
+
+def _context_fields() -> frozenset[str]:
+    """The headers the configured propagators read and write."""
+    global _fields
+    textmap = propagate.get_global_textmap()
+    if _fields[0] is not textmap:
+        _fields = (textmap, frozenset(textmap.fields))
+    return _fields[1]
 
 
 class OpenTelemetryTracer(MessageTracer):
@@ -64,41 +77,44 @@ class OpenTelemetryTracer(MessageTracer):
     def stamp(self, message: Message) -> Message:
         if not trace.get_current_span().get_span_context().is_valid:
             return message
-        if _carries_context(message.headers):
+        fields = _context_fields()
+        if not fields.isdisjoint(message.headers):
             return message
         headers = dict(message.headers)
         propagate.inject(headers)
         return message.replace(headers=headers)
 
-    @contextlib.contextmanager
-    def publishing(self, message: Message) -> Iterator[Message]:
+    async def send(self, message: Message, delay: float | None, send: Send) -> None:
         headers = message.headers
-        parent = propagate.extract(headers) if _carries_context(headers) else None
-        with self._tracer.start_as_current_span(
+        fields = _context_fields()
+        carried = not fields.isdisjoint(headers)
+        parent = propagate.extract(headers) if carried else None
+        span = self._tracer.start_span(
             f"publish {message.name}",
             context=parent,
             kind=SpanKind.PRODUCER,
             attributes=self._attributes(message, "publish", "send"),
-        ):
-            fields = propagate.get_global_textmap().fields
-            carrier = {key: value for key, value in headers.items() if key not in fields}
-            propagate.inject(carrier)
-            yield message.replace(headers=carrier)
+        )
+        context = trace.set_span_in_context(span, parent)
+        carrier = {key: value for key, value in headers.items() if key not in fields}
+        propagate.inject(carrier, context=context)
+        if carried or carrier:
+            message = message.replace(headers=carrier)
+        await _run(span, context, send(message, delay=delay))
 
-    @contextlib.contextmanager
-    def processing(self, message: Message, handler: str, queue: str) -> Iterator[None]:
+    async def process(self, message: Message, handler: str, queue: str, consume: Consume) -> None:
+        headers = message.headers
+        # No context in the headers: a new trace (not the consumer task's context).
+        parent = _EMPTY if _context_fields().isdisjoint(headers) else propagate.extract(headers)
         attributes = self._attributes(message, "process", "process")
         attributes["messaging.consumer.group.name"] = queue
         attributes["messaging.destination.subscription.name"] = queue
         attributes[HANDLER] = handler
         attributes[ATTEMPT] = message.attempt
-        with self._tracer.start_as_current_span(
-            f"process {queue}",
-            context=propagate.extract(message.headers),
-            kind=SpanKind.CONSUMER,
-            attributes=attributes,
-        ):
-            yield
+        span = self._tracer.start_span(
+            f"process {queue}", context=parent, kind=SpanKind.CONSUMER, attributes=attributes
+        )
+        await _run(span, trace.set_span_in_context(span, parent), consume(message))
 
     # The metrics hooks: called inside the delivery's span.
 
@@ -120,3 +136,17 @@ class OpenTelemetryTracer(MessageTracer):
 
     def skipped(self, handler: str, event: str) -> None:
         trace.get_current_span().set_attribute(OUTCOME, "skipped")
+
+
+async def _run(span: Span, context: Context, work: Awaitable[None]) -> None:
+    """Await ``work`` with ``span`` current, then end it (recording an exception)."""
+    token = otel_context.attach(context)
+    try:
+        await work
+    except BaseException as exc:
+        span.record_exception(exc)
+        span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+        raise
+    finally:
+        otel_context.detach(token)
+        span.end()

@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 import abc
-import contextlib
+from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 from fastapi_bus.core.messages import Message
 from fastapi_bus.core.metrics import Metrics
 
-__all__ = ["MessageTracer"]
+__all__ = ["Consume", "MessageTracer", "Send"]
+
+#: A message consumer (what a transport calls): returning acknowledges.
+Consume = Callable[[Message], Awaitable[None]]
+
+
+class Send(Protocol):
+    """Sends a message (the transport's ``publish``)."""
+
+    def __call__(self, message: Message, *, delay: float | None = None) -> Awaitable[None]: ...
 
 
 class MessageTracer(Metrics, abc.ABC):
@@ -21,13 +31,11 @@ class MessageTracer(Metrics, abc.ABC):
         parent of its publish span), unless it carries one already."""
 
     @abc.abstractmethod
-    def publishing(self, message: Message) -> contextlib.AbstractContextManager[Message]:
-        """Around sending ``message``: its publish span; gives the message to send, which
-        carries the span's context in its headers."""
+    async def send(self, message: Message, delay: float | None, send: Send) -> None:
+        """Send ``message`` with ``send`` in its publish span, the span's context added to the
+        message's headers."""
 
     @abc.abstractmethod
-    def processing(
-        self, message: Message, handler: str, queue: str
-    ) -> contextlib.AbstractContextManager[None]:
-        """Around one delivery of ``message`` to ``handler``: its process span, a child of the
-        publish span whose context the message carries."""
+    async def process(self, message: Message, handler: str, queue: str, consume: Consume) -> None:
+        """Run one delivery of ``message`` to ``handler`` (``consume``) in its process span, a
+        child of the publish span whose context the message carries."""
