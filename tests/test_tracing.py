@@ -18,6 +18,7 @@ from fastapi.testclient import TestClient
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from pydantic import BaseModel
 
 from fastapi_bus import ConfigurationError, EventBus, MemoryTransport, Transport, get_bus
 from tests.dlq_app import broker_transport
@@ -53,6 +54,31 @@ def provider(exporter: InMemorySpanExporter) -> Iterator[TracerProvider]:
 
 def records(exporter: InMemorySpanExporter) -> list[dict[str, Any]]:
     return [span_record(span) for span in exporter.get_finished_spans()]
+
+
+def named(exporter: InMemorySpanExporter, name: str, count: int = 1) -> list[dict[str, Any]]:
+    """The spans called ``name``, once there are ``count`` of them."""
+
+    def spans() -> list[dict[str, Any]]:
+        return [span for span in records(exporter) if span["name"] == name]
+
+    wait_until_sync(lambda: len(spans()) >= count, what=f"{count} span(s) {name!r}")
+    return spans()
+
+
+def delivered(
+    event: BaseModel,
+    handler: str,
+    provider: TracerProvider,
+    exporter: InMemorySpanExporter,
+    count: int = 1,
+) -> list[dict[str, Any]]:
+    """Publish ``event`` from the test app on memory://; the spans of its ``count``
+    deliveries to ``handler``."""
+    app = create_app(MemoryTransport(), service="shop", provider=provider)
+    with TestClient(app) as client:
+        client.portal.call(get_bus(app).publish, event)
+        return named(exporter, f"process shop.{handler}", count)
 
 
 def check_order_trace(
@@ -110,22 +136,14 @@ def test_an_app_instrumented_by_opentelemetry_instrumentation_fastapi(
     FastAPIInstrumentor.instrument_app(app, tracer_provider=provider)
     with TestClient(app) as client:
         assert client.post("/orders/7").status_code == 200
-        wait_until_sync(
-            lambda: any(s.name == "process shop.notify" for s in exporter.get_finished_spans())
-        )
+        named(exporter, "process shop.notify")
     check_order_trace(records(exporter), "shop", "memory", root="POST /orders/{order_id}")
 
 
 def test_a_failure_is_recorded_and_the_span_is_an_error(
     provider: TracerProvider, exporter: InMemorySpanExporter
 ) -> None:
-    app = create_app(MemoryTransport(), service="shop", provider=provider)
-    with TestClient(app) as client:
-        client.portal.call(get_bus(app).publish, Doomed(reason="no stock"))
-        wait_until_sync(
-            lambda: any(s.name == "process shop.doom" for s in exporter.get_finished_spans())
-        )
-    (span,) = [s for s in records(exporter) if s["name"] == "process shop.doom"]
+    (span,) = delivered(Doomed(reason="no stock"), "doom", provider, exporter)
     assert span["status"] == "ERROR"
     assert span["events"] == ["exception"]
     assert span["attributes"]["fastapi_bus.outcome"] == "dead_lettered"
@@ -134,16 +152,9 @@ def test_a_failure_is_recorded_and_the_span_is_an_error(
 def test_each_delivery_of_a_redelivered_message_is_a_child_of_its_publish(
     provider: TracerProvider, exporter: InMemorySpanExporter
 ) -> None:
-    app = create_app(MemoryTransport(), service="shop", provider=provider)
-    with TestClient(app) as client:
-        client.portal.call(get_bus(app).publish, Flaky(job_id="1"))
-
-        def processed() -> list[dict[str, Any]]:
-            return [s for s in records(exporter) if s["name"] == "process shop.flaky"]
-
-        wait_until_sync(lambda: len(processed()) == 2, what="two deliveries")
-    (publish,) = [s for s in records(exporter) if s["name"] == "publish Flaky"]
-    first, second = sorted(processed(), key=lambda s: s["attributes"][ATTEMPT])
+    deliveries = delivered(Flaky(job_id="1"), "flaky", provider, exporter, count=2)
+    (publish,) = named(exporter, "publish Flaky")
+    first, second = sorted(deliveries, key=lambda s: int(s["attributes"][ATTEMPT]))
     assert first["parent_id"] == second["parent_id"] == publish["span_id"]
     assert first["attributes"][ATTEMPT] == 1
     assert (first["status"], first["attributes"]["fastapi_bus.outcome"]) == ("ERROR", "retried")
