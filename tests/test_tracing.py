@@ -20,11 +20,26 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from pydantic import BaseModel
 
-from fastapi_bus import ConfigurationError, EventBus, MemoryTransport, Transport, get_bus
+from fastapi_bus import (
+    ConfigurationError,
+    EventBus,
+    Fault,
+    MemoryTransport,
+    Tracing,
+    Transport,
+    get_bus,
+)
 from tests.dlq_app import broker_transport
 from tests.test_worker import free_port
-from tests.tracing_app import Doomed, Flaky, OrderPlaced, create_app, span_record
-from tests.utils import wait_until_sync
+from tests.tracing_app import (
+    Doomed,
+    Flaky,
+    OrderPlaced,
+    build_router,
+    create_app,
+    span_record,
+)
+from tests.utils import wait_until, wait_until_sync
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKER = [sys.executable, "-m", "fastapi_bus.cli", "worker"]
@@ -264,3 +279,29 @@ def test_one_trace_across_a_web_process_and_a_worker_process(
     check_order_trace(web_spans + worker_spans(), service, system_of(transport))
     handled = 'fastapi_bus_handled_total{event="OrderPlaced",handler="reserve"} 1.0'
     assert handled in scraped.splitlines()
+
+
+@pytest.mark.anyio
+async def test_a_fault_is_published_from_the_failed_handlers_span(
+    provider: TracerProvider, exporter: InMemorySpanExporter
+) -> None:
+    events = build_router()
+    faults: list[Fault] = []
+
+    @events.on(Fault)
+    async def on_fault(fault: Fault) -> None:
+        faults.append(fault)
+
+    bus = EventBus(MemoryTransport(), service="shop", routers=[events], tracing=Tracing(provider))
+    await bus.start()
+    await bus.start_consuming()
+    try:
+        await bus.publish(Doomed(reason="no stock"))
+        await wait_until(lambda: len(faults) == 1)
+        await bus.wait_idle()
+    finally:
+        await bus.close()
+    spans = {span["name"]: span for span in records(exporter)}
+    failed, publish = spans["process shop.doom"], spans["publish Fault"]
+    assert publish["parent_id"] == failed["span_id"]
+    assert spans["process shop.on_fault"]["parent_id"] == publish["span_id"]

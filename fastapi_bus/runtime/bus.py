@@ -375,7 +375,7 @@ class EventBus:
             correlation_id=dead.correlation_id,
         )
         encoded = self.encode(fault, correlation_id=dead.correlation_id, causation_id=dead.id)
-        await self.transport.publish(encoded)
+        await self.observer.send(encoded, None, self.transport.publish)
 
     # testing support
 
