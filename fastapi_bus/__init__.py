@@ -14,6 +14,7 @@ from fastapi_bus.core.exceptions import (
     UnroutableError,
 )
 from fastapi_bus.core.faults import Fault
+from fastapi_bus.core.logs import MessageLogFilter
 from fastapi_bus.core.messages import Message
 from fastapi_bus.core.metrics import CounterMetrics, Metrics, MetricsGroup
 from fastapi_bus.pipeline.delivery import ConsumeApp, Delivery
@@ -55,6 +56,7 @@ __all__ = [
     "MemoryIdempotencyStore",
     "MemoryTransport",
     "Message",
+    "MessageLogFilter",
     "Metrics",
     "MetricsGroup",
     "Middleware",

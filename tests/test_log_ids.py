@@ -6,7 +6,14 @@ import logging
 
 import pytest
 
-from fastapi_bus import EventBus, EventRouter, MemoryTransport, Message, RetryPolicy
+from fastapi_bus import (
+    EventBus,
+    EventRouter,
+    MemoryTransport,
+    Message,
+    MessageLogFilter,
+    RetryPolicy,
+)
 from fastapi_bus.core.logs import LOG_FIELDS
 from tests.helpers import OrderPlaced
 from tests.utils import wait_until
@@ -55,3 +62,38 @@ def test_message_extra_names_no_attribute_a_log_record_has() -> None:
     extra = message_extra(Message(name="OrderPlaced", body=b"{}"), "charge")
     assert set(extra) == set(LOG_FIELDS)
     assert not any(hasattr(record, field) for field in extra)
+
+
+async def test_the_filter_gives_a_handlers_own_lines_the_message_ids(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    events = EventRouter()
+    log = logging.getLogger("shop.billing")
+
+    @events.on(OrderPlaced)
+    async def charge(event: OrderPlaced) -> None:
+        log.warning("charging order %s", event.order_id)
+
+    @events.on(OrderPlaced)
+    def invoice(event: OrderPlaced) -> None:  # runs in a worker thread
+        log.warning("invoicing order %s", event.order_id)
+
+    caplog.handler.addFilter(MessageLogFilter())
+    bus = EventBus(MemoryTransport(), service="shop", routers=[events])
+    await bus.start()
+    await bus.start_consuming()
+    try:
+        log.warning("outside any handler")
+        message_id = await bus.publish(OrderPlaced(order_id="1", total=1), correlation_id="req-3")
+        await wait_until(lambda: len(about(caplog.records, message_id)) == 2)
+    finally:
+        await bus.close()
+    lines = {record.getMessage(): record for record in caplog.records}
+    assert getattr(lines["outside any handler"], "message_id", None) is None
+    for text, handler in (("charging order 1", "charge"), ("invoicing order 1", "invoice")):
+        record = lines[text]
+        assert (record.message_id, record.handler, record.correlation_id) == (  # type: ignore[attr-defined]
+            message_id,
+            handler,
+            "req-3",
+        )

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 
+from fastapi_bus.core.logs import bind_delivery, unbind_delivery
 from fastapi_bus.core.messages import Message
 from fastapi_bus.core.metrics import Metrics, MetricsGroup
 from fastapi_bus.telemetry.tracer import Consume, MessageTracer, Send
@@ -38,14 +39,16 @@ class Observer:
 
     def consumer(self, consume: Consume, handler: str, queue: str) -> Consume:
         """``consume`` (one handler's pipeline), reporting each delivery: taken, settled, and
-        in a process span when tracing."""
+        in a process span when tracing; the message is bound for :class:`MessageLogFilter`."""
         hooks = self.hooks
 
         async def observed(message: Message) -> None:
             hooks.consumed(handler, message.name)
+            token = bind_delivery(message, handler)
             try:
                 await consume(message)
             finally:
+                unbind_delivery(token)
                 hooks.settled(handler, message.name)
 
         tracer = self.tracer
