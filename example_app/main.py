@@ -32,15 +32,20 @@ from example_app.db import Database, get_database
 from example_app.events import catalog
 from example_app.hub import Hub
 from example_app.payments import payments
-from fastapi_bus import BusExtension, FastAPI, get_bus
+from fastapi_bus import BusExtension, FastAPI, Tracing, get_bus
 from fastapi_bus.transports import transport_from_url
 
 STATIC = Path(__file__).resolve().parent / "static"
 
 
-def create_app(url: str | None = None, *, database_url: str | None = None) -> FastAPI:
+def create_app(
+    url: str | None = None,
+    *,
+    database_url: str | None = None,
+    tracing: bool | Tracing = False,
+) -> FastAPI:
     """A new app with its own bus, database connection and hub (a bus runs once, so tests
-    make one app per test)."""
+    make one app per test); ``tracing``: trace it with OpenTelemetry (docs/observability.md)."""
     database = Database(database_url)
     hub = Hub(maxsize=100)
     process_id = uuid.uuid4().hex
@@ -84,6 +89,7 @@ def create_app(url: str | None = None, *, database_url: str | None = None) -> Fa
                 orders.history,
                 live.live,
             ],
+            tracing=tracing,
         )
     )
     return app

@@ -18,8 +18,9 @@ from fastapi_bus.core.exceptions import (
     UnroutableError,
 )
 from fastapi_bus.core.faults import Fault
+from fastapi_bus.core.logs import MessageLogFilter
 from fastapi_bus.core.messages import Message
-from fastapi_bus.core.metrics import CounterMetrics, Metrics
+from fastapi_bus.core.metrics import CounterMetrics, Metrics, MetricsGroup
 from fastapi_bus.pipeline.delivery import ConsumeApp, Delivery
 from fastapi_bus.pipeline.idempotency import IdempotencyStore, MemoryIdempotencyStore
 from fastapi_bus.pipeline.middleware import Middleware
@@ -29,6 +30,7 @@ from fastapi_bus.routing.router import EventRouter
 from fastapi_bus.runtime.bus import BusState, EventBus
 from fastapi_bus.runtime.deadletters import DeadLetter, DeadLetterQueue
 from fastapi_bus.runtime.publishing import Publisher
+from fastapi_bus.telemetry import Tracing
 from fastapi_bus.transports import MemoryTransport, Transport
 from fastapi_bus.web.extension import BusExtension, Extension, FastAPI, get_bus
 from fastapi_bus.web.publisher import Bus
@@ -65,14 +67,17 @@ __all__ = [
     "MemoryIdempotencyStore",
     "MemoryTransport",
     "Message",
+    "MessageLogFilter",
     "MessageTooLarge",
     "Metrics",
+    "MetricsGroup",
     "Middleware",
     "PublishError",
     "Publisher",
     "Reject",
     "Retry",
     "RetryPolicy",
+    "Tracing",
     "Transport",
     "TransportClosedError",
     "TransportError",

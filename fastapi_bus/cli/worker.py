@@ -115,7 +115,12 @@ def worker(
     ),
     health_port: Annotated[
         int | None,
-        typer.Option(min=0, max=65535, help="Serve GET /health and GET /live on this port."),
+        typer.Option(
+            min=0,
+            max=65535,
+            help="Serve GET /health and GET /live on this port (and GET /metrics, "
+            "with PrometheusMetrics, in a single worker process).",
+        ),
     ] = None,
     health_file: Annotated[
         Path | None, typer.Option(help="Keep this file fresh while healthy.")

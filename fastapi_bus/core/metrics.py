@@ -10,7 +10,9 @@ memory (``bus.metrics.counts``)::
 
     BusExtension(..., metrics=PrometheusMetrics())
 
-Hooks are called on the consumer's path: keep them quick and never raise.
+Hooks are called on the consumer's path: keep them quick and never raise. To feed several
+sinks, combine them: ``metrics=MetricsGroup(PrometheusMetrics(), MyHooks())``. A ready
+Prometheus exporter is :class:`fastapi_bus.telemetry.prometheus.PrometheusMetrics`.
 """
 
 from __future__ import annotations
@@ -18,11 +20,20 @@ from __future__ import annotations
 import collections
 import threading
 
-__all__ = ["CounterMetrics", "Metrics"]
+__all__ = ["CounterMetrics", "Metrics", "MetricsGroup"]
 
 
 class Metrics:
     """Base class of metrics hooks; every hook does nothing by default."""
+
+    def published(self, event: str, seconds: float) -> None:
+        """A message was sent and confirmed by the broker after ``seconds``."""
+
+    def consumed(self, handler: str, event: str) -> None:
+        """A message was taken for a handler; it is in flight until :meth:`settled`."""
+
+    def settled(self, handler: str, event: str) -> None:
+        """A message taken for a handler is done with, whatever the outcome."""
 
     def handled(self, handler: str, event: str, seconds: float) -> None:
         """A handler returned successfully after ``seconds``."""
@@ -65,3 +76,42 @@ class CounterMetrics(Metrics):
 
     def skipped(self, handler: str, event: str) -> None:
         self._count("skipped", handler)
+
+
+class MetricsGroup(Metrics):
+    """Several metrics hooks told of every outcome, in order."""
+
+    def __init__(self, *members: Metrics) -> None:
+        self.members = members
+
+    def published(self, event: str, seconds: float) -> None:
+        for member in self.members:
+            member.published(event, seconds)
+
+    def consumed(self, handler: str, event: str) -> None:
+        for member in self.members:
+            member.consumed(handler, event)
+
+    def settled(self, handler: str, event: str) -> None:
+        for member in self.members:
+            member.settled(handler, event)
+
+    def handled(self, handler: str, event: str, seconds: float) -> None:
+        for member in self.members:
+            member.handled(handler, event, seconds)
+
+    def failed(self, handler: str, event: str, exception: BaseException) -> None:
+        for member in self.members:
+            member.failed(handler, event, exception)
+
+    def retried(self, handler: str, event: str, delay: float) -> None:
+        for member in self.members:
+            member.retried(handler, event, delay)
+
+    def dead_lettered(self, handler: str, event: str, reason: str) -> None:
+        for member in self.members:
+            member.dead_lettered(handler, event, reason)
+
+    def skipped(self, handler: str, event: str) -> None:
+        for member in self.members:
+            member.skipped(handler, event)

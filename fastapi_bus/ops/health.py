@@ -2,8 +2,9 @@
 
 Both ask a *check*: a callable returning ``(healthy, details)``, where ``details`` is a JSON-able
 dict. ``GET /health`` answers 200 with the details when healthy, 503 otherwise; ``GET /live``
-answers 200 as long as the process runs. The heartbeat file holds the details and is rewritten
-every ``interval`` seconds while healthy, and removed as soon as it is not.
+answers 200 as long as the process runs; ``GET /metrics`` serves the bus's metrics where they
+can be scraped (``metrics=PrometheusMetrics()``). The heartbeat file holds the details and is
+rewritten every ``interval`` seconds while healthy, and removed as soon as it is not.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi_bus.ops.lifespan import StartupError
+from fastapi_bus.telemetry import Exposition
 
 __all__ = ["Check", "HealthFile", "HealthServer", "is_fresh"]
 
@@ -28,6 +30,7 @@ Check = Callable[[], tuple[bool, dict[str, Any]]]
 
 _REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed"}
 _REASONS[503] = "Service Unavailable"
+_JSON = "application/json"
 #: A client that sends nothing for this long is dropped, so it cannot hold a connection.
 _READ_TIMEOUT = 5.0
 #: How often the heartbeat file's check runs; the file is only rewritten every ``interval``.
@@ -35,12 +38,21 @@ _POLL = 0.25
 
 
 class HealthServer:
-    """Serves ``GET /health`` (200 or 503, JSON) and ``GET /live`` (200) on ``host:port``."""
+    """Serves ``GET /health`` (200 or 503, JSON) and ``GET /live`` (200) on ``host:port``,
+    and ``GET /metrics`` when given ``metrics``."""
 
-    def __init__(self, check: Check, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self,
+        check: Check,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        metrics: Exposition | None = None,
+    ) -> None:
         self.check = check
         self.host = host
         self.port = port
+        self.metrics = metrics
         self._server: asyncio.AbstractServer | None = None
 
     async def start(self) -> None:
@@ -64,15 +76,21 @@ class HealthServer:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             request = await asyncio.wait_for(reader.readline(), _READ_TIMEOUT)
-            while True:  # skip the headers: nothing in them changes the answer
+            accept = None
+            while True:  # of the headers, only Accept matters (to /metrics)
                 line = await asyncio.wait_for(reader.readline(), _READ_TIMEOUT)
                 if line in (b"\r\n", b"\n", b""):
                     break
-            method, status, body = self.answer(request.decode("latin-1").split())
+                name, _, value = line.decode("latin-1").partition(":")
+                if name.strip().lower() == "accept":
+                    accept = value.strip()
+            method, status, body, content_type = self.answer(
+                request.decode("latin-1").split(), accept
+            )
             payload = b"" if method == "HEAD" else body
             head = (
                 f"HTTP/1.1 {status} {_REASONS[status]}\r\n"
-                "Content-Type: application/json\r\n"
+                f"Content-Type: {content_type}\r\n"
                 f"Content-Length: {len(body)}\r\n"
                 "Cache-Control: no-store\r\n"
                 "Connection: close\r\n\r\n"
@@ -86,19 +104,24 @@ class HealthServer:
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
 
-    def answer(self, request: list[str]) -> tuple[str, int, bytes]:
-        """The method, status and body for a request line split into words."""
+    def answer(self, request: list[str], accept: str | None = None) -> tuple[str, int, bytes, str]:
+        """The method, status, body and content type for a request line split into words
+        (and its ``Accept`` header)."""
         if len(request) < 2:
-            return "", 400, _json({"error": "bad request"})
+            return "", 400, _json({"error": "bad request"}), _JSON
         method, path = request[0], request[1].split("?", 1)[0]
         if method not in ("GET", "HEAD"):
-            return method, 405, _json({"error": "use GET"})
+            return method, 405, _json({"error": "use GET"}), _JSON
         if path == "/live":
-            return method, 200, _json({"status": "alive", "pid": os.getpid()})
+            return method, 200, _json({"status": "alive", "pid": os.getpid()}), _JSON
         if path == "/health":
             healthy, details = _safe(self.check)
-            return method, 200 if healthy else 503, _json(details)
-        return method, 404, _json({"error": "not found; try /health or /live"})
+            return method, 200 if healthy else 503, _json(details), _JSON
+        if path == "/metrics" and self.metrics is not None:
+            body, content_type = self.metrics.exposition(accept)
+            return method, 200, body, content_type
+        paths = "/health, /live" + (", /metrics" if self.metrics is not None else "")
+        return method, 404, _json({"error": f"not found; try {paths}"}), _JSON
 
 
 class HealthFile:

@@ -22,6 +22,7 @@ from fastapi_bus.ops.health import HealthFile, HealthServer, start_health, stop_
 from fastapi_bus.ops.lifespan import Lifespan, StartupError
 from fastapi_bus.routing.route import EventRoute
 from fastapi_bus.runtime.bus import BusState, EventBus
+from fastapi_bus.telemetry import find_exposition
 
 __all__ = ["Lifespan", "StartupError", "Worker", "configure_bus", "select_handlers"]
 
@@ -104,7 +105,11 @@ class Worker:
         self.lifespan = Lifespan(app)
         self.parent_pid = parent_pid
         self.server = (
-            HealthServer(self.health, health_host, health_port) if health_port is not None else None
+            HealthServer(
+                self.health, health_host, health_port, metrics=find_exposition(bus.metrics)
+            )
+            if health_port is not None
+            else None
         )
         self.file = HealthFile(health_file, self.health, health_interval) if health_file else None
         self.stopping = asyncio.Event()

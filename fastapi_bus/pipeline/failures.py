@@ -28,6 +28,7 @@ from tenacity import (
 
 from fastapi_bus.core import headers as H
 from fastapi_bus.core.exceptions import Reject, Retry
+from fastapi_bus.core.logs import message_extra
 from fastapi_bus.pipeline.decoding import InvalidMessage
 from fastapi_bus.pipeline.delivery import ConsumeApp, Delivery
 from fastapi_bus.pipeline.handler import HandlerEnv
@@ -112,6 +113,7 @@ class FailureMiddleware:
             message.attempt,
             exc,
             delay,
+            extra=message_extra(message, delivery.route.name),
         )
         # The copy is confirmed by the broker before the original is acknowledged (on return).
         await self.env.transport.send(delivery.queue, retry, delay=delay)
@@ -129,6 +131,7 @@ class FailureMiddleware:
             message.name,
             delivery.queue,
             reason.splitlines()[0],
+            extra=message_extra(message, delivery.route.name),
         )
         dead = message.replace(headers=headers)
         await env.transport.dead_letter(delivery.queue, dead)

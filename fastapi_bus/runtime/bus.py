@@ -46,6 +46,8 @@ from fastapi_bus.runtime.publishing import (
     current_publisher,
 )
 from fastapi_bus.runtime.registry import MAX_MESSAGE_SIZE, EventRegistry
+from fastapi_bus.telemetry import Observer, Tracing
+from fastapi_bus.telemetry.tracing import make_tracer
 from fastapi_bus.transports.base import Subscription, Transport
 
 __all__ = ["CONSUME_ENV", "BusState", "Consume", "EventBus", "EventRegistry"]
@@ -103,6 +105,7 @@ class BusOptions(TypedDict, total=False):
     outbox: TransactionalOutbox | None
     handler_timeout: float | None
     max_message_size: int | None
+    tracing: bool | Tracing | None
 
 
 class EventBus:
@@ -151,6 +154,10 @@ class EventBus:
         self.outbox = options.get("outbox")
         self._publish_faults = options.get("publish_faults")
         self.handler_timeout = check_timeout(options.get("handler_timeout"), "handler_timeout")
+        #: Where publishing and consuming report to the metrics hooks and the tracer.
+        self.observer = Observer(
+            self.metrics, make_tracer(options.get("tracing"), transport.protocol)
+        )
         self.state = BusState.CREATED
         self.registry = EventRegistry(options.get("max_message_size", MAX_MESSAGE_SIZE))
         self.routes: list[EventRoute] = []
@@ -204,7 +211,7 @@ class EventBus:
                 self.registry.add(route.event, route.event_type, route.label)
         env = HandlerEnv(
             transport=self.transport,
-            metrics=self.metrics,
+            metrics=self.observer.hooks,
             overrides=lambda: self.dependency_overrides,
             open_work=lambda message: HandlerWork(self, message),
             on_dead_letter=self._dead_lettered,
@@ -220,7 +227,7 @@ class EventBus:
             pipeline = with_timeout(pipeline, route, self, route.retry or self.retry)
             if route.idempotent:
                 pipeline = IdempotencyMiddleware(
-                    pipeline, store=self.idempotency_store, metrics=self.metrics
+                    pipeline, store=self.idempotency_store, metrics=self.observer.hooks
                 )
             pipeline = FailureMiddleware(pipeline, policy=route.retry or self.retry, env=env)
             subscription = Subscription(
@@ -292,7 +299,7 @@ class EventBus:
         async def consume(message: Message) -> None:
             await pipeline(Delivery(message=message, route=route, queue=queue))
 
-        return consume
+        return self.observer.consumer(consume, route.name, queue)
 
     async def stop_consuming(self, grace: float | None = None) -> None:
         """Stop taking messages; in-flight handlers get ``grace`` seconds (default
@@ -322,7 +329,7 @@ class EventBus:
     ) -> Message:
         """Validate an event and turn it into a message; raises and sends nothing if invalid."""
         self._check_can_publish(event if isinstance(event, str) else type(event).__name__)
-        return self.registry.encode(event, payload, **options)
+        return self.observer.encoded(self.registry.encode(event, payload, **options))
 
     def _check_can_publish(self, what: str) -> None:
         if self.state not in (BusState.STARTED, BusState.CONSUMING):
@@ -345,7 +352,7 @@ class EventBus:
     async def send_message(self, message: Message, *, delay: float | None = None) -> None:
         """Send an encoded message (outboxes call this when they flush)."""
         self._check_can_publish(message.name)
-        await self.transport.publish(message, delay=delay)
+        await self.observer.send(message, delay, self.transport.publish)
 
     def publish(
         self, event: Publishable, payload: Payload = None, **options: Unpack[PublishOptions]
@@ -403,7 +410,7 @@ class EventBus:
             correlation_id=dead.correlation_id,
         )
         encoded = self.encode(fault, correlation_id=dead.correlation_id, causation_id=dead.id)
-        await self.transport.publish(encoded)
+        await self.observer.send(encoded, None, self.transport.publish)
 
     # testing support
 

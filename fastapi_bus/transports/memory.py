@@ -20,6 +20,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from fastapi_bus.core.exceptions import ConfigurationError, TransportClosedError, UnroutableError
+from fastapi_bus.core.logs import message_extra
 from fastapi_bus.core.messages import Message
 from fastapi_bus.transports.base import (
     AsyncAPIPart,
@@ -77,7 +78,11 @@ class _ConsumerLoop:
                 self.queue.requeue(message.replace(redelivered=True))
                 raise
             except Exception:
-                logger.exception("consumer of %r failed; the message goes back", self.queue.name)
+                logger.exception(
+                    "consumer of %r failed; the message goes back",
+                    self.queue.name,
+                    extra=message_extra(message),
+                )
                 self.queue.requeue(message.replace(redelivered=True))
                 # Yield, so that a message that always fails cannot starve the event loop.
                 await asyncio.sleep(0)

@@ -17,6 +17,7 @@ from fastapi_bus.routing.router import EventRouter
 from fastapi_bus.runtime.bus import BusOptions, EventBus
 from fastapi_bus.transports import Transport, transport_from_url
 from fastapi_bus.web.logs import server_logging
+from fastapi_bus.web.metrics import install_metrics_route, scrapable
 from fastapi_bus.web.publisher import PublisherMiddleware
 
 __all__ = ["BusExtension", "Extension", "FastAPI", "get_bus"]
@@ -71,7 +72,11 @@ class BusExtension:
         shutdown_grace: seconds in-flight handlers get to finish at shutdown.
         retry: the default :class:`RetryPolicy` (routers and handlers may set their own).
         metrics: hooks told of every outcome (default: in-memory counters,
-            ``ext.bus.metrics.counts``).
+            ``ext.bus.metrics.counts``); ``PrometheusMetrics()`` for Prometheus.
+        metrics_url: serve the metrics here for a scraper (``"/metrics"``); needs metrics
+            that can be scraped, such as ``PrometheusMetrics()``. Default: off.
+        tracing: ``True`` (or a :class:`~fastapi_bus.telemetry.Tracing`) traces publishing
+            and handling with OpenTelemetry (the ``otel`` extra). Default: off.
         idempotency_store: where ``idempotent=True`` handlers remember processed messages
             (default: process memory).
         publish_faults: publish a :class:`Fault` event for each dead-lettered message
@@ -109,6 +114,7 @@ class BusExtension:
         docs_dependencies: Sequence[params.Depends] = (),
         asyncapi_js_url: str = DEFAULT_JS_URL,
         asyncapi_css_url: str = DEFAULT_CSS_URL,
+        metrics_url: str | None = None,
         **options: Unpack[BusOptions],
     ) -> None:
         if admin_url is not None and not admin_dependencies:
@@ -124,6 +130,10 @@ class BusExtension:
         self.asyncapi_js_url = asyncapi_js_url
         self.asyncapi_css_url = asyncapi_css_url
         self.bus = EventBus(transport or transport_from_url(url), service=service, **options)
+        self.metrics_url = metrics_url
+        self._exposition = (
+            scrapable(self.bus.metrics, metrics_url) if metrics_url is not None else None
+        )
         self.app: fastapi.FastAPI | None = None
 
     def __repr__(self) -> str:
@@ -158,6 +168,8 @@ class BusExtension:
             js_url=self.asyncapi_js_url,
             css_url=self.asyncapi_css_url,
         )
+        if self.metrics_url is not None and self._exposition is not None:
+            install_metrics_route(app, self._exposition, self.metrics_url)
         user_lifespan = app.router.lifespan_context
 
         @contextlib.asynccontextmanager

@@ -18,6 +18,7 @@ import aio_pika.exceptions
 import aiormq.exceptions
 
 from fastapi_bus.core.exceptions import TransportClosedError, TransportError
+from fastapi_bus.core.logs import message_extra
 from fastapi_bus.core.messages import Message
 from fastapi_bus.transports.rabbitmq.blocking import unconfirmed, wait_unblocked
 from fastapi_bus.transports.rabbitmq.mapping import encode
@@ -129,7 +130,10 @@ class ConfirmedPublisher:
                     f"the RabbitMQ transport closed before message {message.id} was confirmed"
                 )
             logger.debug(
-                "publishing %s failed (%s); waiting for the connection", message.id, problem
+                "publishing %s failed (%s); waiting for the connection",
+                message.id,
+                problem,
+                extra=message_extra(message),
             )
             await wait_for_channel(publisher, self._stopping(), deadline)
             # ready() can answer before aio-pika noticed the loss: do not spin.

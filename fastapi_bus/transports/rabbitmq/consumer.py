@@ -20,6 +20,7 @@ import aio_pika.abc
 import aio_pika.exceptions
 
 from fastapi_bus.core.exceptions import ConfigurationError, TransportError
+from fastapi_bus.core.logs import message_extra
 from fastapi_bus.transports.base import Consumer, Subscription
 from fastapi_bus.transports.rabbitmq.connection import OPERATION_TIMEOUT
 from fastapi_bus.transports.rabbitmq.failover import quiet_attempts
@@ -127,7 +128,11 @@ class QueueConsumer:
         try:
             await self.consumer(message)
         except Exception:
-            logger.exception("consumer of %r failed; the message goes back", self.queue_name)
+            logger.exception(
+                "consumer of %r failed; the message goes back",
+                self.queue_name,
+                extra=message_extra(message),
+            )
             return False
         return True
 

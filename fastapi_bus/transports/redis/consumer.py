@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi_bus.core import headers as H
+from fastapi_bus.core.logs import message_extra
 from fastapi_bus.core.messages import Message
 from fastapi_bus.transports.base import Consumer, Subscription, dead_letter_queue
 from fastapi_bus.transports.redis.mapping import decode_fields, encode
@@ -164,7 +165,11 @@ class StreamConsumer:
             self._done(entry_id)
             raise
         except Exception:
-            logger.exception("consumer of %r failed; the message goes back", self.queue)
+            logger.exception(
+                "consumer of %r failed; the message goes back",
+                self.queue,
+                extra=message_extra(message),
+            )
             await self._requeue(entry_id, message)
             self._done(entry_id)
             return
@@ -273,7 +278,13 @@ class StreamConsumer:
             H.QUEUE: self.queue,
             H.ATTEMPTS: str(message.attempt + deliveries - 1),
         }
-        logger.error("dead-lettering message %s of %r: %s", message.id, self.queue, reason)
+        logger.error(
+            "dead-lettering message %s of %r: %s",
+            message.id,
+            self.queue,
+            reason,
+            extra=message_extra(message),
+        )
         dead = encode(message.replace(headers=headers))
         dlq = self._session.keys.stream(dead_letter_queue(self.queue))
         await self._session.move(self._stream, key, dead, dlq)

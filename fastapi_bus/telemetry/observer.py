@@ -1,0 +1,61 @@
+"""Where the bus reports to its metrics hooks and its tracer, on publish and on consume.
+
+Built once per bus; when tracing is off, no tracing code runs for any message.
+"""
+
+from __future__ import annotations
+
+import time
+
+from fastapi_bus.core.logs import bind_delivery, unbind_delivery
+from fastapi_bus.core.messages import Message
+from fastapi_bus.core.metrics import Metrics, MetricsGroup
+from fastapi_bus.telemetry.tracer import Consume, MessageTracer, Send
+
+__all__ = ["Observer"]
+
+
+class Observer:
+    """The metrics hooks and the (optional) tracer of one bus."""
+
+    def __init__(self, metrics: Metrics, tracer: MessageTracer | None) -> None:
+        self.metrics = metrics
+        self.tracer = tracer
+        #: What the pipeline reports to: the metrics, and the tracer's hooks when tracing.
+        self.hooks: Metrics = metrics if tracer is None else MetricsGroup(metrics, tracer)
+
+    def encoded(self, message: Message) -> Message:
+        """A message just encoded, in its publisher's context."""
+        return message if self.tracer is None else self.tracer.stamp(message)
+
+    async def send(self, message: Message, delay: float | None, send: Send) -> None:
+        """Send ``message`` (in a publish span when tracing), timing it for the hooks."""
+        start = time.perf_counter()
+        if self.tracer is None:
+            await send(message, delay=delay)
+        else:
+            await self.tracer.send(message, delay, send)
+        self.metrics.published(message.name, time.perf_counter() - start)
+
+    def consumer(self, consume: Consume, handler: str, queue: str) -> Consume:
+        """``consume`` (one handler's pipeline), reporting each delivery: taken, settled, and
+        in a process span when tracing; the message is bound for :class:`MessageLogFilter`."""
+        hooks = self.hooks
+
+        async def observed(message: Message) -> None:
+            hooks.consumed(handler, message.name)
+            token = bind_delivery(message, handler)
+            try:
+                await consume(message)
+            finally:
+                unbind_delivery(token)
+                hooks.settled(handler, message.name)
+
+        tracer = self.tracer
+        if tracer is None:
+            return observed
+
+        async def traced(message: Message) -> None:
+            await tracer.process(message, handler, queue, observed)
+
+        return traced
