@@ -30,7 +30,6 @@ from fastapi_bus import (
     get_bus,
 )
 from tests.dlq_app import broker_transport
-from tests.test_worker import free_port
 from tests.tracing_app import (
     Doomed,
     Flaky,
@@ -39,7 +38,7 @@ from tests.tracing_app import (
     create_app,
     span_record,
 )
-from tests.utils import wait_until, wait_until_sync
+from tests.utils import free_port, wait_until, wait_until_sync
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKER = [sys.executable, "-m", "fastapi_bus.cli", "worker"]

@@ -14,7 +14,6 @@ import json
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -29,20 +28,13 @@ from fastapi.testclient import TestClient
 
 from fastapi_bus import BusState, get_bus
 from fastapi_bus.ops.supervisor import Supervisor
-from tests.utils import wait_until, wait_until_sync
+from tests.utils import free_port, wait_until, wait_until_sync
 from tests.worker_app import create_app, delete_topology
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGET = "tests.worker_app:app"
 #: Starting a Python process, connecting, stopping: generous, as CI machines can be slow.
 TIMEOUT = 30.0
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def get(port: int, path: str) -> tuple[int, dict[str, Any]]:

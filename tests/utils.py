@@ -43,3 +43,13 @@ async def wait_until_async(
 needs_aio_pika = pytest.mark.skipif(
     importlib.util.find_spec("aio_pika") is None, reason="the rabbitmq extra is not installed"
 )
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free now (for a server a test starts)."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port

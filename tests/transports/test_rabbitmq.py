@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import logging
 import re
-import socket
 import ssl
 import time
 import uuid
@@ -38,7 +37,7 @@ from fastapi_bus.transports.rabbitmq import (
     RabbitMQTransport,
     _delay_level,
 )
-from tests.utils import wait_until
+from tests.utils import free_port, wait_until
 
 pytestmark = [pytest.mark.anyio, pytest.mark.rabbitmq]
 
@@ -128,13 +127,6 @@ def with_password(url: str, password: str, port: int | None = None) -> str:
     host = parts.hostname or "127.0.0.1"
     netloc = f"{parts.username or 'guest'}:{password}@{host}:{port or parts.port or 5672}"
     return urlunsplit((parts.scheme, netloc, parts.path or "/", parts.query, parts.fragment))
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 class TcpProxy:

@@ -18,10 +18,10 @@ from fastapi_bus.transports import transport_from_url
 from fastapi_bus.transports.base import redact_url
 from fastapi_bus.transports.rabbitmq import RabbitMQTransport
 from fastapi_bus.transports.rabbitmq.addresses import parse_addresses
-from tests.transports.test_rabbitmq import Broker, Recorder, TcpProxy, free_port, sub
+from tests.transports.test_rabbitmq import Broker, Recorder, TcpProxy, sub
 from tests.transports.test_rabbitmq import broker as broker
 from tests.transports.test_rabbitmq import proxy as proxy
-from tests.utils import wait_until
+from tests.utils import free_port, wait_until
 
 pytestmark = pytest.mark.anyio
 

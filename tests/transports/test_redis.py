@@ -27,7 +27,7 @@ from fastapi_bus.transports.base import Subscription, dead_letter_queue
 from fastapi_bus.transports.redis import RedisTransport
 from tests.certificates import HOST, Certificates, make_certificates
 from tests.helpers import OrderPlaced
-from tests.utils import wait_until, wait_until_async, wait_until_sync
+from tests.utils import free_port, wait_until, wait_until_async, wait_until_sync
 
 pytestmark = [pytest.mark.anyio, pytest.mark.redis]
 
@@ -248,7 +248,7 @@ def tls_redis(tmp_path: Path) -> Iterator[tuple[int, Certificates]]:
             pytest.fail("redis-server and openssl are needed for the TLS test (CI=true)")
         pytest.skip("redis-server or openssl is not installed")
     certificates = make_certificates(tmp_path)
-    port = _free_port()
+    port = free_port()
     process = subprocess.Popen(
         [
             server, "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1",
@@ -310,13 +310,6 @@ def test_bad_settings_fail_when_declared() -> None:
 # A server of the test's own, with persistence, that it can stop and start.
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def _answers(port: int) -> bool:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=0.2):
@@ -329,7 +322,7 @@ class OwnRedis:
     """A ``redis-server`` on a spare port that keeps its data in an append-only file."""
 
     def __init__(self, directory: Path, *options: str) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self._options = options
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self._directory = directory
