@@ -13,8 +13,8 @@ __all__ = ["MemoryTransport", "Subscription", "Transport", "transport_from_url"]
 
 
 def transport_from_url(url: str, **options: Any) -> Transport:
-    """Build the transport for ``url``: ``memory://``, ``amqp://``, ``amqps://``, ``redis://``
-    or ``rediss://``.
+    """Build the transport for ``url``: ``memory://``, ``amqp://``, ``amqps://``, ``redis://``,
+    ``rediss://`` or ``kafka://``.
 
     Brokers other than memory are optional extras, imported only when their URL is used.
     """
@@ -38,7 +38,15 @@ def transport_from_url(url: str, **options: Any) -> Transport:
                 f"{redact_url(url)} needs Redis support: pip install 'fastapi-bus[redis]' ({exc})"
             ) from None
         return RedisTransport(url, **options)
+    if scheme == "kafka":
+        try:
+            from fastapi_bus.transports.kafka import KafkaTransport
+        except ImportError as exc:
+            raise ConfigurationError(
+                f"{scheme}:// needs Kafka support: pip install 'fastapi-bus[kafka]' ({exc})"
+            ) from None
+        return KafkaTransport(url, **options)
     raise ConfigurationError(
-        f"no transport for {redact_url(url)!r}: use memory://, amqp://, amqps://, redis:// or "
-        "rediss://"
+        f"no transport for {redact_url(url)!r}: use memory://, amqp://, amqps://, redis://, "
+        "rediss:// or kafka://"
     )
