@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from fastapi_bus import EventBus, EventRouter, Message, RetryPolicy
-from fastapi_bus.core.exceptions import ConfigurationError
+from fastapi_bus.core.exceptions import ConfigurationError, TransportError
 from fastapi_bus.core.names import pattern_matches
 from fastapi_bus.transports import transport_from_url
 from fastapi_bus.transports.base import Subscription, dead_letter_queue
@@ -237,21 +237,43 @@ async def test_purge_moves_the_group_past_what_waits(
     assert await transport.purge(dlq) == 3
     assert await transport.browse(dlq) == []
     assert await transport.purge("shop.nothing") == 0
-    with pytest.raises(NotImplementedError):
-        await transport.pull(dlq)
 
 
 @broker
-async def test_the_bus_retries_through_the_delay_topic_then_dead_letters(
+async def test_pulling_from_a_consumed_queue_is_refused_clearly(
+    kafka_bootstrap: str, prefix: str, transports: list[KafkaTransport]
+) -> None:
+    transport = await started(kafka_bootstrap, prefix, transports)
+    got: list[Message] = []
+
+    async def slow(message: Message) -> None:
+        got.append(message)
+        await asyncio.Event().wait()
+
+    await transport.consume(sub("shop.ship"), slow)
+    await transport.send("shop.ship", placed(1))
+    await transport.send("shop.ship", placed(2))
+    await wait_until(lambda: len(got) == 2, timeout=20)
+    tools = await started(kafka_bootstrap, prefix, transports)
+    pulled = await tools.pull("shop.ship")
+    assert pulled is not None
+    with pytest.raises(TransportError, match="no consumer of the queue is running"):
+        await pulled.ack()
+
+
+@broker
+async def test_the_bus_retries_through_the_delay_topic_dead_letters_and_replays(
     kafka_bootstrap: str, prefix: str, transports: list[KafkaTransport]
 ) -> None:
     deliveries: list[tuple[str, int]] = []
+    down = [True]
     events = EventRouter(retry=RetryPolicy(attempts=1, backoff=0, delays=(0.2,)))
 
     @events.on(OrderPlaced)
     async def broken(event: OrderPlaced, msg: Message) -> None:
         deliveries.append((msg.id, msg.attempt))
-        raise ConnectionError("payment service down")
+        if down[0]:
+            raise ConnectionError("payment service down")
 
     transport = kafka_transport(kafka_bootstrap, prefix)
     bus = EventBus(transport, service="shop", routers=[events])
@@ -266,5 +288,10 @@ async def test_the_bus_retries_through_the_delay_topic_then_dead_letters(
         assert letter.message.id == message_id
         assert letter.exception_type == "builtins.ConnectionError"
         assert letter.message.headers["t"] == "a"
+        down[0] = False
+        assert await bus.dead_letters.replay() == 1
+        await wait_until(lambda: len(deliveries) == 3, timeout=20)
+        assert deliveries[2][0] == message_id
+        assert await transport.browse(dlq) == []
     finally:
         await bus.close(grace=1)

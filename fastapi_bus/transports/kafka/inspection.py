@@ -3,8 +3,7 @@
 A queue's waiting messages are the records between its group's committed offsets and the end
 of each partition. Browsing reads them with a consumer of no group, so nothing moves.
 Purging moves the group's committed offsets to the end; Kafka accepts that only while no
-consumer of the group is running. Taking single messages out (``pull``) is not supported: a
-log has no per-message acknowledgement outside a running group.
+consumer of the group is running.
 """
 
 from __future__ import annotations
@@ -20,7 +19,7 @@ from aiokafka.structs import OffsetAndMetadata
 from fastapi_bus.core.messages import Message
 from fastapi_bus.transports.kafka.mapping import decode
 
-__all__ = ["Inspector", "committed_offsets", "partitions_matching"]
+__all__ = ["Inspector", "committed_offsets", "partitions_matching", "read_between"]
 
 
 async def partitions_matching(client: AIOKafkaConsumer, regex: str) -> list[TopicPartition]:
@@ -40,6 +39,32 @@ async def committed_offsets(client: AIOKafkaConsumer, regex: str) -> dict[Any, i
     found = await asyncio.gather(*(client.committed(tp) for tp in tps))
     pairs = zip(tps, found, strict=True)
     return {tp: offset for tp, offset in pairs if offset is not None and offset >= 0}
+
+
+async def read_between(
+    client: AIOKafkaConsumer, starts: dict[Any, int]
+) -> tuple[list[tuple[Any, Any]], dict[Any, int]]:
+    """The records from ``starts`` to the current end of each partition (assigning ``client``
+    to them), and those ends."""
+    ends: dict[Any, int] = await client.end_offsets(list(starts)) if starts else {}
+    todo = {tp: end for tp, end in ends.items() if end > starts[tp]}
+    found: list[tuple[Any, Any]] = []
+    if not todo:
+        return found, ends
+    client.assign(list(todo))
+    for tp in todo:
+        client.seek(tp, starts[tp])
+    while todo:
+        batch = await client.getmany(timeout_ms=1000)
+        if not batch:
+            break  # nothing more comes: the rest vanished (retention)
+        for tp, records in batch.items():
+            for record in records:
+                if tp in todo and record.offset < todo[tp]:
+                    found.append((tp, record))
+                if record.offset + 1 >= todo.get(tp, 0):
+                    todo.pop(tp, None)
+    return found, ends
 
 
 class Inspector:
@@ -72,28 +97,12 @@ class Inspector:
         client = self._new_consumer(group_id=None)
         await client.start()
         try:
-            ends = await client.end_offsets(list(committed))
-            todo = {tp: end for tp, end in ends.items() if end > committed[tp]}
-            if not todo:
-                return []
-            client.assign(list(todo))
-            for tp in todo:
-                client.seek(tp, committed[tp])
-            found: list[tuple[int, Message]] = []
-            while todo:
-                batch = await client.getmany(timeout_ms=1000)
-                if not batch:
-                    break  # nothing more comes: the rest vanished (retention)
-                for tp, records in batch.items():
-                    for record in records:
-                        if tp in todo and record.offset < todo[tp]:
-                            found.append((record.timestamp, decode(record.value, record.headers)))
-                        if record.offset + 1 >= todo.get(tp, 0):
-                            todo.pop(tp, None)
-            found.sort(key=lambda item: (item[0], item[1].published_at))
-            return [message for _, message in found[:limit]]
+            records, _ = await read_between(client, committed)
         finally:
             await client.stop()
+        found = [(r.timestamp, decode(r.value, r.headers)) for _, r in records]
+        found.sort(key=lambda item: (item[0], item[1].published_at))
+        return [message for _, message in found[:limit]]
 
     async def purge(self, queue: str) -> int:
         committed = await self._committed(queue)

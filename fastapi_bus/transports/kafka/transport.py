@@ -26,6 +26,7 @@ from fastapi_bus.core.names import is_pattern
 from fastapi_bus.transports.base import (
     AsyncAPIPart,
     Consumer,
+    Pulled,
     Subscription,
     Transport,
     dead_letter_queue,
@@ -41,6 +42,7 @@ from fastapi_bus.transports.kafka.inspection import (
 )
 from fastapi_bus.transports.kafka.mapping import encode, partition_key
 from fastapi_bus.transports.kafka.naming import Names
+from fastapi_bus.transports.kafka.pulling import Puller
 from fastapi_bus.transports.kafka.settings import parse_url
 
 __all__ = ["KafkaTransport"]
@@ -104,6 +106,7 @@ class KafkaTransport(Transport):
         self._mover_lock = asyncio.Lock()
         self._topics: set[str] = set()
         self._consumers: list[QueueConsumer | BroadcastConsumer] = []
+        self._pullers: dict[str, Puller] = {}
 
     @property
     def url(self) -> str:
@@ -187,6 +190,9 @@ class KafkaTransport(Transport):
         if self._mover is not None:
             await self._mover.stop()
             self._mover = None
+        pullers, self._pullers = list(self._pullers.values()), {}
+        for puller in pullers:
+            await puller.stop()
         producer, admin = self._producer, self._admin
         self._producer = self._admin = self._inspector = None
         self._topics.clear()
@@ -336,6 +342,16 @@ class KafkaTransport(Transport):
 
     async def browse(self, queue: str, limit: int = 100) -> list[Message]:
         return await self._inspect().browse(queue, limit)
+
+    async def pull(self, queue: str) -> Pulled | None:
+        self._require()
+        puller = self._pullers.get(queue)
+        if puller is None:
+            client = self._consumer(group_id=self._names.group(queue))
+            await client.start()
+            puller = Puller(client, queue=queue, regex=self._queue_regex(queue))
+            self._pullers[queue] = puller
+        return await puller.pull()
 
     async def purge(self, queue: str) -> int:
         return await self._inspect().purge(queue)
