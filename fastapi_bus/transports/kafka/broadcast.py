@@ -39,6 +39,7 @@ class BroadcastConsumer:
         self._regex = re.compile(regex)
         self._consumer = consumer
         self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = False
 
     async def start(self) -> None:
         await self._client.start()
@@ -80,7 +81,7 @@ class BroadcastConsumer:
                 logger.debug("looking for new topics of %r failed: %s", self.queue, exc)
 
     async def _read(self) -> None:
-        while True:
+        while not self._stopping:
             try:
                 batch = await self._client.getmany(timeout_ms=200)
             except Exception as exc:
@@ -89,6 +90,8 @@ class BroadcastConsumer:
                 continue
             for records in batch.values():
                 for record in records:
+                    if self._stopping:
+                        return
                     await self._deliver(record)
 
     async def _deliver(self, record: Any) -> None:
@@ -98,10 +101,16 @@ class BroadcastConsumer:
             logger.exception("broadcast to %r failed; the message is dropped", self.queue)
 
     def halt(self) -> None:
-        if self._tasks:
-            self._tasks[0].cancel()
+        """Take no more messages (the one being handled may finish)."""
+        self._stopping = True
+        for task in self._tasks[1:]:
+            task.cancel()
 
     async def stop(self, grace: float) -> None:
+        self.halt()
+        if self._tasks:
+            # The reader ends after the message in hand, or is cut off after ``grace``.
+            await asyncio.wait(self._tasks[:1], timeout=max(grace, 0))
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
