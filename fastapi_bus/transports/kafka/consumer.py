@@ -80,6 +80,7 @@ class QueueConsumer:
         self.stopping = False
         self._fetcher: asyncio.Task[None] | None = None
         self._workers: list[asyncio.Task[None]] = []
+        self._committer: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         self._client.subscribe(pattern=self._regex, listener=_Listener(self))
@@ -131,7 +132,7 @@ class QueueConsumer:
                 await self._handle(tp, record)
             finally:
                 self._running.pop(task, None)
-            await self._commit()
+            self._commit_soon()
 
     async def _handle(self, tp: Any, record: Any) -> None:
         message = decode(record.value, record.headers)
@@ -156,21 +157,32 @@ class QueueConsumer:
                 logger.warning("cannot send %s back to %r (%s)", message.id, self.queue, exc)
                 await asyncio.sleep(1.0)
 
-    async def _commit(self) -> None:
+    def _commit_soon(self) -> None:
+        """Commit after the handlers finishing in this moment are done too: one request for
+        all of them instead of one each."""
+        if self._committer is None or self._committer.done():
+            self._committer = asyncio.create_task(self._commit(yield_first=True))
+
+    async def _commit(self, *, yield_first: bool = False) -> None:
+        if yield_first:
+            await asyncio.sleep(0)
         async with self._commit_lock:
-            offsets = self._tracker.ready()
-            offsets = {tp: o for tp, o in offsets.items() if tp in self._client.assignment()}
-            if not offsets:
-                return
-            try:
-                await self._client.commit(
-                    {tp: OffsetAndMetadata(o, "") for tp, o in offsets.items()}
-                )
-            except Exception as exc:
-                # A rebalance is under way: the next owner reads these records again.
-                logger.info("committing offsets of %r failed (%s)", self.queue, exc)
-                return
-            self._tracker.committed(offsets)
+            # Again while handlers finished during the last request: none is left behind.
+            while True:
+                offsets = self._tracker.ready()
+                owned = self._client.assignment()
+                offsets = {tp: o for tp, o in offsets.items() if tp in owned}
+                if not offsets:
+                    return
+                try:
+                    await self._client.commit(
+                        {tp: OffsetAndMetadata(o, "") for tp, o in offsets.items()}
+                    )
+                except Exception as exc:
+                    # A rebalance is under way: the next owner reads these records again.
+                    logger.info("committing offsets of %r failed (%s)", self.queue, exc)
+                    return
+                self._tracker.committed(offsets)
 
     async def give_up(self, revoked: set[Any]) -> None:
         """A rebalance takes ``revoked`` away: finish what runs of them, commit, forget them."""
@@ -212,6 +224,8 @@ class QueueConsumer:
         for task in self._workers:
             task.cancel()
         await asyncio.gather(*self._workers, return_exceptions=True)
+        if self._committer is not None:
+            await asyncio.gather(self._committer, return_exceptions=True)
         await self._commit()
         with contextlib.suppress(Exception):
             await self._client.stop()  # leaves the group
