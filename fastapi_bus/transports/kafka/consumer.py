@@ -68,6 +68,8 @@ class QueueConsumer:
         self._consumer = consumer
         self._requeue = requeue
         self._prefetch = subscription.prefetch
+        # Fetch again once half the prefetch is free: fewer, larger fetches than one per record.
+        self._refill_at = self._prefetch // 2
         self._workers_count = subscription.max_concurrency
         self._tracker = OffsetTracker()
         self._waiting: asyncio.Queue[Any] = asyncio.Queue()
@@ -114,7 +116,7 @@ class QueueConsumer:
 
     def _finished(self, tp: Any, offset: int) -> None:
         self._tracker.finish(tp, offset)
-        if len(self._tracker) < self._prefetch:
+        if len(self._tracker) <= self._refill_at:
             self._room.set()
         self._changed.set()
 

@@ -135,6 +135,9 @@ class KafkaTransport(Transport):
             "enable_auto_commit": False,
             "auto_offset_reset": "earliest",
             "metadata_max_age_ms": 5000,
+            # A broker may hold a fetch this long while some partitions are empty (Tansu does,
+            # although others have records): short waits keep delivery prompt.
+            "fetch_max_wait_ms": 100,
             **self._client_options,
             **options,
         }
