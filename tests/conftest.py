@@ -69,3 +69,20 @@ def redis_prefix(redis_url: str) -> Iterator[str]:
         keys = list(client.scan_iter(match="{" + prefix + "}*", count=1000))
         if keys:
             client.delete(*keys)
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap() -> Iterator[str]:
+    """The Kafka bootstrap servers the broker tests talk to: ``FASTAPI_BUS_KAFKA_BOOTSTRAP``
+    (``host:9092,host2:9092``), or else a Tansu broker (requirements/tansu.txt) started here
+    on a free port, in memory, and killed at the end of the session."""
+    import os
+
+    given = os.environ.get("FASTAPI_BUS_KAFKA_BOOTSTRAP")
+    if given:
+        yield given
+        return
+    from tests.kafka_broker import tansu
+
+    with tansu() as bootstrap:
+        yield bootstrap

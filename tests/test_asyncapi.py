@@ -172,8 +172,30 @@ def test_redis_extensions_and_server_without_credentials() -> None:
     assert "bindings" not in json.dumps(doc)
 
 
+def test_kafka_bindings_and_servers_without_credentials() -> None:
+    doc = document("kafka://app:s3cret-pw@k1:9092,k2:9093")
+    assert "s3cret-pw" not in json.dumps(doc)
+    server = doc["servers"]["kafka"]
+    assert (server["host"], server["protocol"]) == ("k1:9092,k2:9093", "kafka")
+    assert doc["operations"]["reserve_stock"]["x-kafka"] == {
+        "consumerGroup": "bus.shop.reserve_stock",
+        "queueTopic": "bus.queue.shop.reserve__stock",
+        "deadLetterTopic": "bus.queue.shop.reserve__stock.dlq",
+        "delayTopic": "bus.delays",
+    }
+    assert doc["operations"]["live_feed"]["x-kafka"]["consumerGroup"] is None
+    placed = next(ch for ch in doc["channels"].values() if ch["address"] == "orders.placed")
+    assert placed["bindings"]["kafka"]["topic"] == "bus.event.orders.placed"
+
+
 @pytest.mark.parametrize(
-    "url", ["memory://", "amqp://guest:guest@localhost:5672/", "redis://localhost:6379/0"]
+    "url",
+    [
+        "memory://",
+        "amqp://guest:guest@localhost:5672/",
+        "redis://localhost:6379/0",
+        "kafka://localhost:9092",
+    ],
 )
 def test_official_parser_accepts_the_document(url: str, tmp_path: Path) -> None:
     code, report = tools.validate(document(url), tmp_path)

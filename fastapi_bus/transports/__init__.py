@@ -20,14 +20,15 @@ _BROKERS: dict[str, tuple[str, str, str]] = {
     "amqp": ("rabbitmq", "RabbitMQTransport", "RabbitMQ support: pip install "
              "'fastapi-bus[rabbitmq]' (on Python 3.11 or newer)"),
     "redis": ("redis", "RedisTransport", "Redis support: pip install 'fastapi-bus[redis]'"),
+    "kafka": ("kafka", "KafkaTransport", "Kafka support: pip install 'fastapi-bus[kafka]'"),
 }  # fmt: skip
 _BROKERS["amqps"] = _BROKERS["amqp"]
 _BROKERS["rediss"] = _BROKERS["redis"]
 
 
 def transport_from_url(url: str, **options: Any) -> Transport:
-    """Build the transport for ``url``: ``memory://``, ``amqp://``, ``amqps://``, ``redis://``
-    or ``rediss://``.
+    """Build the transport for ``url``: ``memory://``, ``amqp://``, ``amqps://``, ``redis://``,
+    ``rediss://`` or ``kafka://``.
 
     Brokers other than memory are optional extras, imported only when their URL is used.
     """

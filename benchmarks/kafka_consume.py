@@ -1,0 +1,177 @@
+"""Consume N waiting events on Kafka: fastapi-bus against a plain aiokafka loop doing the same
+work, interleaved over several rounds, reported as medians and ratios.
+
+    .venv/bin/python benchmarks/kafka_consume.py --events 20000 --rounds 3
+
+Without ``--bootstrap`` it starts a Tansu broker of its own (requirements/tansu.txt). Each
+round fills a topic of 3 partitions with N events (~230-byte JSON bodies, the bus's record
+headers), then times, from the first event handled to the last (so that joining the consumer
+group, a few seconds, does not count), how long each side takes to read, validate with
+pydantic and commit all of them:
+
+* ``plain``: one group consumer, ``getmany(max_records=prefetch)``, validate each, then commit
+  the batch's offsets;
+* ``fastapi-bus``: an ``EventBus`` on ``KafkaTransport`` with one handler taking the model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import statistics
+import sys
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from pydantic import BaseModel
+
+from fastapi_bus import EventBus, EventRouter
+from fastapi_bus.core.messages import Message
+from fastapi_bus.transports.base import Subscription
+from fastapi_bus.transports.kafka import KafkaTransport
+from fastapi_bus.transports.kafka.mapping import encode, partition_key
+
+GROUP_OPTIONS = {"session_timeout_ms": 6000, "heartbeat_interval_ms": 300}
+
+
+class Tick(BaseModel):
+    n: int
+    payload: str
+
+
+async def fill(bootstrap: str, topic: str, events: int) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, acks="all")
+    await producer.start()
+    try:
+        for start in range(0, events, 1000):
+            sends = []
+            for n in range(start, min(start + 1000, events)):
+                message = Message(
+                    name="Tick", body=Tick(n=n, payload="x" * 200).model_dump_json().encode()
+                )
+                # A key per event spreads them over the partitions, as a partition-key would.
+                key = f"{partition_key(message).decode()}-{n}".encode()
+                sends.append(
+                    await producer.send(topic, message.body, key=key, headers=encode(message))
+                )
+            await asyncio.gather(*sends)
+    finally:
+        await producer.stop()
+
+
+class Clock:
+    def __init__(self, events: int) -> None:
+        self.events = events
+        self.count = 0
+        self.first = 0.0
+        self.done = asyncio.Event()
+        self.elapsed = 0.0
+
+    def tick(self) -> None:
+        if self.count == 0:
+            self.first = time.perf_counter()
+        self.count += 1
+        if self.count >= self.events:
+            self.elapsed = time.perf_counter() - self.first
+            self.done.set()
+
+
+async def plain(bootstrap: str, events: int, prefetch: int) -> float:
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    topic = f"bench-plain-{uuid.uuid4().hex[:8]}"
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    await admin.create_topics([NewTopic(topic, 3, 1)])
+    await admin.close()
+    await fill(bootstrap, topic, events)
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, group_id=topic, enable_auto_commit=False,
+        auto_offset_reset="earliest", **GROUP_OPTIONS,
+    )  # fmt: skip
+    await consumer.start()
+    clock = Clock(events)
+    try:
+        while not clock.done.is_set():
+            batch = await consumer.getmany(timeout_ms=200, max_records=prefetch)
+            for records in batch.values():
+                for record in records:
+                    Tick.model_validate_json(record.value)
+                    clock.tick()
+            if batch:
+                await consumer.commit()
+    finally:
+        await consumer.stop()
+    return clock.elapsed
+
+
+async def bus(bootstrap: str, events: int, prefetch: int) -> float:
+    transport = KafkaTransport(
+        f"kafka://{bootstrap}",
+        prefix=f"bench-{uuid.uuid4().hex[:8]}",
+        consumer_options=GROUP_OPTIONS,
+    )
+    router = EventRouter()
+    clock = Clock(events)
+
+    @router.on(Tick)
+    async def count(event: Tick) -> None:
+        clock.tick()
+
+    the_bus = EventBus(transport, service="bench", routers=[router], prefetch=prefetch)
+    await the_bus.start()
+    try:
+        queue = the_bus.queue_for(the_bus.routes[0])
+        await transport.declare(Subscription(queue=queue, patterns=("Tick",)))
+        await fill(bootstrap, transport.names.event("Tick"), events)
+        await the_bus.start_consuming()
+        await asyncio.wait_for(clock.done.wait(), 600)
+    finally:
+        await the_bus.close(grace=5)
+    return clock.elapsed
+
+
+@contextlib.contextmanager
+def broker(bootstrap: str | None) -> Iterator[str]:
+    if bootstrap:
+        yield bootstrap
+        return
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from tests.kafka_broker import tansu
+
+    with tansu() as started:
+        yield started
+
+
+async def run(bootstrap: str, args: argparse.Namespace) -> None:
+    sides: dict[str, Callable[[], Awaitable[float]]] = {
+        "plain": lambda: plain(bootstrap, args.events, args.prefetch),
+        "fastapi-bus": lambda: bus(bootstrap, args.events, args.prefetch),
+    }
+    times: dict[str, list[float]] = {name: [] for name in sides}
+    for _ in range(args.rounds):
+        for name, side in sides.items():  # interleaved, so noise hits every side alike
+            times[name].append(await side())
+    rates = {name: args.events / statistics.median(t) for name, t in times.items()}
+    print(f"{args.events} events, {args.rounds} rounds, prefetch {args.prefetch} (medians)")
+    for name, rate in rates.items():
+        print(f"  {name:12} {rate:9,.0f} events/s   {rate / rates['plain']:.2f}x plain")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--bootstrap", default=None, help="host:9092 (default: start Tansu)")
+    parser.add_argument("--events", type=int, default=20_000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--prefetch", type=int, default=128)
+    args = parser.parse_args()
+    with broker(args.bootstrap) as bootstrap:
+        asyncio.run(run(bootstrap, args))
+
+
+if __name__ == "__main__":
+    main()

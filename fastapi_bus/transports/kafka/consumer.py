@@ -1,0 +1,233 @@
+"""One queue's consumer group member: fetches, hands records to a fixed pool of workers, and
+commits offsets in order once the handler returns.
+
+* At most ``prefetch`` records are held (fetched and not finished) at once.
+* A record's offset is committed only when it and every earlier record of its partition are
+  finished (:class:`OffsetTracker`).
+* A call that raises (or is cancelled at shutdown) sends a copy of the message, marked
+  redelivered, to the queue's own topic before its offset counts as finished, so it comes
+  back to the group; nothing is lost if the process dies in between (the offset is not
+  committed yet), at the price of a possible duplicate.
+* When the group takes partitions away (a rebalance), their waiting records are dropped
+  (the new owner reads them again from the committed offset) and the running ones finish
+  and are committed first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
+from aiokafka.structs import OffsetAndMetadata
+
+from fastapi_bus.core.messages import Message
+from fastapi_bus.transports.base import Consumer, Subscription
+from fastapi_bus.transports.kafka.mapping import decode
+from fastapi_bus.transports.kafka.offsets import OffsetTracker
+
+__all__ = ["QueueConsumer"]
+
+logger = logging.getLogger("fastapi_bus.kafka")
+
+#: Seconds a rebalance waits for the running handlers of the partitions it takes away.
+REVOKE_GRACE = 30.0
+
+Requeue = Callable[[Message], Awaitable[None]]
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, owner: QueueConsumer) -> None:
+        self._owner = owner
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        await self._owner.give_up(set(revoked))
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        return None
+
+
+class QueueConsumer:
+    """Consumes one queue (a group) for one consumer callable."""
+
+    def __init__(
+        self,
+        client: AIOKafkaConsumer,
+        *,
+        subscription: Subscription,
+        regex: str,
+        consumer: Consumer,
+        requeue: Requeue,
+    ) -> None:
+        self._client = client
+        self.queue = subscription.queue
+        self._regex = regex
+        self._consumer = consumer
+        self._requeue = requeue
+        self._prefetch = subscription.prefetch
+        # Fetch again once half the prefetch is free: fewer, larger fetches than one per record.
+        self._refill_at = self._prefetch // 2
+        self._workers_count = subscription.max_concurrency
+        self._tracker = OffsetTracker()
+        self._waiting: asyncio.Queue[Any] = asyncio.Queue()
+        self._room = asyncio.Event()
+        self._room.set()
+        self._running: dict[asyncio.Task[None], Any] = {}
+        self._changed = asyncio.Event()
+        self._commit_lock = asyncio.Lock()
+        self._revoking: set[Any] = set()
+        self.stopping = False
+        self._fetcher: asyncio.Task[None] | None = None
+        self._workers: list[asyncio.Task[None]] = []
+        self._committer: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._client.subscribe(pattern=self._regex, listener=_Listener(self))
+        await self._client.start()
+        self._fetcher = asyncio.create_task(self._fetch())
+        self._workers = [asyncio.create_task(self._work()) for _ in range(self._workers_count)]
+
+    # fetching
+
+    async def _fetch(self) -> None:
+        pause = 0.05
+        while not self.stopping:
+            await self._room.wait()
+            room = self._prefetch - len(self._tracker)
+            try:
+                batch = await self._client.getmany(timeout_ms=200, max_records=room)
+            except Exception as exc:
+                if self.stopping:
+                    return
+                logger.warning("fetching %r failed (%s); trying again", self.queue, exc)
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 2.0)
+                continue
+            pause = 0.05
+            for tp, records in batch.items():
+                for record in records:
+                    self._tracker.take(tp, record.offset)
+                    self._waiting.put_nowait((tp, record))
+            if len(self._tracker) >= self._prefetch:
+                self._room.clear()
+
+    def _finished(self, tp: Any, offset: int) -> None:
+        self._tracker.finish(tp, offset)
+        if len(self._tracker) <= self._refill_at:
+            self._room.set()
+        self._changed.set()
+
+    # handling
+
+    async def _work(self) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        while True:
+            tp, record = await self._waiting.get()
+            if tp in self._revoking or not self._tracker.holds(tp, record.offset):
+                continue  # its partition went elsewhere: the new owner reads it again
+            self._running[task] = tp
+            try:
+                await self._handle(tp, record)
+            finally:
+                self._running.pop(task, None)
+            self._commit_soon()
+
+    async def _handle(self, tp: Any, record: Any) -> None:
+        message = decode(record.value, record.headers)
+        try:
+            await self._consumer(message)
+        except asyncio.CancelledError:
+            await asyncio.shield(self._send_back(message))
+            self._finished(tp, record.offset)
+            raise
+        except Exception:
+            logger.exception("consumer of %r failed; the message goes back", self.queue)
+            await self._send_back(message)
+        self._finished(tp, record.offset)
+
+    async def _send_back(self, message: Message) -> None:
+        while True:
+            try:
+                await self._requeue(message.replace(redelivered=True))
+                return
+            except Exception as exc:
+                # Its offset stays uncommitted meanwhile, so it is never lost.
+                logger.warning("cannot send %s back to %r (%s)", message.id, self.queue, exc)
+                await asyncio.sleep(1.0)
+
+    def _commit_soon(self) -> None:
+        """Commit after the handlers finishing in this moment are done too: one request for
+        all of them instead of one each."""
+        if self._committer is None or self._committer.done():
+            self._committer = asyncio.create_task(self._commit(yield_first=True))
+
+    async def _commit(self, *, yield_first: bool = False) -> None:
+        if yield_first:
+            await asyncio.sleep(0)
+        async with self._commit_lock:
+            # Again while handlers finished during the last request: none is left behind.
+            while True:
+                offsets = self._tracker.ready()
+                owned = self._client.assignment()
+                offsets = {tp: o for tp, o in offsets.items() if tp in owned}
+                if not offsets:
+                    return
+                try:
+                    await self._client.commit(
+                        {tp: OffsetAndMetadata(o, "") for tp, o in offsets.items()}
+                    )
+                except Exception as exc:
+                    # A rebalance is under way: the next owner reads these records again.
+                    logger.info("committing offsets of %r failed (%s)", self.queue, exc)
+                    return
+                self._tracker.committed(offsets)
+
+    async def give_up(self, revoked: set[Any]) -> None:
+        """A rebalance takes ``revoked`` away: finish what runs of them, commit, forget them."""
+        self._revoking |= revoked
+        await self._settle(
+            lambda: any(tp in revoked for tp in self._running.values()), REVOKE_GRACE
+        )
+        await self._commit()
+        self._tracker.forget(revoked)
+        self._revoking -= revoked
+        if len(self._tracker) < self._prefetch:
+            self._room.set()
+
+    async def _settle(self, busy: Callable[[], bool], grace: float) -> None:
+        """Wait while ``busy()``, at most ``grace`` seconds."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(grace, 0)
+        while busy() and loop.time() < deadline:
+            self._changed.clear()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), min(0.1, max(grace, 0.001)))
+
+    # stopping
+
+    def halt(self) -> None:
+        self.stopping = True
+        if self._fetcher is not None:
+            self._fetcher.cancel()
+
+    async def stop(self, grace: float) -> None:
+        self.halt()
+        if self._fetcher is not None:
+            await asyncio.gather(self._fetcher, return_exceptions=True)
+        # What has not started stays uncommitted: the group reads it again.
+        while not self._waiting.empty():
+            tp, _ = self._waiting.get_nowait()
+            self._revoking.add(tp)
+        await self._settle(lambda: bool(self._running), grace)
+        for task in self._workers:
+            task.cancel()
+        await asyncio.gather(*self._workers, return_exceptions=True)
+        if self._committer is not None:
+            await asyncio.gather(self._committer, return_exceptions=True)
+        await self._commit()
+        with contextlib.suppress(Exception):
+            await self._client.stop()  # leaves the group

@@ -1,0 +1,297 @@
+"""What is particular to the Kafka transport: URLs and names, in-order commits, groups that
+share partitions, restarts that resume from committed offsets, and the bus on Kafka.
+
+The broker tests run on a Tansu broker that the session starts (tests/kafka_broker.py), or on
+the Kafka at ``FASTAPI_BUS_KAFKA_BOOTSTRAP``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+
+from fastapi_bus import EventBus, EventRouter, Message, RetryPolicy
+from fastapi_bus.core.exceptions import ConfigurationError, TransportError
+from fastapi_bus.core.names import pattern_matches
+from fastapi_bus.transports import transport_from_url
+from fastapi_bus.transports.base import Subscription, dead_letter_queue
+from fastapi_bus.transports.kafka import KafkaTransport
+from fastapi_bus.transports.kafka.mapping import decode, encode, partition_key
+from fastapi_bus.transports.kafka.naming import Names
+from fastapi_bus.transports.kafka.offsets import OffsetTracker
+from tests.helpers import OrderPlaced
+from tests.transports.conftest import kafka_transport
+from tests.utils import wait_until, wait_until_async
+
+# URLs, names and mappings
+
+
+def test_url_names_the_servers_and_hides_the_password() -> None:
+    transport = transport_from_url("kafka://app:s3cret@k1:9092,k2:9093?security_protocol=SASL_SSL")
+    assert isinstance(transport, KafkaTransport)
+    assert transport.url == "kafka://app:***@k1:9092,k2:9093?security_protocol=SASL_SSL"
+    assert "s3cret" not in repr(transport)
+    assert "s3cret" not in str(transport.asyncapi("server"))
+
+
+@pytest.mark.parametrize(
+    ("url", "error"),
+    [
+        ("kafka://", "names no bootstrap server"),
+        ("kafka://k1", "needs a port"),
+        ("kafka://k1:9092?linger=5", "unknown Kafka URL parameter 'linger'"),
+        ("kafka://u:topsecret@k1?x=1", "needs a port"),
+    ],
+)
+def test_bad_urls_say_what_is_wrong(url: str, error: str) -> None:
+    with pytest.raises(ConfigurationError, match=re.escape(error)) as caught:
+        KafkaTransport(url)
+    assert "topsecret" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "pattern", ["orders.placed", "orders.*", "orders.#", "#.placed", "#", "*.eu.*", "a:b.c_d"]
+)
+def test_topic_regexes_match_what_patterns_match(pattern: str) -> None:
+    names = Names("bus")
+    regex = re.compile(names.event_regex((pattern,)))
+    for name in ("orders", "orders.placed", "orders.eu.placed", "invoices.placed", "a:b.c_d",
+                 "a_b.c_d", "x.eu.y", "orders_placed"):  # fmt: skip
+        topic = names.event(name)
+        assert bool(regex.fullmatch(topic)) == pattern_matches(pattern, name), (pattern, name)
+
+
+def test_escaped_topic_names_stay_distinct() -> None:
+    names = Names("bus")
+    topics = {names.event(n) for n in ("a:b", "a_b", "a__b", "a_-b", "a-b")}
+    assert len(topics) == 5
+    assert all(re.fullmatch(r"[A-Za-z0-9._-]+", t) for t in topics)
+
+
+def test_a_message_travels_as_value_and_headers() -> None:
+    sent = Message(
+        name="orders.placed",
+        body=b"{}",
+        headers={"tenant": "acme", "partition-key": "order-7"},
+        correlation_id="c",
+        attempt=2,
+        redelivered=True,
+    )
+    got = decode(sent.body, encode(sent))
+    assert got == sent
+    assert partition_key(sent) == b"order-7"
+    assert partition_key(Message(name="orders.placed", body=b"")) == b"orders.placed"
+    foreign = decode(b"raw", [("source", b"other")], name="x")
+    assert (foreign.name, foreign.body, foreign.headers) == ("x", b"raw", {"source": "other"})
+
+
+def test_offsets_commit_only_past_finished_records() -> None:
+    tracker = OffsetTracker()
+    for offset in (5, 6, 7):
+        tracker.take("p0", offset)
+    tracker.finish("p0", 7)
+    tracker.finish("p0", 6)
+    assert tracker.ready() == {"p0": 5}, "7 and 6 are done, but 5 is not"
+    tracker.committed({"p0": 5})
+    assert tracker.ready() == {}
+    tracker.finish("p0", 5)
+    assert tracker.ready() == {"p0": 8}
+
+
+# on a broker
+
+pytestmark = [pytest.mark.anyio]
+broker = pytest.mark.kafka
+
+
+@pytest.fixture
+async def transports(kafka_bootstrap: str) -> AsyncIterator[list[KafkaTransport]]:
+    made: list[KafkaTransport] = []
+    yield made
+    for transport in reversed(made):
+        await transport.close(grace=1)
+
+
+@pytest.fixture
+def prefix() -> str:
+    return f"test-{uuid.uuid4().hex[:12]}"
+
+
+async def started(
+    kafka_bootstrap: str, prefix: str, transports: list[KafkaTransport]
+) -> KafkaTransport:
+    transport = kafka_transport(kafka_bootstrap, prefix)
+    assert isinstance(transport, KafkaTransport)
+    await transport.start()
+    transports.append(transport)
+    return transport
+
+
+def sub(queue: str, concurrency: int | None = None) -> Subscription:
+    return Subscription(queue=queue, patterns=("orders.placed",), concurrency=concurrency)
+
+
+def placed(n: int, key: str | None = None) -> Message:
+    headers = {"partition-key": key} if key else {}
+    return Message(name="orders.placed", body=str(n).encode(), headers=headers)
+
+
+@broker
+async def test_a_later_message_done_first_waits_for_the_earlier_before_its_commit(
+    kafka_bootstrap: str, prefix: str, transports: list[KafkaTransport]
+) -> None:
+    transport = await started(kafka_bootstrap, prefix, transports)
+    release_first = asyncio.Event()
+    done: list[bytes] = []
+
+    async def handler(message: Message) -> None:
+        if message.body == b"0":
+            await release_first.wait()
+        done.append(message.body)
+
+    subscription = sub("shop.pack", concurrency=2)
+    await transport.consume(subscription, handler)
+    await transport.publish(placed(0))  # one key: one partition, in this order
+    await transport.publish(placed(1))
+    await wait_until(lambda: done == [b"1"], timeout=20)
+    # 1 is done, but its offset cannot be committed before 0's: both still wait.
+    assert [m.body for m in await transport.browse("shop.pack")] == [b"0", b"1"]
+    release_first.set()
+    await wait_until_async(lambda: transport.browse("shop.pack"), 0, timeout=20)
+    assert done == [b"1", b"0"]
+
+
+@broker
+async def test_two_consumers_in_one_group_share_the_partitions(
+    kafka_bootstrap: str, prefix: str, transports: list[KafkaTransport]
+) -> None:
+    seen: dict[int, list[bytes]] = {0: [], 1: []}
+
+    def handler(index: int) -> object:
+        async def handle(message: Message) -> None:
+            seen[index].append(message.body)
+
+        return handle
+
+    for index in (0, 1):
+        transport = await started(kafka_bootstrap, prefix, transports)
+        await transport.consume(sub("shop.pick"), handler(index))  # type: ignore[arg-type]
+    sent = 0
+    # Until the group has settled on sharing, one member may get everything: keep publishing
+    # (a bounded number of) keyed messages until both have handled some.
+    while not (seen[0] and seen[1]):
+        assert sent < 600, "the second consumer never got a partition"
+        for _ in range(6):
+            await transports[0].publish(placed(sent, key=f"order-{sent}"))
+            sent += 1
+        await asyncio.sleep(0.05)
+    await wait_until(lambda: len(seen[0]) + len(seen[1]) >= sent, timeout=20)
+    everything = sorted(int(b) for b in seen[0] + seen[1])
+    assert everything == list(range(sent)), "each message handled once, by one member"
+
+
+@broker
+async def test_a_restarted_consumer_resumes_from_its_committed_offsets(
+    kafka_bootstrap: str, prefix: str, transports: list[KafkaTransport]
+) -> None:
+    first = await started(kafka_bootstrap, prefix, transports)
+    got: list[bytes] = []
+
+    async def record(message: Message) -> None:
+        got.append(message.body)
+
+    await first.consume(sub("shop.bill"), record)
+    for n in range(3):
+        await first.publish(placed(n))
+    await wait_until(lambda: len(got) == 3, timeout=20)
+    await first.close(grace=5)
+    publisher = await started(kafka_bootstrap, prefix, transports)
+    for n in range(3, 6):
+        await publisher.publish(placed(n))
+    again: list[bytes] = []
+
+    async def record_again(message: Message) -> None:
+        again.append(message.body)
+
+    second = await started(kafka_bootstrap, prefix, transports)
+    await second.consume(sub("shop.bill"), record_again)
+    await wait_until(lambda: len(again) == 3, timeout=20)
+    assert again == [b"3", b"4", b"5"], "only what was published while it was down"
+    assert got == [b"0", b"1", b"2"]
+
+
+@broker
+async def test_purge_moves_the_group_past_what_waits(
+    kafka_bootstrap: str, prefix: str, transports: list[KafkaTransport]
+) -> None:
+    transport = await started(kafka_bootstrap, prefix, transports)
+    await transport.declare(sub("shop.audit"))
+    for n in range(3):
+        await transport.dead_letter("shop.audit", placed(n))
+    dlq = dead_letter_queue("shop.audit")
+    assert [m.body for m in await transport.browse(dlq)] == [b"0", b"1", b"2"]
+    assert await transport.purge(dlq) == 3
+    assert await transport.browse(dlq) == []
+    assert await transport.purge("shop.nothing") == 0
+
+
+@broker
+async def test_pulling_from_a_consumed_queue_is_refused_clearly(
+    kafka_bootstrap: str, prefix: str, transports: list[KafkaTransport]
+) -> None:
+    transport = await started(kafka_bootstrap, prefix, transports)
+    got: list[Message] = []
+
+    async def slow(message: Message) -> None:
+        got.append(message)
+        await asyncio.Event().wait()
+
+    await transport.consume(sub("shop.ship"), slow)
+    await transport.send("shop.ship", placed(1))
+    await transport.send("shop.ship", placed(2))
+    await wait_until(lambda: len(got) == 2, timeout=20)
+    tools = await started(kafka_bootstrap, prefix, transports)
+    pulled = await tools.pull("shop.ship")
+    assert pulled is not None
+    with pytest.raises(TransportError, match="no consumer of the queue is running"):
+        await pulled.ack()
+
+
+@broker
+async def test_the_bus_retries_through_the_delay_topic_dead_letters_and_replays(
+    kafka_bootstrap: str, prefix: str, transports: list[KafkaTransport]
+) -> None:
+    deliveries: list[tuple[str, int]] = []
+    down = [True]
+    events = EventRouter(retry=RetryPolicy(attempts=1, backoff=0, delays=(0.2,)))
+
+    @events.on(OrderPlaced)
+    async def broken(event: OrderPlaced, msg: Message) -> None:
+        deliveries.append((msg.id, msg.attempt))
+        if down[0]:
+            raise ConnectionError("payment service down")
+
+    transport = kafka_transport(kafka_bootstrap, prefix)
+    bus = EventBus(transport, service="shop", routers=[events])
+    await bus.start()
+    try:
+        await bus.start_consuming()
+        message_id = await bus.publish(OrderPlaced(order_id="1", total=1), headers={"t": "a"})
+        dlq = dead_letter_queue(bus.queue_for(bus.routes[0]))
+        await wait_until_async(lambda: transport.browse(dlq), 1, timeout=30)
+        assert deliveries == [(message_id, 1), (message_id, 2)]
+        (letter,) = await bus.dead_letters.list()
+        assert letter.message.id == message_id
+        assert letter.exception_type == "builtins.ConnectionError"
+        assert letter.message.headers["t"] == "a"
+        down[0] = False
+        assert await bus.dead_letters.replay() == 1
+        await wait_until(lambda: len(deliveries) == 3, timeout=20)
+        assert deliveries[2][0] == message_id
+        assert await transport.browse(dlq) == []
+    finally:
+        await bus.close(grace=1)
