@@ -44,26 +44,27 @@ async def committed_offsets(client: AIOKafkaConsumer, regex: str) -> dict[Any, i
 async def read_between(
     client: AIOKafkaConsumer, starts: dict[Any, int]
 ) -> tuple[list[tuple[Any, Any]], dict[Any, int]]:
-    """The records from ``starts`` to the current end of each partition (assigning ``client``
-    to them), and those ends."""
+    """The records from ``starts`` to the end of each partition (assigning ``client`` to
+    them), and the offset after the last one read of each.
+
+    The end is where reading finds nothing more, not the end offset the broker reports: a
+    broker may report a high watermark that lags the records it already serves (Tansu does
+    under concurrent writes), and stopping there would hide the newest records."""
     ends: dict[Any, int] = await client.end_offsets(list(starts)) if starts else {}
-    todo = {tp: end for tp, end in ends.items() if end > starts[tp]}
     found: list[tuple[Any, Any]] = []
-    if not todo:
+    if not starts:
         return found, ends
-    client.assign(list(todo))
-    for tp in todo:
-        client.seek(tp, starts[tp])
-    while todo:
-        batch = await client.getmany(timeout_ms=1000)
-        if not batch:
-            break  # nothing more comes: the rest vanished (retention)
+    client.assign(list(starts))
+    for tp, offset in starts.items():
+        client.seek(tp, offset)
+    quiet = 0
+    while quiet < 2:  # two empty fetches in a row: nothing more to read
+        batch = await client.getmany(timeout_ms=250 if quiet else 1000)
+        quiet = 0 if batch else quiet + 1
         for tp, records in batch.items():
             for record in records:
-                if tp in todo and record.offset < todo[tp]:
-                    found.append((tp, record))
-                if record.offset + 1 >= todo.get(tp, 0):
-                    todo.pop(tp, None)
+                found.append((tp, record))
+                ends[tp] = max(ends.get(tp, 0), record.offset + 1)
     return found, ends
 
 
