@@ -25,6 +25,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
 
 from fastapi_bus import BusState, get_bus
 from fastapi_bus.ops.supervisor import Supervisor
@@ -45,6 +46,24 @@ def get(port: int, path: str) -> tuple[int, dict[str, Any]]:
         return response.status, json.loads(response.read())
     finally:
         connection.close()
+
+
+def handled_total(port: int, handler: str) -> float:
+    """``fastapi_bus_handled_total`` of ``handler``, scraped from a health port."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        connection.request("GET", "/metrics")
+        response = connection.getresponse()
+        assert response.status == 200
+        text = response.read().decode()
+    finally:
+        connection.close()
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "fastapi_bus_handled_total" and sample.labels["handler"] == handler
+    )
 
 
 def answers(port: int, path: str, status: int) -> bool:
@@ -116,11 +135,13 @@ class Deployment:
         }
         self.processes: list[Process] = []
 
-    def worker(self, *args: str, url: str | None = None) -> Process:
+    def worker(self, *args: str, url: str | None = None, metrics: bool = False) -> Process:
         stderr = self.tmp / f"worker-{len(self.processes)}.err"
         env = {**os.environ, **self.env}
         if url is not None:
             env["FASTAPI_BUS_TEST_URL"] = url
+        if metrics:
+            env["FASTAPI_BUS_TEST_METRICS"] = "1"
         process = Process(list(args), env, stderr)
         self.processes.append(process)
         return process
@@ -413,6 +434,7 @@ def test_processes_restarts_a_dead_child_and_forwards_sigterm(deployment: Deploy
     supervisor = deployment.worker(
         "--processes", "2", "--handlers", "record_order",
         "--health-port", str(port), "--health-interval", "0.2",
+        metrics=True,
     )  # fmt: skip
     wait_until_sync(lambda: len(deployment.pids("startup")) == 2, TIMEOUT, what="2 children")
     wait_until_sync(lambda: answers(port, "/health", 200), TIMEOUT, what="healthy")
@@ -431,6 +453,8 @@ def test_processes_restarts_a_dead_child_and_forwards_sigterm(deployment: Deploy
         for order in ("p1", "p2", "p3", "p4"):
             client.post(f"/orders/{order}")
     wait_until_sync(lambda: len(deployment.rows("order")) == 4, TIMEOUT, what="the orders")
+    # The supervisor serves the children's metrics added up, whichever child handled what.
+    assert handled_total(port, "record_order") == 4
 
     supervisor.send(signal.SIGTERM)
     assert supervisor.wait() == 0

@@ -23,7 +23,7 @@ from fastapi import FastAPI
 from pydantic import BaseModel
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from fastapi_bus import Bus, BusExtension, EventRouter
+from fastapi_bus import Bus, BusExtension, EventRouter, Metrics
 from fastapi_bus.transports import Transport, transport_from_url
 
 
@@ -72,6 +72,16 @@ def _transport() -> Transport:
     )
 
 
+def _metrics() -> Metrics | None:
+    """Prometheus metrics where the test asks for them (worker processes only: the registry
+    is global to a process)."""
+    if os.environ.get("FASTAPI_BUS_TEST_METRICS") != "1":
+        return None
+    from fastapi_bus.telemetry.prometheus import PrometheusMetrics
+
+    return PrometheusMetrics()
+
+
 def create_app(consume: bool | None = None) -> FastAPI:
     """A web app whose handlers record what they handle."""
     resources: dict[str, str] = {}
@@ -107,6 +117,7 @@ def create_app(consume: bool | None = None) -> FastAPI:
         service=os.environ.get("FASTAPI_BUS_TEST_SERVICE", "worker-tests"),
         routers=[events],
         consume=consume,
+        metrics=_metrics(),
     )
     extension.install(app)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import importlib.util
 import json
 import logging
 import os
@@ -21,9 +22,12 @@ import subprocess
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi_bus.ops.health import HealthFile, HealthServer, is_fresh, start_health, stop_health
+
+if TYPE_CHECKING:
+    from fastapi_bus.telemetry.prometheus import MultiProcessMetrics
 
 __all__ = ["Supervisor"]
 
@@ -54,7 +58,9 @@ class Supervisor:
         reload: restart every child when a Python file under ``reload_dirs`` changes; a child
             that fails is then only started again by the next change.
         health_port, health_file: report health for the whole group: healthy while every
-            child is (the children keep heartbeat files in a private directory).
+            child is (the children keep heartbeat files in a private directory). With
+            prometheus-client installed, the health port also serves ``GET /metrics``: the
+            children's Prometheus metrics added up (its multiprocess mode).
         min_backoff, max_backoff: the first and the longest delay before a restart.
         stable_after: a child that ran this long before dying is restarted without delay
             growth: it was not a crash loop.
@@ -90,6 +96,8 @@ class Supervisor:
         self.stopping = asyncio.Event()
         self._forwarded: set[int] = set()
         self._reloading = asyncio.Event()
+        self._metrics: MultiProcessMetrics | None = None
+        self._env: dict[str, str] | None = None
 
     # health
 
@@ -125,7 +133,7 @@ class Supervisor:
             command += ["--health-file", str(child.health_file)]
             command += ["--health-interval", str(self.health_interval)]
         command += ["--parent-pid", str(os.getpid())]
-        child.process = subprocess.Popen(command, start_new_session=True)
+        child.process = subprocess.Popen(command, start_new_session=True, env=self._env)
         child.started = now
         logger.info("started worker %d (pid %d)", child.index, child.process.pid)
 
@@ -134,6 +142,8 @@ class Supervisor:
         pid = child.process.pid
         child.process = None
         child.exit_code = code
+        if self._metrics is not None:
+            self._metrics.process_exited(pid)
         if self.reload:
             logger.error(
                 "worker %d (pid %d) exited with status %d; waiting for a code change",
@@ -191,6 +201,21 @@ class Supervisor:
         self._forwarded.add(signum)
         self._signal_children(signum)
 
+    def _share_metrics(self, default: Path) -> None:
+        """Where prometheus-client is installed, the children write their metrics to files
+        (in ``PROMETHEUS_MULTIPROC_DIR`` if set, else in ``default``) and the health port
+        serves them added up."""
+        if importlib.util.find_spec("prometheus_client") is None:
+            return
+        from fastapi_bus.telemetry.prometheus import MULTIPROCESS_DIR, MultiProcessMetrics
+
+        directory = os.environ.get(MULTIPROCESS_DIR) or str(default)
+        os.makedirs(directory, exist_ok=True)
+        self._env = {**os.environ, MULTIPROCESS_DIR: directory}
+        self._metrics = MultiProcessMetrics(directory)
+        assert self.server is not None
+        self.server.metrics = self._metrics
+
     # reload
 
     async def _watch(self) -> None:
@@ -225,6 +250,8 @@ class Supervisor:
                 folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bus-")))
                 for child in self.children:
                     child.health_file = folder / f"worker-{child.index}.json"
+                if self.server is not None:
+                    self._share_metrics(folder / "metrics")
             try:
                 background += await start_health(self.server, self.file)
                 if self.reload:

@@ -27,14 +27,20 @@ The metrics (``handler`` and ``event`` labels; ``event`` alone for publishing):
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import choose_encoder
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
 from fastapi_bus.core.metrics import Metrics
 
-__all__ = ["PrometheusMetrics"]
+__all__ = ["MULTIPROCESS_DIR", "MultiProcessMetrics", "PrometheusMetrics"]
+
+#: The variable that puts prometheus-client in its multiprocess mode: each process writes its
+#: values to files in that directory, and one reader adds them up.
+MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
 
 #: Histogram buckets in seconds, from a millisecond to a minute.
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
@@ -90,6 +96,8 @@ class PrometheusMetrics(Metrics):
             _LABELS,
             namespace=namespace,
             registry=self.registry,
+            # Under several processes: the sum over the processes that are alive.
+            multiprocess_mode="livesum",
         )
 
     def published(self, event: str, seconds: float) -> None:
@@ -122,5 +130,31 @@ class PrometheusMetrics(Metrics):
     def exposition(self, accept: str | None = None) -> tuple[bytes, str]:
         """The registry in the text format a scraper asked for (its ``Accept`` header), and
         the content type."""
+        encoder, content_type = choose_encoder(accept or "")
+        return encoder(self.registry), content_type
+
+
+class MultiProcessMetrics:
+    """The metrics of several processes, added up: what ``fastapi-bus worker --processes N``
+    serves at ``GET /metrics`` on its health port.
+
+    The workers write their values to files under ``directory`` (prometheus-client's
+    multiprocess mode, turned on by the :data:`MULTIPROCESS_DIR` variable in their
+    environment); counters and histograms keep what exited workers counted, and the in-flight
+    gauge counts the living ones only.
+    """
+
+    def __init__(self, directory: str | os.PathLike[str]) -> None:
+        self.directory = os.fspath(directory)
+        self.registry = CollectorRegistry()
+        MultiProcessCollector(self.registry, path=self.directory)  # type: ignore[no-untyped-call]
+
+    def process_exited(self, pid: int) -> None:
+        """Forget the live gauges of a worker that exited."""
+        mark_process_dead(pid, self.directory)  # type: ignore[no-untyped-call]
+
+    def exposition(self, accept: str | None = None) -> tuple[bytes, str]:
+        """The sum over the workers, in the text format a scraper asked for, and its content
+        type."""
         encoder, content_type = choose_encoder(accept or "")
         return encoder(self.registry), content_type
