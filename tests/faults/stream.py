@@ -157,6 +157,18 @@ class Stream:
     def worker_log(self, number: int) -> str:
         return (self.out / f"worker-{number}.err").read_text(errors="replace")
 
+    async def wait_logged(self, line: str, times: int, timeout: float = 60.0) -> None:
+        """Wait until every worker's log holds ``line`` at least ``times`` times."""
+
+        def logged() -> bool:
+            self.check_workers()
+            return all(
+                self.worker_log(number).count(line) >= times
+                for number in range(len(self.workers))
+            )
+
+        await wait_until(logged, timeout, f"every worker to log {line!r} {times} time(s)")
+
     async def finish(self, timeout: float = 120.0) -> Report:
         """Stop publishing, wait until every published event is handled, stop the workers."""
         self._stop.set()

@@ -21,6 +21,8 @@ from tests.rabbitmq_nodes import RabbitNode
 
 pytestmark = [pytest.mark.anyio, pytest.mark.faults, pytest.mark.rabbitmq]
 
+RECONNECTED = "reconnected to RabbitMQ"
+
 
 async def test_a_stopped_and_a_killed_broker_lose_nothing(
     node: RabbitNode, out: Path, report: Callable[[str], None]
@@ -30,15 +32,18 @@ async def test_a_stopped_and_a_killed_broker_lose_nothing(
         await stream.start()
         await stream.wait_progress()
         workers = [worker.pid for worker in stream.workers]
-        for _ in range(rounds(1)):
+        for number in range(rounds(1)):
             # Stopped: RabbitMQ closes every connection politely, the VM stays up.
             await asyncio.to_thread(node.stop_app)
             await asyncio.to_thread(node.start_app)
             await stream.wait_progress()
+            # Each worker is back before the next fault (the stream may flow through one).
+            await stream.wait_logged(RECONNECTED, 2 * number + 1)
             # Killed: no goodbye; the queue's contents come back from disk.
             await asyncio.to_thread(node.kill)
             await asyncio.to_thread(node.start)
             await stream.wait_progress()
+            await stream.wait_logged(RECONNECTED, 2 * number + 2)
         measured = await stream.finish()
     except BaseException:
         await stream.abort()
@@ -52,7 +57,7 @@ async def test_a_stopped_and_a_killed_broker_lose_nothing(
         log = stream.worker_log(number)
         # One line when the connection is lost (with the reason), one when it is back...
         assert log.count("lost the connection to RabbitMQ") >= 2 * rounds(1), log
-        assert log.count("reconnected to RabbitMQ") >= 2 * rounds(1), log
+        assert log.count(RECONNECTED) >= 2 * rounds(1), log
         # ...instead of aiormq's and aio-pika's lines per attempt and per lost connection.
         for noise in ("error when creating transport", "Cancelling cause reader", "Connection to"):
             assert noise not in log, log
