@@ -163,8 +163,7 @@ class Stream:
         def logged() -> bool:
             self.check_workers()
             return all(
-                self.worker_log(number).count(line) >= times
-                for number in range(len(self.workers))
+                self.worker_log(number).count(line) >= times for number in range(len(self.workers))
             )
 
         await wait_until(logged, timeout, f"every worker to log {line!r} {times} time(s)")
