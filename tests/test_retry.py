@@ -169,3 +169,57 @@ def test_policy_values_are_checked() -> None:
     with pytest.raises(ConfigurationError):
         RetryPolicy(delays=(-1,))
     assert RetryPolicy.never() == RetryPolicy(attempts=1, delays=())
+
+
+def _chained_failure() -> BaseException:
+    def inner() -> None:
+        raise ValueError("inner")
+
+    try:
+        try:
+            inner()
+        except ValueError as exc:
+            raise RuntimeError("outer") from exc
+    except RuntimeError as exc:
+        return exc
+    raise AssertionError("unreachable")
+
+
+def test_traceback_header_reads_like_pythons_own() -> None:
+    import traceback
+
+    from fastapi_bus.pipeline.failures import format_traceback
+
+    exc = _chained_failure()
+    python = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    markers = set("^~")
+    without_markers = [line for line in python.splitlines() if set(line.strip()) - markers]
+    ours = format_traceback(exc)
+    assert [line for line in ours.splitlines() if line] == without_markers
+    assert ours.count("\n\n") == python.count("\n\n") == 2
+    assert "direct cause" in format_traceback(exc)
+
+
+def test_a_long_traceback_keeps_its_innermost_frames() -> None:
+    from fastapi_bus.pipeline.delivery import Delivery
+    from fastapi_bus.pipeline.failures import MAX_HEADER_TEXT, dead_letter_headers
+
+    def recurse(depth: int) -> None:
+        if depth == 0:
+            raise KeyError("deep down")
+        recurse(depth - 1)
+
+    try:
+        recurse(200)
+    except KeyError as exc:
+        error = exc
+    events = EventRouter()
+
+    @events.on(OrderPlaced)
+    async def handle(event: OrderPlaced) -> None: ...
+
+    delivery = Delivery(Message(name="OrderPlaced", body=b"{}"), events.routes[0], "shop.handle")
+    text = dead_letter_headers(delivery, "failed", error)["x-bus-traceback"]
+    assert len(text) <= 2 * MAX_HEADER_TEXT
+    assert text.startswith("...")
+    assert text.endswith("KeyError: 'deep down'\n")

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import asyncio
+import linecache
 import logging
 import random
 import traceback
@@ -172,7 +173,43 @@ def dead_letter_headers(
         cause = exc.__cause__ if isinstance(exc, InvalidMessage) and exc.__cause__ else exc
         headers[H.EXCEPTION_TYPE] = f"{type(cause).__module__}.{type(cause).__qualname__}"
         headers[H.EXCEPTION_MESSAGE] = _trim(str(cause))
-        headers[H.TRACEBACK] = _trim(
-            "".join(traceback.format_exception(type(cause), cause, cause.__traceback__)), 4000
-        )
+        text = format_traceback(cause)
+        limit = 2 * MAX_HEADER_TEXT
+        # The innermost frames and the exception are at the end: those are the ones kept.
+        headers[H.TRACEBACK] = text if len(text) <= limit else "..." + text[3 - limit :]
     return headers
+
+
+def format_traceback(exc: BaseException) -> str:
+    """The traceback as Python prints it, chained exceptions included, without the ``^^^``
+    markers under each line (finding their columns parses the source of every frame, which made
+    dead-lettering a poison flood several times slower than handling the good messages)."""
+    parts: list[str] = []
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        lines = []
+        if current.__traceback__ is not None:
+            lines.append("Traceback (most recent call last):\n")
+            for frame, lineno in traceback.walk_tb(current.__traceback__):
+                code = frame.f_code
+                lines.append(f'  File "{code.co_filename}", line {lineno}, in {code.co_name}\n')
+                source = linecache.getline(code.co_filename, lineno, frame.f_globals).strip()
+                if source:
+                    lines.append(f"    {source}\n")
+        lines.extend(traceback.format_exception_only(type(current), current))
+        parts.append("".join(lines))
+        if current.__cause__ is not None:
+            parts.append(
+                "\nThe above exception was the direct cause of the following exception:\n\n"
+            )
+            current = current.__cause__
+        elif current.__context__ is not None and not current.__suppress_context__:
+            parts.append(
+                "\nDuring handling of the above exception, another exception occurred:\n\n"
+            )
+            current = current.__context__
+        else:
+            current = None
+    return "".join(reversed(parts))
