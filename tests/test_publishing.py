@@ -21,6 +21,7 @@ from fastapi_bus import (
     Message,
     Publisher,
     PublishError,
+    RetryPolicy,
     UnknownEventError,
 )
 from fastapi_bus.testing import drain, publish
@@ -262,6 +263,49 @@ def test_a_failing_handler_sends_nothing_and_its_message_comes_back() -> None:
         drain(client)
     assert len(attempts) == 2, "the handler was retried"
     assert shipped == ["try-2"], "only the successful attempt's events were sent"
+
+
+@pytest.mark.parametrize("fails", [False, True])
+def test_a_task_started_by_a_handler_publishes_after_it_ended(fails: bool) -> None:
+    """The handler publishes nothing itself (so its publisher is made only when its task asks):
+    after a success the task's events go out at once; after a failure they are refused."""
+    shipped: list[str] = []
+    outcomes: list[BaseException | None] = []
+    ended = asyncio.Event()
+    events = EventRouter()
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def later(event: OrderPlaced) -> None:
+        await ended.wait()
+        try:  # joins the handler's unit of work: the task runs in a copy of its context
+            await extension.bus.publish(OrderShipped(order_id=event.order_id))
+            outcomes.append(None)
+        except PublishError as exc:
+            outcomes.append(exc)
+
+    @events.on(OrderPlaced, retry=RetryPolicy(attempts=1, delays=()))
+    async def ship(event: OrderPlaced) -> None:
+        task = asyncio.create_task(later(event))
+        tasks.add(task)
+        if fails:
+            raise RuntimeError("handler failed")
+
+    @events.on(OrderShipped)
+    async def notify(event: OrderShipped) -> None:
+        shipped.append(event.order_id)
+
+    app, extension = make_app(events)
+    with TestClient(app) as client:
+        client.portal.call(extension.bus.publish, OrderPlaced(order_id="1", total=1))
+        drain(client)
+        client.portal.call(ended.set)
+        client.portal.call(asyncio.gather, *tasks)
+        drain(client)
+    assert len(outcomes) == 1
+    if fails:
+        assert isinstance(outcomes[0], PublishError) and shipped == []
+    else:
+        assert outcomes == [None] and shipped == ["1"]
 
 
 def test_publishing_outside_the_lifespan_is_a_clear_error() -> None:

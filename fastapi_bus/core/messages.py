@@ -8,7 +8,7 @@ above them.
 from __future__ import annotations
 
 import dataclasses
-import uuid
+import os
 from datetime import datetime, timezone
 
 from fastapi_bus.core.types import Headers
@@ -19,8 +19,8 @@ JSON = "application/json"
 
 
 def new_id() -> str:
-    """A new random message id (32 hex digits)."""
-    return uuid.uuid4().hex
+    """A new random message id (32 hex digits: 128 random bits)."""
+    return os.urandom(16).hex()
 
 
 def _now() -> datetime:

@@ -36,14 +36,14 @@ class Decoder:
         self.adapter: TypeAdapter[Any] | None = (
             TypeAdapter(event_type) if event_type is not None else None
         )
+        self._validate_json = self.adapter.validate_json if self.adapter is not None else json.loads
 
     def __call__(self, message: Message) -> Any:
-        if message.content_type.split(";")[0].strip() != JSON:
-            raise InvalidMessage(f"unsupported content type {message.content_type!r}")
+        content_type = message.content_type
+        if content_type != JSON and content_type.split(";")[0].strip() != JSON:
+            raise InvalidMessage(f"unsupported content type {content_type!r}")
         try:
-            if self.adapter is None:
-                return json.loads(message.body)
-            return self.adapter.validate_json(message.body)
+            return self._validate_json(message.body)
         except ValidationError as exc:
             raise InvalidMessage(
                 f"payload of {message.name!r} does not validate for {self.label}: {exc}"

@@ -56,8 +56,15 @@ class FailureMiddleware:
         self.env = env
 
     async def __call__(self, delivery: Delivery) -> None:
+        # The first call is made directly: most calls succeed, and tenacity's bookkeeping is
+        # worth paying only once there is something to retry.
         try:
-            await self._call_with_retries(delivery)
+            await self.app(delivery)
+            return
+        except Exception as exc:
+            first_failure = exc
+        try:
+            await self._retry(delivery, first_failure)
         except InvalidMessage as exc:
             await self._dead_letter(delivery, exc.reason, exc)
         except Reject as exc:
@@ -71,16 +78,12 @@ class FailureMiddleware:
                 return
             await self._redeliver_or_dead_letter(delivery, exc, None)
 
-    async def _call_with_retries(self, delivery: Delivery) -> None:
+    async def _retry(self, delivery: Delivery, failure: Exception) -> None:
+        """Call the handler again after its first ``failure``, as the policy says; raises the
+        last failure if every attempt fails."""
         policy = self.policy
-        # The first call is made directly: most calls succeed, and tenacity's bookkeeping is
-        # worth paying only once there is something to retry.
-        try:
-            await self.app(delivery)
-            return
-        except Exception as exc:
-            if policy.attempts == 1 or not policy.retries(exc):
-                raise
+        if policy.attempts == 1 or not policy.retries(failure):
+            raise failure
         await asyncio.sleep(_jittered(policy.backoff, policy.jitter))
         retrying = AsyncRetrying(
             stop=stop_after_attempt(policy.attempts - 1),

@@ -94,9 +94,7 @@ class HandlerCall:
                 if self.direct is not None:
                     await self.direct(event, message)
                 else:
-                    ctx = SolveContext(
-                        message=message, publisher=work.publisher, overrides=env.overrides()
-                    )
+                    ctx = SolveContext(message=message, work=work, overrides=env.overrides())
                     await solve(self.plan, event, ctx)
             except BaseException as exc:
                 work.discard()

@@ -46,7 +46,8 @@ class SolveContext:
     """
 
     message: Message
-    publisher: Any
+    #: Its unit of work: ``work.publisher`` is what a ``bus: Bus`` parameter receives.
+    work: Any
     overrides: Mapping[AnyCallable, AnyCallable]
     #: Values of the dependencies already called for this message.
     cache: dict[Any, Any] = dataclasses.field(default_factory=dict)
@@ -158,7 +159,7 @@ class _Solver:
         original = dependency_of(param)
         call = self._override(original)
         if is_publisher_provider(call):
-            return self.ctx.publisher
+            return self.ctx.work.publisher
         if call is original and param.dependant is not None:
             dependant = param.dependant
         else:  # an override, read (and checked) when first used

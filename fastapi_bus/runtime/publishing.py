@@ -114,7 +114,9 @@ class TransactionalOutbox(Protocol):
         """Stop relaying; what is not sent yet stays for the next relay."""
 
 
-_current: contextvars.ContextVar[Publisher | None] = contextvars.ContextVar(
+#: The publisher of the running request, or the unit of work of the running handler (which
+#: makes its publisher when first asked).
+_current: contextvars.ContextVar[Publisher | HandlerWork | None] = contextvars.ContextVar(
     "fastapi_bus_publisher", default=None
 )
 
@@ -320,33 +322,63 @@ def _loop_of_worker_thread() -> asyncio.AbstractEventLoop | None:
 
 def current_publisher() -> Publisher | None:
     """The publisher of the request or handler running in this context, if any."""
-    return _current.get()
+    current = _current.get()
+    if current is None or isinstance(current, Publisher):
+        return current
+    return current.publisher
 
 
-def bind_publisher(publisher: Publisher) -> contextvars.Token[Publisher | None]:
+def bind_publisher(publisher: Publisher) -> contextvars.Token[Publisher | HandlerWork | None]:
     return _current.set(publisher)
 
 
-def unbind_publisher(token: contextvars.Token[Publisher | None]) -> None:
+def unbind_publisher(token: contextvars.Token[Publisher | HandlerWork | None]) -> None:
     _current.reset(token)
+
+
+#: Guards the creation of a handler's publisher: a handler's worker threads may ask for it
+#: while the event loop settles the work (rare: taken only by handlers that publish).
+_creating = threading.Lock()
 
 
 class HandlerWork:
     """The unit of work of one handler call: its publisher, whose events are held until the
-    handler returns (published with the message as their cause)."""
+    handler returns (published with the message as their cause).
+
+    Most handlers publish nothing: the publisher and its outbox are made on first use."""
+
+    __slots__ = ("_bus", "_message", "_outbox", "_publisher", "_state", "_token")
 
     def __init__(self, bus: Sender, message: Message) -> None:
-        self.outbox = Outbox(bus)
-        self.publisher = Publisher(
-            bus,
-            correlation_id=message.correlation_id or message.id,
-            causation_id=message.id,
-            outbox=self.outbox,
-        )
-        self._token: contextvars.Token[Publisher | None] | None = None
+        self._bus = bus
+        self._message = message
+        self._publisher: Publisher | None = None
+        self._outbox: Outbox | None = None
+        #: What happened to the work before any outbox existed.
+        self._state = _OutboxState.OPEN
+        self._token: contextvars.Token[Any] | None = None
+
+    @property
+    def publisher(self) -> Publisher:
+        publisher = self._publisher
+        if publisher is None:
+            with _creating:
+                if self._publisher is None:
+                    message = self._message
+                    outbox = Outbox(self._bus)
+                    outbox.state = self._state
+                    self._outbox = outbox
+                    self._publisher = Publisher(
+                        self._bus,
+                        correlation_id=message.correlation_id or message.id,
+                        causation_id=message.id,
+                        outbox=outbox,
+                    )
+                publisher = self._publisher
+        return publisher
 
     def __enter__(self) -> HandlerWork:
-        self._token = bind_publisher(self.publisher)
+        self._token = _current.set(self)
         return self
 
     def __exit__(
@@ -356,11 +388,21 @@ class HandlerWork:
         tb: TracebackType | None,
     ) -> None:
         if self._token is not None:
-            unbind_publisher(self._token)
+            _current.reset(self._token)
             self._token = None
 
     def discard(self) -> None:
-        self.outbox.discard()
+        with _creating:
+            outbox = self._outbox
+            if outbox is None:
+                self._state = _OutboxState.DISCARDED
+                return
+        outbox.discard()
 
     async def commit(self) -> None:
-        await self.outbox.flush()
+        with _creating:
+            outbox = self._outbox
+            if outbox is None:
+                self._state = _OutboxState.SENT
+                return
+        await outbox.flush()

@@ -190,7 +190,7 @@ class MemoryTransport(Transport):
             await asyncio.gather(*self._delayed, return_exceptions=True)
         broker = self._require_broker()
         for name in self._own_queues:
-            broker.queues.pop(name, None)
+            broker.remove(name)
         self._own_queues.clear()
 
     def _require_broker(self) -> MemoryBroker:
@@ -213,8 +213,7 @@ class MemoryTransport(Transport):
     async def declare(self, subscription: Subscription) -> None:
         broker = self._require_running()
         name = self._queue_name(subscription)
-        queue = broker.queue(name)
-        queue.patterns.update(subscription.patterns)
+        broker.bind(name, subscription.patterns)
         if subscription.broadcast and name not in self._own_queues:
             self._own_queues.append(name)
         broker.queue(dead_letter_queue(subscription.queue))

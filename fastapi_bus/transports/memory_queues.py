@@ -7,6 +7,7 @@ import asyncio
 import collections
 import contextlib
 import threading
+from collections.abc import Iterable
 
 from fastapi_bus.core.messages import Message
 from fastapi_bus.core.names import pattern_matches
@@ -143,16 +144,38 @@ class MemoryBroker:
     def __init__(self, max_queue_size: int) -> None:
         self.max_queue_size = max_queue_size
         self.queues: dict[str, MemoryQueue] = {}
+        #: The queues each event name routes to, worked out once per name until the
+        #: queues or their bindings change.
+        self._routes: dict[str, list[MemoryQueue]] = {}
 
     def queue(self, name: str) -> MemoryQueue:
         queue = self.queues.get(name)
         if queue is None:
             queue = self.queues[name] = MemoryQueue(name, self.max_queue_size)
+            self._routes = {}
         return queue
 
+    def bind(self, name: str, patterns: Iterable[str]) -> MemoryQueue:
+        """The queue ``name`` (made if new), bound to ``patterns`` as well."""
+        queue = self.queue(name)
+        queue.patterns.update(patterns)
+        self._routes = {}
+        return queue
+
+    def remove(self, name: str) -> None:
+        if self.queues.pop(name, None) is not None:
+            self._routes = {}
+
     def route(self, name: str) -> list[MemoryQueue]:
-        return [
-            queue
-            for queue in self.queues.values()
-            if any(pattern_matches(pattern, name) for pattern in queue.patterns)
-        ]
+        # A change in another thread replaces the cache: one worked out meanwhile goes into
+        # the old one, never into the new.
+        routes = self._routes
+        queues = routes.get(name)
+        if queues is None:
+            queues = [
+                queue
+                for queue in self.queues.values()
+                if any(pattern_matches(pattern, name) for pattern in queue.patterns)
+            ]
+            routes[name] = queues
+        return queues
