@@ -29,6 +29,8 @@ def is_model(tp: object) -> bool:
 def check_options(options: Mapping[str, object], allowed: type, call: str) -> None:
     """Refuse keywords that the TypedDict ``allowed`` does not name, as Python refuses an
     unexpected keyword argument: with a :class:`TypeError` naming ``call`` and the keyword."""
+    if not options:
+        return
     known: frozenset[str] = allowed.__required_keys__ | allowed.__optional_keys__  # type: ignore[attr-defined]
     for name in options:
         if name not in known:

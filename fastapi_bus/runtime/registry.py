@@ -95,7 +95,8 @@ class EventRegistry:
                 f"({limit:,} bytes); nothing was sent. Publish a reference to the data (a URL, "
                 "a storage key) instead, or raise the bus's max_message_size"
             )
-        text_headers = dict(options.get("headers") or {})
+        headers = options.get("headers")
+        text_headers = dict(headers) if headers else {}
         for key, value in text_headers.items():
             if not isinstance(key, str) or not isinstance(value, str):
                 raise PublishError(f"headers must be text to text, got {key!r}: {value!r}")
