@@ -223,3 +223,11 @@ def test_a_long_traceback_keeps_its_innermost_frames() -> None:
     assert len(text) <= 2 * MAX_HEADER_TEXT
     assert text.startswith("...")
     assert text.endswith("KeyError: 'deep down'\n")
+
+
+def test_in_process_backoff_doubles_up_to_its_cap_and_stretches_by_the_jitter() -> None:
+    policy = RetryPolicy(backoff=0.1, max_backoff=0.35, jitter=0.5)
+    for retry, base in [(1, 0.1), (2, 0.2), (3, 0.35), (10, 0.35)]:
+        waits = [policy.backoff_for(retry) for _ in range(200)]
+        assert all(base <= wait <= base * 1.5 for wait in waits), (retry, min(waits), max(waits))
+    assert RetryPolicy(backoff=0.1, jitter=0).backoff_for(2) == 0.2

@@ -1,7 +1,8 @@
 """Retries and dead-lettering: what happens to a message whose handler fails.
 
 1. **In process**: the handler is called again, up to ``RetryPolicy.attempts`` times, with
-   exponential backoff and jitter (tenacity), for the exception types the policy names.
+   exponential backoff and jitter (``RetryPolicy.backoff_for``), for the exception types the
+   policy names.
 2. **Through the broker**: then the message goes back to its queue after a delay (the next of
    ``RetryPolicy.delays``), with its attempt count raised; the consumer is free meanwhile and
    nothing is held unacknowledged. The copy is confirmed before the original is acknowledged.
@@ -15,17 +16,8 @@ from __future__ import annotations
 import asyncio
 import linecache
 import logging
-import random
 import traceback
 from datetime import datetime, timezone
-
-from tenacity import (
-    AsyncRetrying,
-    retry_if_exception,
-    stop_after_attempt,
-    wait_exponential,
-    wait_random,
-)
 
 from fastapi_bus.core import headers as H
 from fastapi_bus.core.exceptions import Reject, Retry
@@ -43,10 +35,6 @@ logger = logging.getLogger("fastapi_bus.retry")
 MAX_HEADER_TEXT = 2000
 
 
-def _jittered(delay: float, jitter: float) -> float:
-    return delay * (1 + random.uniform(0, jitter))
-
-
 class FailureMiddleware:
     """The outermost step of every handler: in-process retries, redelivery, dead letters."""
 
@@ -56,8 +44,7 @@ class FailureMiddleware:
         self.env = env
 
     async def __call__(self, delivery: Delivery) -> None:
-        # The first call is made directly: most calls succeed, and tenacity's bookkeeping is
-        # worth paying only once there is something to retry.
+        # Most calls succeed: the first is made without any retry bookkeeping around it.
         try:
             await self.app(delivery)
             return
@@ -82,19 +69,16 @@ class FailureMiddleware:
         """Call the handler again after its first ``failure``, as the policy says; raises the
         last failure if every attempt fails."""
         policy = self.policy
-        if policy.attempts == 1 or not policy.retries(failure):
-            raise failure
-        await asyncio.sleep(_jittered(policy.backoff, policy.jitter))
-        retrying = AsyncRetrying(
-            stop=stop_after_attempt(policy.attempts - 1),
-            wait=wait_exponential(multiplier=policy.backoff * 2, max=policy.max_backoff)
-            + wait_random(0, policy.backoff * policy.jitter),
-            retry=retry_if_exception(policy.retries),
-            reraise=True,
-        )
-        async for attempt in retrying:
-            with attempt:
+        for retry in range(1, policy.attempts):
+            if not policy.retries(failure):
+                break
+            await asyncio.sleep(policy.backoff_for(retry))
+            try:
                 await self.app(delivery)
+                return
+            except Exception as exc:
+                failure = exc
+        raise failure
 
     async def _redeliver_or_dead_letter(
         self, delivery: Delivery, exc: BaseException, requested: float | None

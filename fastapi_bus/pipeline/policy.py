@@ -57,6 +57,13 @@ class RetryPolicy:
             return False
         return isinstance(exc, self.retry_on)
 
+    def backoff_for(self, retry: int) -> float:
+        """The wait before in-process retry number ``retry`` (1 for the first): ``backoff``,
+        doubled for each retry after the first, at most ``max_backoff``, stretched by
+        ``jitter``."""
+        wait = min(self.backoff * 2.0 ** (retry - 1), self.max_backoff)
+        return wait * (1 + random.uniform(0, self.jitter))
+
     def delay_for(self, attempt: int) -> float | None:
         """The delay before redelivery after failed delivery ``attempt``, or ``None`` when
         the redeliveries are used up."""
