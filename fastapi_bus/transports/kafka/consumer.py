@@ -8,6 +8,9 @@ commits offsets in order once the handler returns.
   redelivered, to the queue's own topic before its offset counts as finished, so it comes
   back to the group; nothing is lost if the process dies in between (the offset is not
   committed yet), at the price of a possible duplicate.
+* A record the bus cannot read (a ``bus-…`` header that does not hold what the bus writes
+  there, a header that is not UTF-8 text; see :func:`~.mapping.read`) goes to the queue's
+  dead-letter topic as it is, with the reason, before its offset counts as finished.
 * When the group takes partitions away (a rebalance), their waiting records are dropped
   (the new owner reads them again from the committed offset) and the running ones finish
   and are committed first.
@@ -24,19 +27,44 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
 from aiokafka.structs import OffsetAndMetadata
 
+from fastapi_bus.core import headers as H
+from fastapi_bus.core.logs import message_extra
 from fastapi_bus.core.messages import Message
 from fastapi_bus.transports.base import Consumer, Subscription
-from fastapi_bus.transports.kafka.mapping import decode
+from fastapi_bus.transports.kafka.mapping import encode, partition_key, read
 from fastapi_bus.transports.kafka.offsets import OffsetTracker
 
-__all__ = ["QueueConsumer"]
+__all__ = ["Produce", "QueueConsumer", "dead_letter_record"]
 
 logger = logging.getLogger("fastapi_bus.kafka")
 
 #: Seconds a rebalance waits for the running handlers of the partitions it takes away.
 REVOKE_GRACE = 30.0
 
-Requeue = Callable[[Message], Awaitable[None]]
+#: Produces a record: topic, value, headers, key.
+Produce = Callable[[str, bytes | None, list[tuple[str, bytes]], bytes | None], Awaitable[None]]
+
+
+async def dead_letter_record(
+    produce: Produce, topic: str, queue: str, record: Any, message: Message, problem: str
+) -> None:
+    """Put a record the bus cannot read into the dead-letter topic ``topic``, as it is (value,
+    key and every header, the unreadable ones too) plus the dead-letter headers."""
+    reason = f"the record cannot be read: {problem}"
+    logger.error(
+        "dead-lettering record %s of %r: %s",
+        f"{record.topic}/{record.partition}@{record.offset}",
+        queue,
+        reason,
+        extra=message_extra(message),
+    )
+    headers = [(k, v if v is not None else b"") for k, v in record.headers]
+    headers += [
+        (H.DEAD_LETTER_REASON, reason.encode()),
+        (H.QUEUE, queue.encode()),
+        (H.ATTEMPTS, str(message.attempt).encode()),
+    ]
+    await produce(topic, record.value, headers, record.key)
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -60,13 +88,17 @@ class QueueConsumer:
         subscription: Subscription,
         regex: str,
         consumer: Consumer,
-        requeue: Requeue,
+        produce: Produce,
+        topic: str,
+        dead_topic: str,
     ) -> None:
         self._client = client
         self.queue = subscription.queue
         self._regex = regex
         self._consumer = consumer
-        self._requeue = requeue
+        self._produce = produce
+        self._topic = topic  # the queue's own: retries go there
+        self._dead_topic = dead_topic
         self._prefetch = subscription.prefetch
         # Fetch again once half the prefetch is free: fewer, larger fetches than one per record.
         self._refill_at = self._prefetch // 2
@@ -137,7 +169,11 @@ class QueueConsumer:
             self._commit_soon()
 
     async def _handle(self, tp: Any, record: Any) -> None:
-        message = decode(record.value, record.headers)
+        message, problem = read(record.value, record.headers)
+        if problem is not None:
+            await self._dead_letter(record, message, problem)
+            self._finished(tp, record.offset)
+            return
         try:
             await self._consumer(message)
         except asyncio.CancelledError:
@@ -149,10 +185,23 @@ class QueueConsumer:
             await self._send_back(message)
         self._finished(tp, record.offset)
 
-    async def _send_back(self, message: Message) -> None:
+    async def _dead_letter(self, record: Any, message: Message, problem: str) -> None:
         while True:
             try:
-                await self._requeue(message.replace(redelivered=True))
+                await dead_letter_record(
+                    self._produce, self._dead_topic, self.queue, record, message, problem
+                )
+                return
+            except Exception as exc:
+                # Its offset stays uncommitted meanwhile, so it is never lost.
+                logger.warning("cannot dead-letter %s of %r (%s)", message.id, self.queue, exc)
+                await asyncio.sleep(1.0)
+
+    async def _send_back(self, message: Message) -> None:
+        again = message.replace(redelivered=True)
+        while True:
+            try:
+                await self._produce(self._topic, again.body, encode(again), partition_key(again))
                 return
             except Exception as exc:
                 # Its offset stays uncommitted meanwhile, so it is never lost.

@@ -322,15 +322,18 @@ class KafkaTransport(Transport):
                 queue=subscription.queue,
                 regex=names.event_regex(subscription.patterns),
                 consumer=consumer,
+                produce=self._produce,
+                dead_topic=names.queue(dead_letter_queue(subscription.queue)),
             )
         else:
-            topic = names.queue(subscription.queue)
             runner = QueueConsumer(
                 self._group_consumer(names.group(subscription.queue)),
                 subscription=subscription,
                 regex=names.subscription_regex(subscription.queue, subscription.patterns),
                 consumer=consumer,
-                requeue=lambda m: self._produce(topic, m.body, encode(m), partition_key(m)),
+                produce=self._produce,
+                topic=names.queue(subscription.queue),
+                dead_topic=names.queue(dead_letter_queue(subscription.queue)),
             )
             await self._ensure_mover()
         await runner.start()
