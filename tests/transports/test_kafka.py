@@ -371,3 +371,36 @@ async def test_records_the_bus_cannot_read_are_dead_lettered_and_the_consumer_go
     # Everything was committed: nothing waits in the queue, nothing comes again.
     await wait_until_async(lambda: transport.browse("shop.read"), 0, timeout=20)
     assert len(got) == 1
+
+
+@broker
+async def test_handlers_that_wait_run_concurrently_up_to_the_limit(
+    kafka_bootstrap: str, prefix: str, transports: list[KafkaTransport]
+) -> None:
+    transport = await started(kafka_bootstrap, prefix, transports)
+    release = asyncio.Event()
+    running: list[bytes] = []
+    most = 0
+    done: list[bytes] = []
+
+    async def handler(message: Message) -> None:
+        nonlocal most
+        running.append(message.body)
+        most = max(most, len(running))
+        await release.wait()
+        running.remove(message.body)
+        done.append(message.body)
+
+    subscription = Subscription(
+        queue="shop.wrap", patterns=("orders.placed",), prefetch=10, concurrency=4
+    )
+    await transport.declare(subscription)
+    # Waiting before the consumer starts: they come in one fetch.
+    await asyncio.gather(*(transport.publish(placed(n, key=f"o{n}")) for n in range(12)))
+    await transport.consume(subscription, handler)
+    await wait_until(lambda: len(running) == 4, timeout=20)
+    release.set()
+    await wait_until(lambda: len(done) == 12, timeout=20)
+    assert most == 4
+    assert sorted(int(b) for b in done) == list(range(12))
+    await wait_until_async(lambda: transport.browse("shop.wrap"), 0, timeout=20)
