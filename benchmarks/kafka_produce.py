@@ -69,8 +69,9 @@ async def count_records(bootstrap: str, topic: str, expected: int) -> int:
         await consumer.stop()
 
 
-async def plain(bootstrap: str, events: int, window: int) -> float:
-    """Seconds for a plain AIOKafkaProducer to send ``events`` events, ``window`` at once."""
+async def plain(bootstrap: str, events: int, window: int, cpu: list[float] | None = None) -> float:
+    """Seconds for a plain AIOKafkaProducer to send ``events`` events, ``window`` at once
+    (the CPU seconds of this process meanwhile go to ``cpu``)."""
     topic = f"bench-plain-{uuid.uuid4().hex[:8]}"
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
@@ -82,7 +83,7 @@ async def plain(bootstrap: str, events: int, window: int) -> float:
     await producer.start()
     key = b"Tick"
     try:
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         if window <= 1:
             for n in range(events):
                 body = Tick(n=n, payload=PAYLOAD).model_dump_json().encode()
@@ -95,20 +96,23 @@ async def plain(bootstrap: str, events: int, window: int) -> float:
                     sent.append(await producer.send(topic, body, key=key))
                 await asyncio.gather(*sent)
         elapsed = time.perf_counter() - start
+        if cpu is not None:
+            cpu.append(time.process_time() - start_cpu)
     finally:
         await producer.stop()
     await check(bootstrap, topic, events)
     return elapsed
 
 
-async def bus(bootstrap: str, events: int, window: int) -> float:
-    """Seconds for ``EventBus.publish`` on KafkaTransport to publish ``events`` events."""
+async def bus(bootstrap: str, events: int, window: int, cpu: list[float] | None = None) -> float:
+    """Seconds for ``EventBus.publish`` on KafkaTransport to publish ``events`` events (the
+    CPU seconds of this process meanwhile go to ``cpu``)."""
     transport = KafkaTransport(f"kafka://{bootstrap}", prefix=f"bench-{uuid.uuid4().hex[:8]}")
     the_bus = EventBus(transport, service="bench")
     await the_bus.start()
     try:
         await the_bus.publish(Tick(n=-1, payload=""))  # creates the topic, not timed
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         if window <= 1:
             for n in range(events):
                 await the_bus.publish(Tick(n=n, payload=PAYLOAD))
@@ -121,6 +125,8 @@ async def bus(bootstrap: str, events: int, window: int) -> float:
                     )
                 )
         elapsed = time.perf_counter() - start
+        if cpu is not None:
+            cpu.append(time.process_time() - start_cpu)
     finally:
         await the_bus.close(grace=5)
     await check(bootstrap, transport.names.event("Tick"), events + 1)
@@ -147,18 +153,24 @@ def broker(bootstrap: str | None) -> Iterator[str]:
 
 async def run(bootstrap: str, args: argparse.Namespace) -> dict[str, float]:
     """Interleaved rounds of both sides; prints and returns the median rates (events/s)."""
+    cpu: dict[str, list[float]] = {"plain": [], "fastapi-bus": []}
     sides: dict[str, Callable[[], Awaitable[float]]] = {
-        "plain": lambda: plain(bootstrap, args.events, args.window),
-        "fastapi-bus": lambda: bus(bootstrap, args.events, args.window),
+        "plain": lambda: plain(bootstrap, args.events, args.window, cpu["plain"]),
+        "fastapi-bus": lambda: bus(bootstrap, args.events, args.window, cpu["fastapi-bus"]),
     }
     times: dict[str, list[float]] = {name: [] for name in sides}
     for _ in range(args.rounds):
         for name, side in sides.items():  # interleaved, so noise hits every side alike
             times[name].append(await side())
     rates = {name: args.events / statistics.median(t) for name, t in times.items()}
+    # CPU per event: steadier than rates on a busy machine (it does not count waiting).
+    per_event = {name: statistics.median(c) / args.events * 1e6 for name, c in cpu.items()}
     print(f"{args.events} events, {args.rounds} rounds, window {args.window}, acks=all (medians)")
     for name, rate in rates.items():
-        print(f"  {name:12} {rate:9,.0f} events/s   {rate / rates['plain']:.2f}x plain")
+        print(
+            f"  {name:12} {rate:9,.0f} events/s   {rate / rates['plain']:.2f}x plain   "
+            f"{per_event[name]:5.1f} us CPU/event"
+        )
     return rates
 
 
