@@ -12,7 +12,9 @@ pydantic and commit all of them, and the CPU time this process spent meanwhile p
 
 * ``plain``: one group consumer, ``getmany(max_records=prefetch)``, validate each, then commit
   the batch's offsets;
-* ``fastapi-bus``: an ``EventBus`` on ``KafkaTransport`` with one handler taking the model.
+* ``fastapi-bus``: an ``EventBus`` on ``KafkaTransport`` with one handler taking the model;
+* ``transport``: ``KafkaTransport.consume`` alone, with a callable that validates each message
+  as the plain loop does (what the transport costs, without the bus's handler pipeline).
 """
 
 from __future__ import annotations
@@ -149,6 +151,36 @@ async def bus(bootstrap: str, events: int, prefetch: int, cpu: list[float] | Non
     return clock.elapsed
 
 
+async def transport_only(
+    bootstrap: str, events: int, prefetch: int, cpu: list[float] | None = None
+) -> float:
+    """Like :func:`bus`, without the bus: ``KafkaTransport.consume`` with a consumer callable
+    that only validates, as the plain loop does. What the transport costs by itself."""
+    transport = KafkaTransport(
+        f"kafka://{bootstrap}",
+        prefix=f"bench-{uuid.uuid4().hex[:8]}",
+        consumer_options=GROUP_OPTIONS,
+    )
+    clock = Clock(events)
+
+    async def consumer(message: Message) -> None:
+        Tick.model_validate_json(message.body)
+        clock.tick()
+
+    subscription = Subscription(queue="bench.tick", patterns=("Tick",), prefetch=prefetch)
+    await transport.start()
+    try:
+        await transport.declare(subscription)
+        await fill(bootstrap, transport.names.event("Tick"), events)
+        await transport.consume(subscription, consumer)
+        await asyncio.wait_for(clock.done.wait(), 600)
+    finally:
+        await transport.close(grace=5)
+    if cpu is not None:
+        cpu.append(clock.cpu)
+    return clock.elapsed
+
+
 @contextlib.contextmanager
 def broker(bootstrap: str | None) -> Iterator[str]:
     if bootstrap:
@@ -162,10 +194,13 @@ def broker(bootstrap: str | None) -> Iterator[str]:
 
 
 async def run(bootstrap: str, args: argparse.Namespace) -> None:
-    cpu: dict[str, list[float]] = {"plain": [], "fastapi-bus": []}
+    cpu: dict[str, list[float]] = {"plain": [], "fastapi-bus": [], "transport": []}
     sides: dict[str, Callable[[], Awaitable[float]]] = {
         "plain": lambda: plain(bootstrap, args.events, args.prefetch, cpu["plain"]),
         "fastapi-bus": lambda: bus(bootstrap, args.events, args.prefetch, cpu["fastapi-bus"]),
+        "transport": lambda: transport_only(
+            bootstrap, args.events, args.prefetch, cpu["transport"]
+        ),
     }
     times: dict[str, list[float]] = {name: [] for name in sides}
     for _ in range(args.rounds):
