@@ -14,14 +14,16 @@ from collections.abc import AsyncIterator
 from functools import partial
 
 import pytest
+from aiokafka import AIOKafkaProducer
 
 from fastapi_bus import EventBus, EventRouter, Message, RetryPolicy
+from fastapi_bus.core import headers as H
 from fastapi_bus.core.exceptions import ConfigurationError, TransportError
 from fastapi_bus.core.names import pattern_matches
 from fastapi_bus.transports import transport_from_url
 from fastapi_bus.transports.base import Subscription, dead_letter_queue
 from fastapi_bus.transports.kafka import KafkaTransport
-from fastapi_bus.transports.kafka.mapping import decode, encode, partition_key
+from fastapi_bus.transports.kafka.mapping import decode, encode, partition_key, read
 from fastapi_bus.transports.kafka.naming import Names
 from fastapi_bus.transports.kafka.offsets import OffsetTracker
 from tests.helpers import OrderPlaced
@@ -88,6 +90,40 @@ def test_a_message_travels_as_value_and_headers() -> None:
     assert partition_key(Message(name="orders.placed", body=b"")) == b"orders.placed"
     foreign = decode(b"raw", [("source", b"other")], name="x")
     assert (foreign.name, foreign.body, foreign.headers) == ("x", b"raw", {"source": "other"})
+
+
+#: Records the bus cannot read: a header, and what the dead-letter reason says about it.
+MALFORMED = [
+    (("bus-attempt", b"abc"), "'bus-attempt' is not a whole number of 1 or more: b'abc'"),
+    (("bus-attempt", b"\xff"), "'bus-attempt' is not UTF-8 text: b'\\xff'"),
+    (("bus-attempt", "\u00b2".encode()), "'bus-attempt' is not a whole number"),  # "²"
+    (("bus-attempt", b"9" * 5000), "'bus-attempt' is not a whole number"),
+    (("bus-attempt", b"0"), "'bus-attempt' is not a whole number"),
+    (("bus-at", b"yesterday"), "'bus-at' is not an ISO 8601 time: b'yesterday'"),
+    (("bus-at", b"\xff"), "'bus-at' is not UTF-8 text"),
+    (("bus-id", b"\xfe\xff"), "'bus-id' is not UTF-8 text"),
+    (("bus-name", b"\xff"), "'bus-name' is not UTF-8 text"),
+    (("bus-redelivered", b"yes"), "'bus-redelivered' is not 1 or 0: b'yes'"),
+    (("tenant", b"\xff"), "'tenant' is not UTF-8 text"),
+]
+
+
+@pytest.mark.parametrize(("header", "reason"), MALFORMED)
+def test_a_malformed_header_is_reported_not_raised(header: tuple[str, bytes], reason: str) -> None:
+    headers = [*encode(Message(name="orders.placed", body=b"{}")), header]
+    message, problem = read(b"{}", headers)
+    assert problem is not None and reason in problem
+    assert len(problem) < 200, "a long header is cut short in the reason"
+    assert message.body == b"{}" and message.attempt == 1
+    assert decode(b"{}", headers) == message.replace(
+        id=decode(b"{}", headers).id, published_at=decode(b"{}", headers).published_at
+    )
+
+
+def test_well_formed_records_have_no_problem() -> None:
+    sent = Message(name="a", body=b"", attempt=12, redelivered=True, content_type="text/plain")
+    assert read(sent.body, encode(sent)) == (sent, None)
+    assert read(b"raw", [("source", b"other"), ("empty", None), ("bus-future", b"\xff")])[1] is None
 
 
 def test_offsets_commit_only_past_finished_records() -> None:
@@ -299,3 +335,72 @@ async def test_the_bus_retries_through_the_delay_topic_dead_letters_and_replays(
         assert await transport.browse(dlq) == []
     finally:
         await bus.close(grace=1)
+
+
+@broker
+async def test_records_the_bus_cannot_read_are_dead_lettered_and_the_consumer_goes_on(
+    kafka_bootstrap: str, prefix: str, transports: list[KafkaTransport]
+) -> None:
+    transport = await started(kafka_bootstrap, prefix, transports)
+    got: list[Message] = []
+
+    async def handler(message: Message) -> None:
+        got.append(message)
+
+    await transport.consume(sub("shop.read", concurrency=1), handler)
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
+    await producer.start()
+    try:
+        topic = transport.names.event("orders.placed")
+        good = placed(99)
+        for n, (header, _) in enumerate(MALFORMED):
+            headers = [*encode(placed(n)), header]
+            # One key: one partition, so the good message comes after every malformed one.
+            await producer.send_and_wait(topic, str(n).encode(), key=b"k", headers=headers)
+        await producer.send_and_wait(topic, good.body, key=b"k", headers=encode(good))
+    finally:
+        await producer.stop()
+    await wait_until(lambda: len(got) == 1, timeout=20, what="the good message")
+    assert got[0].id == good.id
+    dlq = dead_letter_queue("shop.read")
+    await wait_until_async(lambda: transport.browse(dlq), len(MALFORMED), timeout=20)
+    letters = sorted(await transport.browse(dlq), key=lambda m: int(m.body))
+    for letter, (header, reason) in zip(letters, MALFORMED, strict=True):
+        assert reason in letter.headers[H.DEAD_LETTER_REASON], header
+        assert letter.headers[H.QUEUE] == "shop.read"
+    # Everything was committed: nothing waits in the queue, nothing comes again.
+    await wait_until_async(lambda: transport.browse("shop.read"), 0, timeout=20)
+    assert len(got) == 1
+
+
+@broker
+async def test_handlers_that_wait_run_concurrently_up_to_the_limit(
+    kafka_bootstrap: str, prefix: str, transports: list[KafkaTransport]
+) -> None:
+    transport = await started(kafka_bootstrap, prefix, transports)
+    release = asyncio.Event()
+    running: list[bytes] = []
+    most = 0
+    done: list[bytes] = []
+
+    async def handler(message: Message) -> None:
+        nonlocal most
+        running.append(message.body)
+        most = max(most, len(running))
+        await release.wait()
+        running.remove(message.body)
+        done.append(message.body)
+
+    subscription = Subscription(
+        queue="shop.wrap", patterns=("orders.placed",), prefetch=10, concurrency=4
+    )
+    await transport.declare(subscription)
+    # Waiting before the consumer starts: they come in one fetch.
+    await asyncio.gather(*(transport.publish(placed(n, key=f"o{n}")) for n in range(12)))
+    await transport.consume(subscription, handler)
+    await wait_until(lambda: len(running) == 4, timeout=20)
+    release.set()
+    await wait_until(lambda: len(done) == 12, timeout=20)
+    assert most == 4
+    assert sorted(int(b) for b in done) == list(range(12))
+    await wait_until_async(lambda: transport.browse("shop.wrap"), 0, timeout=20)

@@ -4,7 +4,8 @@ The subscription's consumer is assigned every partition of the matching event to
 starts at their end, so a process gets what is published while it runs (and nothing from
 before). Topics that appear later (a wildcard pattern matching a new event) are added when
 found, from their beginning. Nothing is committed: a handler that raises is logged and the
-message is not delivered again.
+message is not delivered again. A record the bus cannot read goes to the subscription's
+dead-letter topic.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from fastapi_bus.transports.base import Consumer
-from fastapi_bus.transports.kafka.mapping import decode
+from fastapi_bus.transports.kafka.consumer import Produce, dead_letter_record
+from fastapi_bus.transports.kafka.mapping import read
 
 __all__ = ["BroadcastConsumer"]
 
@@ -32,9 +34,18 @@ class BroadcastConsumer:
     """Hands one process's broadcasts of one subscription to one consumer callable."""
 
     def __init__(
-        self, client: AIOKafkaConsumer, *, queue: str, regex: str, consumer: Consumer
+        self,
+        client: AIOKafkaConsumer,
+        *,
+        queue: str,
+        regex: str,
+        consumer: Consumer,
+        produce: Produce,
+        dead_topic: str,
     ) -> None:
         self._client = client
+        self._produce = produce
+        self._dead_topic = dead_topic
         self.queue = queue
         self._regex = re.compile(regex)
         self._consumer = consumer
@@ -95,8 +106,14 @@ class BroadcastConsumer:
                     await self._deliver(record)
 
     async def _deliver(self, record: Any) -> None:
+        message, problem = read(record.value, record.headers)
         try:
-            await self._consumer(decode(record.value, record.headers))
+            if problem is None:
+                await self._consumer(message)
+            else:
+                await dead_letter_record(
+                    self._produce, self._dead_topic, self.queue, record, message, problem
+                )
         except Exception:
             logger.exception("broadcast to %r failed; the message is dropped", self.queue)
 

@@ -8,6 +8,9 @@ commits offsets in order once the handler returns.
   redelivered, to the queue's own topic before its offset counts as finished, so it comes
   back to the group; nothing is lost if the process dies in between (the offset is not
   committed yet), at the price of a possible duplicate.
+* A record the bus cannot read (a ``bus-…`` header that does not hold what the bus writes
+  there, a header that is not UTF-8 text; see :func:`~.mapping.read`) goes to the queue's
+  dead-letter topic as it is, with the reason, before its offset counts as finished.
 * When the group takes partitions away (a rebalance), their waiting records are dropped
   (the new owner reads them again from the committed offset) and the running ones finish
   and are committed first.
@@ -18,25 +21,52 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable
+from itertools import repeat
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
 from aiokafka.structs import OffsetAndMetadata
 
+from fastapi_bus.core import headers as H
+from fastapi_bus.core.logs import message_extra
 from fastapi_bus.core.messages import Message
 from fastapi_bus.transports.base import Consumer, Subscription
-from fastapi_bus.transports.kafka.mapping import decode
+from fastapi_bus.transports.kafka.mapping import encode, partition_key, read
 from fastapi_bus.transports.kafka.offsets import OffsetTracker
 
-__all__ = ["QueueConsumer"]
+__all__ = ["Produce", "QueueConsumer", "dead_letter_record"]
 
 logger = logging.getLogger("fastapi_bus.kafka")
 
 #: Seconds a rebalance waits for the running handlers of the partitions it takes away.
 REVOKE_GRACE = 30.0
 
-Requeue = Callable[[Message], Awaitable[None]]
+#: Produces a record: topic, value, headers, key.
+Produce = Callable[[str, bytes | None, list[tuple[str, bytes]], bytes | None], Awaitable[None]]
+
+
+async def dead_letter_record(
+    produce: Produce, topic: str, queue: str, record: Any, message: Message, problem: str
+) -> None:
+    """Put a record the bus cannot read into the dead-letter topic ``topic``, as it is (value,
+    key and every header, the unreadable ones too) plus the dead-letter headers."""
+    reason = f"the record cannot be read: {problem}"
+    logger.error(
+        "dead-lettering record %s of %r: %s",
+        f"{record.topic}/{record.partition}@{record.offset}",
+        queue,
+        reason,
+        extra=message_extra(message),
+    )
+    headers = [(k, v if v is not None else b"") for k, v in record.headers]
+    headers += [
+        (H.DEAD_LETTER_REASON, reason.encode()),
+        (H.QUEUE, queue.encode()),
+        (H.ATTEMPTS, str(message.attempt).encode()),
+    ]
+    await produce(topic, record.value, headers, record.key)
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -60,22 +90,32 @@ class QueueConsumer:
         subscription: Subscription,
         regex: str,
         consumer: Consumer,
-        requeue: Requeue,
+        produce: Produce,
+        topic: str,
+        dead_topic: str,
     ) -> None:
         self._client = client
         self.queue = subscription.queue
         self._regex = regex
         self._consumer = consumer
-        self._requeue = requeue
+        self._produce = produce
+        self._topic = topic  # the queue's own: retries go there
+        self._dead_topic = dead_topic
         self._prefetch = subscription.prefetch
         # Fetch again once half the prefetch is free: fewer, larger fetches than one per record.
         self._refill_at = self._prefetch // 2
         self._workers_count = subscription.max_concurrency
         self._tracker = OffsetTracker()
-        self._waiting: asyncio.Queue[Any] = asyncio.Queue()
+        #: Fetched records no worker has taken yet, oldest first.
+        self._waiting: deque[tuple[Any, Any]] = deque()
+        #: The wake-up calls of the workers that wait for records.
+        self._idle: deque[asyncio.Future[None]] = deque()
+        #: Workers woken up that have not run yet (at most one is woken at a time).
+        self._waking = 0
+        #: The partition of each worker's record in hand (``None``: the worker is free).
+        self._current: list[Any] = []
         self._room = asyncio.Event()
         self._room.set()
-        self._running: dict[asyncio.Task[None], Any] = {}
         self._changed = asyncio.Event()
         self._commit_lock = asyncio.Lock()
         self._revoking: set[Any] = set()
@@ -88,15 +128,17 @@ class QueueConsumer:
         self._client.subscribe(pattern=self._regex, listener=_Listener(self))
         await self._client.start()
         self._fetcher = asyncio.create_task(self._fetch())
-        self._workers = [asyncio.create_task(self._work()) for _ in range(self._workers_count)]
+        self._current = [None] * self._workers_count
+        self._workers = [asyncio.create_task(self._work(i)) for i in range(self._workers_count)]
 
     # fetching
 
     async def _fetch(self) -> None:
         pause = 0.05
+        tracker, waiting = self._tracker, self._waiting
         while not self.stopping:
             await self._room.wait()
-            room = self._prefetch - len(self._tracker)
+            room = self._prefetch - len(tracker)
             try:
                 batch = await self._client.getmany(timeout_ms=200, max_records=room)
             except Exception as exc:
@@ -108,11 +150,27 @@ class QueueConsumer:
                 continue
             pause = 0.05
             for tp, records in batch.items():
-                for record in records:
-                    self._tracker.take(tp, record.offset)
-                    self._waiting.put_nowait((tp, record))
-            if len(self._tracker) >= self._prefetch:
+                if records:
+                    tracker.take_all(tp, [record.offset for record in records])
+                    waiting.extend(zip(repeat(tp), records))
+            if waiting:
+                self._wake()
+            if len(tracker) >= self._prefetch:
                 self._room.clear()
+
+    def _wake(self) -> None:
+        """Wake one waiting worker, unless one is woken already. A worker that takes a record
+        wakes the next one while records are left, so records are handled concurrently as
+        soon as a handler awaits something, and a batch whose handlers never wait is handled
+        by one worker, without a switch per record."""
+        if self._waking:
+            return
+        while self._idle:
+            wake = self._idle.popleft()
+            if not wake.done():
+                wake.set_result(None)
+                self._waking += 1
+                return
 
     def _finished(self, tp: Any, offset: int) -> None:
         self._tracker.finish(tp, offset)
@@ -122,48 +180,77 @@ class QueueConsumer:
 
     # handling
 
-    async def _work(self) -> None:
-        task = asyncio.current_task()
-        assert task is not None
+    async def _work(self, index: int) -> None:
+        loop = asyncio.get_running_loop()
+        waiting, current, tracker = self._waiting, self._current, self._tracker
+        consumer = self._consumer
         while True:
-            tp, record = await self._waiting.get()
-            if tp in self._revoking or not self._tracker.holds(tp, record.offset):
+            if not waiting:
+                wake = loop.create_future()
+                self._idle.append(wake)
+                await wake
+                self._waking -= 1
+                continue
+            tp, record = waiting.popleft()
+            offset = record.offset
+            if (self._revoking and tp in self._revoking) or not tracker.holds(tp, offset):
                 continue  # its partition went elsewhere: the new owner reads it again
-            self._running[task] = tp
+            if waiting:
+                self._wake()
+            message, problem = read(record.value, record.headers)
+            current[index] = tp
             try:
-                await self._handle(tp, record)
+                if problem is None:
+                    await consumer(message)
+                else:
+                    await self._dead_letter(record, message, problem)
+            except asyncio.CancelledError:
+                # Stopping: the message goes back first. A dead letter not written yet stays
+                # uncommitted, so the record comes again.
+                if problem is None:
+                    await asyncio.shield(self._send_back(message))
+                    self._finished(tp, offset)
+                raise
+            except Exception:
+                logger.exception(
+                    "consumer of %r failed; the message goes back",
+                    self.queue,
+                    extra=message_extra(message),
+                )
+                await self._send_back(message)
             finally:
-                self._running.pop(task, None)
-            self._commit_soon()
+                current[index] = None
+            # The record is finished (``_finished``, inline: this runs once per record).
+            tracker.finish(tp, offset)
+            if len(tracker) <= self._refill_at:
+                self._room.set()
+            self._changed.set()
+            if self._committer is None or self._committer.done():
+                # After the handlers finishing in this moment: one request for all of them.
+                self._committer = loop.create_task(self._commit(yield_first=True))
 
-    async def _handle(self, tp: Any, record: Any) -> None:
-        message = decode(record.value, record.headers)
-        try:
-            await self._consumer(message)
-        except asyncio.CancelledError:
-            await asyncio.shield(self._send_back(message))
-            self._finished(tp, record.offset)
-            raise
-        except Exception:
-            logger.exception("consumer of %r failed; the message goes back", self.queue)
-            await self._send_back(message)
-        self._finished(tp, record.offset)
+    async def _dead_letter(self, record: Any, message: Message, problem: str) -> None:
+        while True:
+            try:
+                await dead_letter_record(
+                    self._produce, self._dead_topic, self.queue, record, message, problem
+                )
+                return
+            except Exception as exc:
+                # Its offset stays uncommitted meanwhile, so it is never lost.
+                logger.warning("cannot dead-letter %s of %r (%s)", message.id, self.queue, exc)
+                await asyncio.sleep(1.0)
 
     async def _send_back(self, message: Message) -> None:
+        again = message.replace(redelivered=True)
         while True:
             try:
-                await self._requeue(message.replace(redelivered=True))
+                await self._produce(self._topic, again.body, encode(again), partition_key(again))
                 return
             except Exception as exc:
                 # Its offset stays uncommitted meanwhile, so it is never lost.
                 logger.warning("cannot send %s back to %r (%s)", message.id, self.queue, exc)
                 await asyncio.sleep(1.0)
-
-    def _commit_soon(self) -> None:
-        """Commit after the handlers finishing in this moment are done too: one request for
-        all of them instead of one each."""
-        if self._committer is None or self._committer.done():
-            self._committer = asyncio.create_task(self._commit(yield_first=True))
 
     async def _commit(self, *, yield_first: bool = False) -> None:
         if yield_first:
@@ -172,8 +259,9 @@ class QueueConsumer:
             # Again while handlers finished during the last request: none is left behind.
             while True:
                 offsets = self._tracker.ready()
-                owned = self._client.assignment()
-                offsets = {tp: o for tp, o in offsets.items() if tp in owned}
+                if offsets:
+                    owned = self._client.assignment()
+                    offsets = {tp: o for tp, o in offsets.items() if tp in owned}
                 if not offsets:
                     return
                 try:
@@ -189,9 +277,10 @@ class QueueConsumer:
     async def give_up(self, revoked: set[Any]) -> None:
         """A rebalance takes ``revoked`` away: finish what runs of them, commit, forget them."""
         self._revoking |= revoked
-        await self._settle(
-            lambda: any(tp in revoked for tp in self._running.values()), REVOKE_GRACE
-        )
+        kept = [item for item in self._waiting if item[0] not in revoked]
+        self._waiting.clear()
+        self._waiting.extend(kept)
+        await self._settle(lambda: any(tp in revoked for tp in self._current), REVOKE_GRACE)
         await self._commit()
         self._tracker.forget(revoked)
         self._revoking -= revoked
@@ -219,10 +308,8 @@ class QueueConsumer:
         if self._fetcher is not None:
             await asyncio.gather(self._fetcher, return_exceptions=True)
         # What has not started stays uncommitted: the group reads it again.
-        while not self._waiting.empty():
-            tp, _ = self._waiting.get_nowait()
-            self._revoking.add(tp)
-        await self._settle(lambda: bool(self._running), grace)
+        self._waiting.clear()
+        await self._settle(lambda: any(tp is not None for tp in self._current), grace)
         for task in self._workers:
             task.cancel()
         await asyncio.gather(*self._workers, return_exceptions=True)

@@ -100,9 +100,9 @@ class DelayMover:
         await self._move_due()
 
     def _hold(self, tp: Any, record: Any) -> None:
-        headers = dict(record.headers)
-        due_text = headers.get(DUE, b"").decode()
-        due = int(due_text) if due_text.isdigit() else 0
+        raw = dict(record.headers).get(DUE) or b""
+        # ASCII digits only (bytes.isdigit): a garbled time moves the record at once.
+        due = int(raw) if 0 < len(raw) <= 18 and raw.isdigit() else 0
         self._tracker.take(tp, record.offset)
         heapq.heappush(self._held, (due, next(self._count), tp, record))
 
@@ -111,11 +111,14 @@ class DelayMover:
         while self._held and self._held[0][0] <= time.time() * 1000:
             _, _, tp, record = heapq.heappop(self._held)
             headers = [(k, v) for k, v in record.headers if k not in (TO, DUE)]
-            target = dict(record.headers).get(TO, b"").decode()
-            if target:
+            target = (dict(record.headers).get(TO) or b"").decode("utf-8", "replace")
+            if target and "\ufffd" not in target:
                 await self._produce(target, record.value, headers, record.key)
             else:
-                logger.warning("delayed record %s has no target topic; dropped", record.offset)
+                logger.error(
+                    "delayed record %s/%s@%s has no readable target topic; dropped",
+                    record.topic, record.partition, record.offset,
+                )  # fmt: skip
             self._tracker.finish(tp, record.offset)
             moved = True
         if moved:

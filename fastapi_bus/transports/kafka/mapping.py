@@ -4,18 +4,20 @@ The body is the record's value, as it is; the message's fields travel as record 
 ``bus-…`` and its own headers as record headers of their names, so other Kafka programs can
 read and write the bus's topics. Decoding never fails: a record without the bus's headers
 becomes a message with its value as the body, which the handler's validation turns into a dead
-letter with the reason if it is not what the handler takes.
+letter with the reason if it is not what the handler takes. A record whose headers the bus
+cannot read (a ``bus-attempt`` that is not a number, a header that is not UTF-8 text) is
+malformed: :func:`read` says why, and the consumer dead-letters it with that reason.
 """
 
 from __future__ import annotations
 
-import contextlib
+import dataclasses
 from collections.abc import Sequence
 from datetime import datetime, timezone
 
 from fastapi_bus.core.messages import JSON, Message, new_id
 
-__all__ = ["DUE", "KEY_HEADER", "TO", "decode", "encode", "partition_key"]
+__all__ = ["DUE", "KEY_HEADER", "TO", "decode", "encode", "partition_key", "read"]
 
 #: The message header that sets a message's partition key (such as an order id).
 KEY_HEADER = "partition-key"
@@ -26,8 +28,25 @@ _ATTEMPT, _TYPE, _REDELIVERED = "bus-attempt", "bus-content-type", "bus-redelive
 #: Headers of a delayed record: the topic it goes to, and when (epoch milliseconds).
 TO, DUE = "bus-to", "bus-due"
 _OURS = "bus-"
+#: The ``bus-`` headers a record's message is read from.
+_READ = frozenset({_ID, _NAME, _AT, _CORRELATION, _CAUSATION, _ATTEMPT, _TYPE, _REDELIVERED})
+#: How many bytes of a malformed header a dead-letter reason shows.
+_SHOWN = 60
 
 Headers = list[tuple[str, bytes]]
+
+#: A consumer makes a message per record: filling a new one's ``__dict__`` costs a fifth of
+#: calling the frozen dataclass (one ``object.__setattr__`` per field), and gives an equal
+#: object. Only while Message is a plain dataclass of exactly these fields, without slots or
+#: ``__post_init__``; otherwise the constructor is called.
+_FAST = (
+    tuple(field.name for field in dataclasses.fields(Message))
+    == ("name", "body", "id", "headers", "correlation_id", "causation_id", "published_at",
+        "attempt", "content_type", "redelivered")
+    and "__slots__" not in vars(Message)
+    and not hasattr(Message, "__post_init__")
+)  # fmt: skip
+_new = object.__new__
 
 
 def encode(message: Message) -> Headers:
@@ -63,31 +82,104 @@ def partition_key(message: Message) -> bytes:
     return (message.headers.get(KEY_HEADER) or message.name).encode()
 
 
-def decode(value: bytes | None, headers: Sequence[tuple[str, bytes]], *, name: str = "") -> Message:
-    """The message of a record; ``name`` is the event name to assume if it carries none."""
-    ours: dict[str, str] = {}
-    theirs: dict[str, str] = {}
-    for key, raw in headers:
-        text = (raw or b"").decode("utf-8", "replace")
-        if key.startswith(_OURS):
-            ours[key] = text
-        else:
-            theirs[key] = text
+def decode(
+    value: bytes | None, headers: Sequence[tuple[str, bytes | None]], *, name: str = ""
+) -> Message:
+    """The message of a record; ``name`` is the event name to assume if it carries none.
+
+    Never fails: a malformed header is read as well as it can be (see :func:`read`)."""
+    return read(value, headers, name=name)[0]
+
+
+def _shown(raw: bytes) -> str:
+    return repr(raw if len(raw) <= _SHOWN else raw[:_SHOWN] + b"...")
+
+
+def read(
+    value: bytes | None, headers: Sequence[tuple[str, bytes | None]], *, name: str = ""
+) -> tuple[Message, str | None]:
+    """The message of a record, and why the record is malformed (``None`` if it is not).
+
+    A record is malformed if a ``bus-…`` header does not hold what the bus writes there (UTF-8
+    text; a whole number of 1 or more for the attempt; an ISO 8601 time), or if one of its
+    own headers is not UTF-8 text. The message is still made, with the malformed header's
+    field as if it were missing (and a header's text decoded with U+FFFD for bad bytes), so
+    that it can be shown and dead-lettered."""
+    message_id = message_name = correlation_id = causation_id = None
+    content_type = JSON
     published_at: datetime | None = None
-    with contextlib.suppress(KeyError, ValueError):
-        published_at = datetime.fromisoformat(ours[_AT])
-        if published_at.tzinfo is None:
-            published_at = published_at.replace(tzinfo=timezone.utc)
-    attempt = int(ours[_ATTEMPT]) if ours.get(_ATTEMPT, "").isdigit() else 1
-    return Message(
-        name=ours.get(_NAME) or name,
-        body=value or b"",
-        id=ours.get(_ID) or new_id(),
-        headers=theirs,
-        correlation_id=ours.get(_CORRELATION),
-        causation_id=ours.get(_CAUSATION),
-        published_at=published_at or datetime.now(timezone.utc),
-        attempt=max(attempt, 1),
-        content_type=ours.get(_TYPE) or JSON,
-        redelivered=ours.get(_REDELIVERED) == "1",
-    )
+    attempt = 1
+    redelivered = False
+    theirs: dict[str, str] = {}
+    problems: list[str] | None = None
+    for key, raw in headers:
+        if raw is None:
+            raw = b""
+        try:
+            text = raw.decode()
+        except UnicodeDecodeError:
+            if key.startswith(_OURS) and key not in _READ:
+                continue  # not this version's business (below)
+            text = raw.decode("utf-8", "replace")
+            problems = problems or []
+            problems.append(f"header {key!r} is not UTF-8 text: {_shown(raw)}")
+            if key == _ID:
+                message_id = text  # kept, so the message can be found and replayed by it
+            elif not key.startswith(_OURS):
+                theirs[key] = text
+            continue
+        if not key.startswith(_OURS):
+            theirs[key] = text
+        elif key == _ID:
+            message_id = text
+        elif key == _NAME:
+            message_name = text
+        elif key == _AT:
+            try:
+                published_at = datetime.fromisoformat(text)
+            except ValueError:
+                problems = problems or []
+                problems.append(f"header {key!r} is not an ISO 8601 time: {_shown(raw)}")
+        elif key == _ATTEMPT:
+            # ASCII digits only: int() takes other scripts' digits, and ``str.isdigit`` passes
+            # characters (such as "²") that int() refuses.
+            if 0 < len(raw) <= 9 and raw.isdigit() and int(raw) >= 1:
+                attempt = int(raw)
+            else:
+                problems = problems or []
+                problems.append(f"header {key!r} is not a whole number of 1 or more: {_shown(raw)}")
+        elif key == _CORRELATION:
+            correlation_id = text
+        elif key == _CAUSATION:
+            causation_id = text
+        elif key == _TYPE:
+            content_type = text or JSON
+        elif key == _REDELIVERED:
+            if raw in (b"1", b"0"):
+                redelivered = raw == b"1"
+            else:
+                problems = problems or []
+                problems.append(f"header {key!r} is not 1 or 0: {_shown(raw)}")
+        # Other ``bus-`` headers (a newer version's) are not this version's business.
+    if published_at is None:
+        published_at = datetime.now(timezone.utc)
+    elif published_at.tzinfo is None:
+        published_at = published_at.replace(tzinfo=timezone.utc)
+    fields = {
+        "name": message_name or name,
+        "body": value or b"",
+        "id": message_id or new_id(),
+        "headers": theirs,
+        "correlation_id": correlation_id,
+        "causation_id": causation_id,
+        "published_at": published_at,
+        "attempt": attempt,
+        "content_type": content_type,
+        "redelivered": redelivered,
+    }
+    if _FAST:
+        message = _new(Message)
+        message.__dict__.update(fields)
+    else:
+        message = Message(**fields)  # type: ignore[arg-type]
+    return message, "; ".join(problems) if problems else None

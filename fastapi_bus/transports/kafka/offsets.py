@@ -7,6 +7,7 @@ skips an unfinished message.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 __all__ = ["OffsetTracker"]
@@ -19,28 +20,44 @@ class OffsetTracker:
         self._open: dict[Any, set[int]] = {}
         self._next: dict[Any, int] = {}  # one past the highest offset taken
         self._committed: dict[Any, int] = {}
+        self._count = 0  # offsets open, over every partition
 
     def __len__(self) -> int:
-        return sum(len(offsets) for offsets in self._open.values())
+        return self._count
 
     def take(self, tp: Any, offset: int) -> None:
-        self._open.setdefault(tp, set()).add(offset)
-        self._next[tp] = max(self._next.get(tp, 0), offset + 1)
+        self.take_all(tp, (offset,))
+
+    def take_all(self, tp: Any, offsets: Sequence[int]) -> None:
+        """Take the ``offsets`` of ``tp`` (in ascending order, as a fetch returns them)."""
+        still = self._open.get(tp)
+        if still is None:
+            still = self._open[tp] = set()
+        before = len(still)
+        still.update(offsets)
+        self._count += len(still) - before
+        top = offsets[-1] + 1
+        if top > self._next.get(tp, 0):
+            self._next[tp] = top
 
     def holds(self, tp: Any, offset: int) -> bool:
-        return offset in self._open.get(tp, ())
+        still = self._open.get(tp)
+        return still is not None and offset in still
 
     def busy(self, tps: Any) -> int:
         """How many offsets of the partitions ``tps`` are still open."""
         return sum(len(self._open.get(tp, ())) for tp in tps)
 
     def finish(self, tp: Any, offset: int) -> None:
-        self._open.get(tp, set()).discard(offset)
+        still = self._open.get(tp)
+        if still is not None and offset in still:
+            still.remove(offset)
+            self._count -= 1
 
     def forget(self, tps: Any) -> None:
         """Drop what is known of ``tps`` (their partitions went to another consumer)."""
         for tp in tps:
-            self._open.pop(tp, None)
+            self._count -= len(self._open.pop(tp, ()))
             self._next.pop(tp, None)
             self._committed.pop(tp, None)
 

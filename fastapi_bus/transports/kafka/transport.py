@@ -105,6 +105,8 @@ class KafkaTransport(Transport):
         self._mover: DelayMover | None = None
         self._mover_lock = asyncio.Lock()
         self._topics: set[str] = set()
+        self._event_topics: dict[str, str] = {}  # event name: its topic
+        self._send_locks: dict[str, asyncio.Lock] = {}
         self._consumers: list[QueueConsumer | BroadcastConsumer] = []
         self._pullers: dict[str, Puller] = {}
 
@@ -265,8 +267,16 @@ class KafkaTransport(Transport):
         self, topic: str, value: bytes | None, headers: list[tuple[str, bytes]], key: bytes | None
     ) -> None:
         producer, _ = self._require()
+        lock = self._send_locks.get(topic)
+        if lock is None:
+            lock = self._send_locks[topic] = asyncio.Lock()
         try:
-            await producer.send_and_wait(topic, value, key=key, headers=headers)
+            # One send at a time per topic hands the record to the producer's batch (in
+            # order); the wait for Kafka's answer is outside. Without the lock, every publish
+            # that finds its partition's batch full waits for it on a timer of its own.
+            async with lock:
+                sent = await producer.send(topic, value, key=key, headers=headers)
+            await sent
         except Exception as exc:
             raise TransportError(
                 f"Kafka did not take a message for {topic!r}: {self._scrub(exc)}"
@@ -284,9 +294,15 @@ class KafkaTransport(Transport):
             await self._produce(topic, message.body, headers, key)
 
     async def publish(self, message: Message, *, delay: float | None = None) -> None:
-        topic = self._names.event(message.name)
-        await self._ensure_topics(topic)
-        await self._send_to(topic, message, delay)
+        topic = self._event_topics.get(message.name)
+        if topic is None:
+            topic = self._event_topics[message.name] = self._names.event(message.name)
+        if topic not in self._topics:
+            await self._ensure_topics(topic)
+        if delay is not None and delay > 0:
+            await self._send_to(topic, message, delay)
+        else:
+            await self._produce(topic, message.body, encode(message), partition_key(message))
 
     async def send(self, queue: str, message: Message, *, delay: float | None = None) -> None:
         _, admin = self._require()
@@ -322,15 +338,18 @@ class KafkaTransport(Transport):
                 queue=subscription.queue,
                 regex=names.event_regex(subscription.patterns),
                 consumer=consumer,
+                produce=self._produce,
+                dead_topic=names.queue(dead_letter_queue(subscription.queue)),
             )
         else:
-            topic = names.queue(subscription.queue)
             runner = QueueConsumer(
                 self._group_consumer(names.group(subscription.queue)),
                 subscription=subscription,
                 regex=names.subscription_regex(subscription.queue, subscription.patterns),
                 consumer=consumer,
-                requeue=lambda m: self._produce(topic, m.body, encode(m), partition_key(m)),
+                produce=self._produce,
+                topic=names.queue(subscription.queue),
+                dead_topic=names.queue(dead_letter_queue(subscription.queue)),
             )
             await self._ensure_mover()
         await runner.start()

@@ -1,0 +1,189 @@
+"""Publish N events to Kafka: fastapi-bus against a plain aiokafka producer doing the same
+work, interleaved over several rounds, reported as medians and ratios.
+
+    .venv/bin/python benchmarks/kafka_produce.py --events 20000 --rounds 3
+
+Without ``--bootstrap`` it starts a Tansu broker of its own (requirements/tansu.txt). Every
+side builds a pydantic model per event (~230-byte JSON), sends it to a fresh topic of 3
+partitions with ``acks="all"`` (what the bus's producer uses) and waits until Kafka has taken
+it. Each round checks afterwards that the topic holds exactly N records. Two ways of waiting:
+
+* ``--window 1``: one event at a time, each awaited before the next (``send_and_wait``, and
+  ``await bus.publish(...)``);
+* ``--window W`` (default 100): W sends in flight at once, awaited together, then the next W
+  (``send`` and ``asyncio.gather`` for the plain producer, ``gather`` of ``bus.publish``).
+
+The plain producer sends the model's JSON with the record key the bus would use (the event
+name); the bus also writes its headers (message id, event name, time).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import statistics
+import sys
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from pydantic import BaseModel
+
+from fastapi_bus import EventBus
+from fastapi_bus.transports.kafka import KafkaTransport
+
+PARTITIONS = 3
+PAYLOAD = "x" * 200
+
+
+class Tick(BaseModel):
+    n: int
+    payload: str
+
+
+async def count_records(bootstrap: str, topic: str, expected: int) -> int:
+    """How many records ``topic`` holds (it was made for one round, so it started empty), read
+    from the start until ``expected`` are found and one more fetch finds nothing. Read, not
+    taken from the end offsets: Tansu's high watermark may lag the records it serves."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, auto_offset_reset="earliest")
+    await consumer.start()
+    try:
+        await consumer._client.force_metadata_update()
+        partitions = consumer.partitions_for_topic(topic) or set()
+        consumer.assign([TopicPartition(topic, p) for p in partitions])
+        await consumer.seek_to_beginning()
+        found = 0
+        quiet = 0
+        deadline = time.monotonic() + 60
+        while quiet < (1 if found >= expected else 3) and time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=500, max_records=10_000)
+            got = sum(len(records) for records in batch.values())
+            found += got
+            quiet = 0 if got else quiet + 1
+        return found
+    finally:
+        await consumer.stop()
+
+
+async def plain(bootstrap: str, events: int, window: int, cpu: list[float] | None = None) -> float:
+    """Seconds for a plain AIOKafkaProducer to send ``events`` events, ``window`` at once
+    (the CPU seconds of this process meanwhile go to ``cpu``)."""
+    topic = f"bench-plain-{uuid.uuid4().hex[:8]}"
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(topic, PARTITIONS, 1)])
+    finally:
+        await admin.close()
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    key = b"Tick"
+    try:
+        start, start_cpu = time.perf_counter(), time.process_time()
+        if window <= 1:
+            for n in range(events):
+                body = Tick(n=n, payload=PAYLOAD).model_dump_json().encode()
+                await producer.send_and_wait(topic, body, key=key)
+        else:
+            for first in range(0, events, window):
+                sent = []
+                for n in range(first, min(first + window, events)):
+                    body = Tick(n=n, payload=PAYLOAD).model_dump_json().encode()
+                    sent.append(await producer.send(topic, body, key=key))
+                await asyncio.gather(*sent)
+        elapsed = time.perf_counter() - start
+        if cpu is not None:
+            cpu.append(time.process_time() - start_cpu)
+    finally:
+        await producer.stop()
+    await check(bootstrap, topic, events)
+    return elapsed
+
+
+async def bus(bootstrap: str, events: int, window: int, cpu: list[float] | None = None) -> float:
+    """Seconds for ``EventBus.publish`` on KafkaTransport to publish ``events`` events (the
+    CPU seconds of this process meanwhile go to ``cpu``)."""
+    transport = KafkaTransport(f"kafka://{bootstrap}", prefix=f"bench-{uuid.uuid4().hex[:8]}")
+    the_bus = EventBus(transport, service="bench")
+    await the_bus.start()
+    try:
+        await the_bus.publish(Tick(n=-1, payload=""))  # creates the topic, not timed
+        start, start_cpu = time.perf_counter(), time.process_time()
+        if window <= 1:
+            for n in range(events):
+                await the_bus.publish(Tick(n=n, payload=PAYLOAD))
+        else:
+            for first in range(0, events, window):
+                await asyncio.gather(
+                    *(
+                        the_bus.publish(Tick(n=n, payload=PAYLOAD))
+                        for n in range(first, min(first + window, events))
+                    )
+                )
+        elapsed = time.perf_counter() - start
+        if cpu is not None:
+            cpu.append(time.process_time() - start_cpu)
+    finally:
+        await the_bus.close(grace=5)
+    await check(bootstrap, transport.names.event("Tick"), events + 1)
+    return elapsed
+
+
+async def check(bootstrap: str, topic: str, expected: int) -> None:
+    found = await count_records(bootstrap, topic, expected)
+    if found != expected:
+        raise SystemExit(f"{topic} holds {found} records, not {expected}")
+
+
+@contextlib.contextmanager
+def broker(bootstrap: str | None) -> Iterator[str]:
+    if bootstrap:
+        yield bootstrap
+        return
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from tests.kafka_broker import tansu
+
+    with tansu() as started:
+        yield started
+
+
+async def run(bootstrap: str, args: argparse.Namespace) -> dict[str, float]:
+    """Interleaved rounds of both sides; prints and returns the median rates (events/s)."""
+    cpu: dict[str, list[float]] = {"plain": [], "fastapi-bus": []}
+    sides: dict[str, Callable[[], Awaitable[float]]] = {
+        "plain": lambda: plain(bootstrap, args.events, args.window, cpu["plain"]),
+        "fastapi-bus": lambda: bus(bootstrap, args.events, args.window, cpu["fastapi-bus"]),
+    }
+    times: dict[str, list[float]] = {name: [] for name in sides}
+    for _ in range(args.rounds):
+        for name, side in sides.items():  # interleaved, so noise hits every side alike
+            times[name].append(await side())
+    rates = {name: args.events / statistics.median(t) for name, t in times.items()}
+    # CPU per event: steadier than rates on a busy machine (it does not count waiting).
+    per_event = {name: statistics.median(c) / args.events * 1e6 for name, c in cpu.items()}
+    print(f"{args.events} events, {args.rounds} rounds, window {args.window}, acks=all (medians)")
+    for name, rate in rates.items():
+        print(
+            f"  {name:12} {rate:9,.0f} events/s   {rate / rates['plain']:.2f}x plain   "
+            f"{per_event[name]:5.1f} us CPU/event"
+        )
+    return rates
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--bootstrap", default=None, help="host:9092 (default: start Tansu)")
+    parser.add_argument("--events", type=int, default=20_000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--window", type=int, default=100, help="sends in flight at once")
+    args = parser.parse_args()
+    with broker(args.bootstrap) as bootstrap:
+        asyncio.run(run(bootstrap, args))
+
+
+if __name__ == "__main__":
+    main()
