@@ -240,3 +240,31 @@ def test_an_event_type_that_cannot_be_resolved_fails_at_declaration() -> None:
     handler.__annotations__["event"] = "Missing"
     with pytest.raises(ConfigurationError, match=r"handler 'handler'.*'event'.*Missing"):
         events.add_handler("x", handler)
+
+
+def test_a_received_message_equals_one_made_by_the_constructor() -> None:
+    import dataclasses
+    from datetime import datetime, timezone
+
+    from fastapi_bus.core.messages import received
+
+    fields = {
+        "name": "OrderPlaced",
+        "body": b"{}",
+        "id": "abc",
+        "headers": {"tenant": "a"},
+        "correlation_id": "c",
+        "causation_id": None,
+        "published_at": datetime(2026, 1, 2, tzinfo=timezone.utc),
+        "attempt": 2,
+        "content_type": "application/json",
+        "redelivered": True,
+    }
+    assert [field.name for field in dataclasses.fields(Message)] == list(fields), (
+        "received() must name every field of Message"
+    )
+    made = received(**fields)  # type: ignore[arg-type]
+    assert made == Message(**fields)  # type: ignore[arg-type]
+    assert made.replace(attempt=3).attempt == 3
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        made.attempt = 4  # type: ignore[misc]

@@ -11,11 +11,10 @@ malformed: :func:`read` says why, and the consumer dead-letters it with that rea
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from datetime import datetime, timezone
 
-from fastapi_bus.core.messages import JSON, Message, new_id
+from fastapi_bus.core.messages import JSON, Message, new_id, received
 
 __all__ = ["DUE", "KEY_HEADER", "TO", "decode", "encode", "partition_key", "read"]
 
@@ -34,19 +33,6 @@ _READ = frozenset({_ID, _NAME, _AT, _CORRELATION, _CAUSATION, _ATTEMPT, _TYPE, _
 _SHOWN = 60
 
 Headers = list[tuple[str, bytes]]
-
-#: A consumer makes a message per record: filling a new one's ``__dict__`` costs a fifth of
-#: calling the frozen dataclass (one ``object.__setattr__`` per field), and gives an equal
-#: object. Only while Message is a plain dataclass of exactly these fields, without slots or
-#: ``__post_init__``; otherwise the constructor is called.
-_FAST = (
-    tuple(field.name for field in dataclasses.fields(Message))
-    == ("name", "body", "id", "headers", "correlation_id", "causation_id", "published_at",
-        "attempt", "content_type", "redelivered")
-    and "__slots__" not in vars(Message)
-    and not hasattr(Message, "__post_init__")
-)  # fmt: skip
-_new = object.__new__
 
 
 def encode(message: Message) -> Headers:
@@ -165,21 +151,16 @@ def read(
         published_at = datetime.now(timezone.utc)
     elif published_at.tzinfo is None:
         published_at = published_at.replace(tzinfo=timezone.utc)
-    fields = {
-        "name": message_name or name,
-        "body": value or b"",
-        "id": message_id or new_id(),
-        "headers": theirs,
-        "correlation_id": correlation_id,
-        "causation_id": causation_id,
-        "published_at": published_at,
-        "attempt": attempt,
-        "content_type": content_type,
-        "redelivered": redelivered,
-    }
-    if _FAST:
-        message = _new(Message)
-        message.__dict__.update(fields)
-    else:
-        message = Message(**fields)  # type: ignore[arg-type]
+    message = received(
+        name=message_name or name,
+        body=value or b"",
+        id=message_id or new_id(),
+        headers=theirs,
+        correlation_id=correlation_id,
+        causation_id=causation_id,
+        published_at=published_at,
+        attempt=attempt,
+        content_type=content_type,
+        redelivered=redelivered,
+    )
     return message, "; ".join(problems) if problems else None
