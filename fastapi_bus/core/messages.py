@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 
 from fastapi_bus.core.types import Headers
 
-__all__ = ["JSON", "Message", "new_id", "received"]
+__all__ = ["JSON", "Message", "new_id"]
 
 JSON = "application/json"
 
@@ -27,7 +27,7 @@ def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, init=False)
 class Message:
     """One message as it travels: body bytes plus ids and headers.
 
@@ -43,53 +43,51 @@ class Message:
     #: The encoded payload.
     body: bytes
     #: Unique per published event, and kept across retries and replays.
-    id: str = dataclasses.field(default_factory=new_id)
+    id: str
     #: Application headers (text to text).
-    headers: Headers = dataclasses.field(default_factory=dict)
+    headers: Headers
     #: Ties together everything caused by one request or one original event.
-    correlation_id: str | None = None
+    correlation_id: str | None
     #: The id of the message whose handler published this one, if any.
-    causation_id: str | None = None
+    causation_id: str | None
     #: When the event was first published (UTC).
-    published_at: datetime = dataclasses.field(default_factory=_now)
+    published_at: datetime
     #: 1 on first delivery to a handler, counting up with every retry.
-    attempt: int = 1
+    attempt: int
     #: MIME type of ``body``.
-    content_type: str = JSON
+    content_type: str
     #: True if the broker has delivered this message before (it was not acknowledged).
-    redelivered: bool = False
+    redelivered: bool
+
+    def __init__(
+        self,
+        name: str,
+        body: bytes,
+        id: str | None = None,
+        headers: Headers | None = None,
+        correlation_id: str | None = None,
+        causation_id: str | None = None,
+        published_at: datetime | None = None,
+        attempt: int = 1,
+        content_type: str = JSON,
+        redelivered: bool = False,
+    ) -> None:
+        # Written out rather than generated: the frozen dataclass's own ``__init__`` sets each
+        # field through ``object.__setattr__``, which made a message cost three times as much
+        # to build (every publish and every delivery builds one).
+        self.__dict__.update(
+            name=name,
+            body=body,
+            id=new_id() if id is None else id,
+            headers={} if headers is None else headers,
+            correlation_id=correlation_id,
+            causation_id=causation_id,
+            published_at=_now() if published_at is None else published_at,
+            attempt=attempt,
+            content_type=content_type,
+            redelivered=redelivered,
+        )
 
     def replace(self, **changes: object) -> Message:
         """A copy with some fields changed."""
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
-
-
-def received(
-    name: str,
-    body: bytes,
-    id: str,
-    headers: Headers,
-    correlation_id: str | None,
-    causation_id: str | None,
-    published_at: datetime,
-    attempt: int,
-    content_type: str,
-    redelivered: bool,
-) -> Message:
-    """A :class:`Message` from every one of its fields, for a transport turning what it received
-    into one per delivery: equal to calling ``Message(...)``, at a fifth of the cost (the frozen
-    dataclass's constructor sets each field through ``object.__setattr__``)."""
-    message = object.__new__(Message)
-    message.__dict__.update(
-        name=name,
-        body=body,
-        id=id,
-        headers=headers,
-        correlation_id=correlation_id,
-        causation_id=causation_id,
-        published_at=published_at,
-        attempt=attempt,
-        content_type=content_type,
-        redelivered=redelivered,
-    )
-    return message

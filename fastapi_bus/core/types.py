@@ -26,12 +26,18 @@ def is_model(tp: object) -> bool:
     return is_class(tp) and issubclass(tp, BaseModel)  # type: ignore[arg-type]
 
 
+#: The keywords each TypedDict given to :func:`check_options` names.
+_KNOWN: dict[type, frozenset[str]] = {}
+
+
 def check_options(options: Mapping[str, object], allowed: type, call: str) -> None:
     """Refuse keywords that the TypedDict ``allowed`` does not name, as Python refuses an
     unexpected keyword argument: with a :class:`TypeError` naming ``call`` and the keyword."""
     if not options:
         return
-    known: frozenset[str] = allowed.__required_keys__ | allowed.__optional_keys__  # type: ignore[attr-defined]
+    known = _KNOWN.get(allowed)
+    if known is None:
+        known = _KNOWN[allowed] = allowed.__required_keys__ | allowed.__optional_keys__  # type: ignore[attr-defined]
     for name in options:
         if name not in known:
             raise TypeError(f"{call}() got an unexpected keyword argument {name!r}")

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime, timezone
 
-from fastapi_bus.core.messages import JSON, Message, new_id, received
+from fastapi_bus.core.messages import JSON, Message, new_id
 
 __all__ = ["DUE", "KEY_HEADER", "TO", "decode", "encode", "partition_key", "read"]
 
@@ -151,7 +151,7 @@ def read(
         published_at = datetime.now(timezone.utc)
     elif published_at.tzinfo is None:
         published_at = published_at.replace(tzinfo=timezone.utc)
-    message = received(
+    message = Message(
         name=message_name or name,
         body=value or b"",
         id=message_id or new_id(),
