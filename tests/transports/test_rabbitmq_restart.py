@@ -1,78 +1,46 @@
 """RabbitMQ restarts under load, and nothing a publish confirmed is lost.
 
-This test stops and starts the shared server (``rabbitmqctl stop_app`` / ``start_app``), so it
-restores it before returning. Set ``FASTAPI_BUS_RABBITMQCTL`` (such as
-``docker exec rabbitmq rabbitmqctl``) when the server is not local.
+The test restarts a RabbitMQ node of its own (``rabbitmqctl stop_app`` / ``start_app``), never
+a server that other work on the machine may be using.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-import shlex
-import shutil
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import Iterator
 
-import aio_pika
 import pytest
 
 from fastapi_bus.core.exceptions import TransportError
 from fastapi_bus.core.messages import Message
-from fastapi_bus.transports.base import Subscription, dead_letter_queue
+from fastapi_bus.transports.base import Subscription
 from fastapi_bus.transports.rabbitmq import RabbitMQTransport
+from tests.rabbitmq_nodes import RabbitNode, own_node, rabbitmq_installed
 from tests.utils import wait_until
 
 pytestmark = [pytest.mark.anyio, pytest.mark.rabbitmq]
 
-RABBITMQCTL = shlex.split(os.environ.get("FASTAPI_BUS_RABBITMQCTL", "rabbitmqctl"))
-TOTAL = 10_000
+TOTAL = 5_000
 PUBLISHERS = 32
 
 
-async def rabbitmqctl(*args: str, timeout: float = 60) -> None:
-    process = await asyncio.create_subprocess_exec(
-        *RABBITMQCTL,
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        out, err = await asyncio.wait_for(process.communicate(), timeout)
-    except asyncio.TimeoutError:
-        process.kill()
-        await process.wait()
-        raise AssertionError(f"rabbitmqctl {' '.join(args)} took more than {timeout}s") from None
-    if process.returncode != 0:
-        raise AssertionError(f"rabbitmqctl {' '.join(args)} failed: {(err or out).decode()}")
-
-
 @pytest.fixture
-async def restartable(rabbitmq_url: str) -> AsyncIterator[str]:
-    """The server URL, with the promise that the server is up again after the test."""
-    if shutil.which(RABBITMQCTL[0]) is None:
+def node() -> Iterator[RabbitNode]:
+    if not rabbitmq_installed():
         if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"{RABBITMQCTL[0]} is needed to restart RabbitMQ (CI=true)")
-        pytest.skip(f"{RABBITMQCTL[0]} is not available; set FASTAPI_BUS_RABBITMQCTL")
-    try:
-        yield rabbitmq_url
-    finally:
-        await ensure_running()
+            pytest.fail("rabbitmq-server is not installed (CI=true)")
+        pytest.skip("rabbitmq-server is not installed here")
+    with own_node() as started:
+        yield started
 
 
-async def ensure_running() -> None:
-    # start_app on a running node does nothing, so this is safe whatever happened.
-    await rabbitmqctl("start_app")
-    await rabbitmqctl("await_startup")
-
-
-async def test_every_confirmed_publish_is_handled_across_a_restart(restartable: str) -> None:
+async def test_every_confirmed_publish_is_handled_across_a_restart(node: RabbitNode) -> None:
     exchange = f"restart-{uuid.uuid4().hex[:12]}"
     queue = f"{exchange}.orders"
     publisher, worker = (
-        RabbitMQTransport(
-            restartable, exchange=exchange, reconnect_interval=0.2, publish_timeout=60
-        )
+        RabbitMQTransport(node.url, exchange=exchange, reconnect_interval=0.2, publish_timeout=60)
         for _ in range(2)
     )
     subscription = Subscription(queue=queue, patterns=("orders.placed",), prefetch=200)
@@ -97,10 +65,9 @@ async def test_every_confirmed_publish_is_handled_across_a_restart(restartable: 
 
     async def restart() -> None:
         await wait_until(lambda: len(confirmed) >= TOTAL // 10, timeout=60)
-        await rabbitmqctl("stop_app")
+        await asyncio.to_thread(node.stop_app)
         confirmed_when_stopped.append(len(confirmed))
-        await rabbitmqctl("start_app")
-        await rabbitmqctl("await_startup")
+        await asyncio.to_thread(node.start_app)
 
     try:
         await worker.start()
@@ -115,14 +82,5 @@ async def test_every_confirmed_publish_is_handled_across_a_restart(restartable: 
         await publisher.publish(after)
         await wait_until(lambda: TOTAL in handled, timeout=30)
     finally:
-        await ensure_running()
         await publisher.close(grace=1)
         await worker.close(grace=1)
-        connection = await aio_pika.connect(restartable)
-        try:
-            channel = await connection.channel()
-            for name in (queue, dead_letter_queue(queue)):
-                await channel.queue_delete(name)
-            await channel.exchange_delete(exchange)
-        finally:
-            await connection.close()
