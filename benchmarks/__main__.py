@@ -55,12 +55,18 @@ WORKLOADS: dict[str, tuple[str, Workload]] = {
         _load("rabbit_consume", "run_quorum"),
     ),
     "publish": ("RabbitMQ: publish with confirms, sequential and 256 at once", _load("publish")),
-    "http": ("HTTP endpoint publishing one event, under uvicorn", _load("http")),
+    "http": ("HTTP endpoint publishing one event, under uvicorn", _load("http_publish")),
     "latency": ("RabbitMQ: end-to-end p99 latency at a fixed rate", _load("latency")),
     "rss": ("RabbitMQ: the consumer process's peak memory (and --soak)", _load("rss")),
     "memory": ("memory:// against an asyncio.Queue loop", _load("memory")),
-    "redis": ("Redis: consume N waiting events (benchmarks/redis_consume.py)", _load("redis")),
-    "kafka": ("Kafka: consume N waiting events (benchmarks/kafka_consume.py)", _load("kafka")),
+    "redis": (
+        "Redis: consume N waiting events (benchmarks/redis_consume.py)",
+        _load("redis_suite"),
+    ),
+    "kafka": (
+        "Kafka: consume N waiting events (benchmarks/kafka_consume.py)",
+        _load("kafka_suite"),
+    ),
 }
 
 
