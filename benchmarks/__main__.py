@@ -87,6 +87,11 @@ def parse(argv: list[str] | None = None) -> tuple[Config, list[str], Path | None
     )
     parser.add_argument("--requests", type=int, default=3_000, help="HTTP requests per side")
     parser.add_argument(
+        "--rate", type=int, default=1_000,
+        help="events/s of the latency workload and the soak (default 1000); keep it below "
+        "what the broker confirms (the publish rows) or the latency is queueing",
+    )  # fmt: skip
+    parser.add_argument(
         "--soak", type=float, default=0.0, metavar="SECONDS",
         help="also run a steady flow this long per side and report its RSS",
     )  # fmt: skip
@@ -103,14 +108,15 @@ def parse(argv: list[str] | None = None) -> tuple[Config, list[str], Path | None
         redis_url=args.redis_url,
         kafka_bootstrap=args.kafka_bootstrap,
         requests=args.requests,
+        rate=args.rate,
         soak=args.soak,
     )
     if args.quick:
         config = dataclasses.replace(
             config, events=300, rounds=1, requests=100, seconds=1.0, quick=True
         )
-    if config.rounds < 1 or config.events < 1 or config.requests < 1:
-        parser.error("--rounds, --events and --requests must be at least 1")
+    if min(config.rounds, config.events, config.requests, config.rate) < 1:
+        parser.error("--rounds, --events, --requests and --rate must be at least 1")
     return config, names, args.out
 
 

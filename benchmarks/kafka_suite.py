@@ -52,11 +52,11 @@ async def run(config: Config) -> list[Row]:
         )  # fmt: skip
     return [
         Row(
-            "Kafka consume (Tansu broker)" if config.kafka_bootstrap is None else "Kafka consume",
+            "Kafka consume, Tansu broker" if config.kafka_bootstrap is None else "Kafka consume",
             "events/s",
             n / medians["plain"],
             n / medians["bus"],
             higher_is_better=True,
-            note="from the first event handled",
+            note="timed from the first event handled",
         )
     ]
