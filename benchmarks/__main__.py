@@ -19,7 +19,6 @@ import argparse
 import asyncio
 import dataclasses
 import datetime
-import logging
 import os
 import platform
 import sys
@@ -160,7 +159,7 @@ async def run(config: Config, names: list[str]) -> tuple[list[Row], list[Skipped
             continue
         except Exception as exc:
             failures.append(f"{name}: {type(exc).__name__}: {exc}")
-            logging.getLogger("benchmarks").exception("[%s] failed", name)
+            print(f"[{name}] failed: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
             continue
         rows.extend(got)
         print(f"[{name}] done in {time.perf_counter() - started:.0f} s", file=sys.stderr)

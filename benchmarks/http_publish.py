@@ -171,7 +171,8 @@ async def side(config: Config, name: str) -> tuple[float, float]:
         elapsed = time.perf_counter() - start
         cpu = cpu_seconds(server.pid) - cpu
     finally:
-        server.terminate()
+        with contextlib.suppress(ProcessLookupError):
+            server.terminate()
         await asyncio.wait_for(server.wait(), 30)
     try:
         if failed:
