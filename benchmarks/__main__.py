@@ -25,6 +25,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from benchmarks.common import Config, CountError, Row, Skipped, SkipWorkload, table
 
@@ -94,6 +95,11 @@ def parse(argv: list[str] | None = None) -> tuple[Config, list[str], Path | None
         "--soak", type=float, default=0.0, metavar="SECONDS",
         help="also run a steady flow this long per side and report its RSS",
     )  # fmt: skip
+    parser.add_argument(
+        "--retries", type=int, default=1,
+        help="run a workload again when it failed with an error (a broker restarted), not a "
+        "wrong count (default 1)",
+    )  # fmt: skip
     parser.add_argument("--out", type=Path, default=None, help="also write the table here")
     args = parser.parse_args(argv)
     names = [name.strip() for name in args.only.split(",") if name.strip()] or list(WORKLOADS)
@@ -109,6 +115,7 @@ def parse(argv: list[str] | None = None) -> tuple[Config, list[str], Path | None
         requests=args.requests,
         rate=args.rate,
         soak=args.soak,
+        retries=max(args.retries, 0),
     )
     if args.quick:
         config = dataclasses.replace(
@@ -140,29 +147,53 @@ def write(path: Path, text: str) -> None:
     path.write_text(text)
 
 
+async def reachable(urls: list[str], timeout: float) -> bool:
+    """Wait until every broker in ``urls`` accepts connections (``timeout`` seconds at most)."""
+    deadline = time.monotonic() + timeout
+    for url in urls:
+        parts = urlsplit(url)
+        while True:
+            try:
+                _, writer = await asyncio.open_connection(parts.hostname, parts.port)
+                writer.close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    return False
+                await asyncio.sleep(1)
+    return True
+
+
 async def run(config: Config, names: list[str]) -> tuple[list[Row], list[Skipped], list[str]]:
     rows: list[Row] = []
     skipped: list[Skipped] = []
     failures: list[str] = []
+    brokers = [config.url, config.redis_url]
     for name in names:
         started = time.perf_counter()
         print(f"[{name}] {WORKLOADS[name][0]} ...", file=sys.stderr, flush=True)
-        try:
-            got = await WORKLOADS[name][1](config)
-        except CountError as exc:
-            failures.append(f"{name}: COUNT CHECK FAILED: {exc}")
-            print(f"[{name}] COUNT CHECK FAILED: {exc}", file=sys.stderr, flush=True)
-            continue
-        except SkipWorkload as exc:
-            skipped.append(Skipped(name, str(exc)))
-            print(f"[{name}] skipped: {exc}", file=sys.stderr, flush=True)
-            continue
-        except Exception as exc:
-            failures.append(f"{name}: {type(exc).__name__}: {exc}")
-            print(f"[{name}] failed: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
-            continue
-        rows.extend(got)
-        print(f"[{name}] done in {time.perf_counter() - started:.0f} s", file=sys.stderr)
+        for attempt in range(config.retries + 1):
+            try:
+                rows.extend(await WORKLOADS[name][1](config))
+            except CountError as exc:  # never retried: a wrong run is a wrong run
+                failures.append(f"{name}: COUNT CHECK FAILED: {exc}")
+                print(f"[{name}] COUNT CHECK FAILED: {exc}", file=sys.stderr, flush=True)
+            except SkipWorkload as exc:
+                skipped.append(Skipped(name, str(exc)))
+                print(f"[{name}] skipped: {exc}", file=sys.stderr, flush=True)
+            except Exception as exc:
+                problem = f"{type(exc).__name__}: {exc}"
+                print(f"[{name}] failed: {problem}", file=sys.stderr, flush=True)
+                if attempt < config.retries and await reachable(brokers, 300):
+                    # A broker that went away (restarted) spoils a run, not the code: the whole
+                    # workload runs again, all its rounds, once the broker is back.
+                    print(f"[{name}] running it again", file=sys.stderr, flush=True)
+                    await asyncio.sleep(5)
+                    continue
+                failures.append(f"{name}: {problem}")
+            else:
+                print(f"[{name}] done in {time.perf_counter() - started:.0f} s", file=sys.stderr)
+            break
     return rows, skipped, failures
 
 

@@ -48,6 +48,8 @@ class Config:
     seconds: float = 5.0
     #: The RSS soak: seconds of steady flow per side (0: no soak).
     soak: float = 0.0
+    #: How many times a workload that failed with an error (not a wrong count) runs again.
+    retries: int = 1
     quick: bool = False
 
     def timeout(self, events: int | None = None) -> float:
