@@ -4,6 +4,7 @@ building a bus, and leaving the broker as it was found."""
 from __future__ import annotations
 
 import asyncio
+import sys
 import uuid
 from collections.abc import Callable
 from datetime import datetime, timezone
@@ -62,14 +63,19 @@ async def depth(url: str, queue: str) -> int:
 
 
 async def remove(url: str, queues: list[str], exchange: str | None = None) -> None:
-    """Delete what a side declared: the benchmark's queues are durable."""
-    connection = await aio_pika.connect(url)
-    async with connection:
-        channel = await connection.channel()
-        for queue in queues:
-            await channel.queue_delete(queue)
-        if exchange:
-            await channel.exchange_delete(exchange)
+    """Delete what a side declared: the benchmark's queues are durable. When the broker is
+    gone (it restarted under the run), say what is left rather than hide the run's error."""
+    try:
+        connection = await aio_pika.connect(url)
+        async with connection:
+            channel = await connection.channel()
+            for queue in queues:
+                await channel.queue_delete(queue)
+            if exchange:
+                await channel.exchange_delete(exchange)
+    except Exception as exc:
+        left = ", ".join([*queues, *([exchange] if exchange else [])])
+        print(f"could not delete {left}: {type(exc).__name__}: {exc}", file=sys.stderr)
 
 
 def queue_arguments(queue_type: str) -> dict[str, Any]:
