@@ -1,0 +1,1 @@
+"""The benchmarks of fastapi-bus against the plain drivers: ``python -m benchmarks --help``."""

@@ -1,0 +1,112 @@
+"""The memory of a consumer process: each side runs in a child process of its own, so that its
+resident set is its own.
+
+* peak: the child consumes N waiting events from a classic queue (the consume workload) and
+  reports its peak resident set (``VmHWM``), imports included: the plain child imports aio-pika
+  and pydantic, the fastapi-bus one the bus (and so FastAPI) too;
+* ``--soak SECONDS``: the child publishes and consumes a steady 1,000 events/s (the latency
+  workload) for that long and reports its resident set (``VmRSS``) a tenth of the way in and
+  at the end: a consumer that leaks grows between the two.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+
+from benchmarks.common import Config, CountError, Row, median
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def status(field: str) -> float:
+    """A ``/proc/self/status`` field in MiB (``VmHWM``, ``VmRSS``)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
+async def child(side: str, url: str, events: int, soak: float, rate: int) -> dict[str, float]:
+    from benchmarks import latency, rabbit_consume
+
+    timeout = Config(events=events).timeout()
+    if not soak:
+        consume = rabbit_consume.plain if side == "plain" else rabbit_consume.bus
+        await consume(url, events, "classic", timeout)
+        return {"peak": status("VmHWM")}
+    samples: list[float] = []
+
+    async def sample() -> None:
+        while True:
+            samples.append(status("VmRSS"))
+            await asyncio.sleep(soak / 100)
+
+    sampler = asyncio.create_task(sample())
+    flow = latency.plain if side == "plain" else latency.bus
+    await flow(url, rate, int(rate * soak), soak + timeout)
+    sampler.cancel()
+    return {"start": samples[len(samples) // 10], "end": samples[-1]}
+
+
+async def in_child(side: str, config: Config, soak: float) -> dict[str, float]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "benchmarks.rss", side, config.url, str(config.events), str(soak),
+        str(config.rate), cwd=ROOT, stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, _ = await process.communicate()
+    answer = json.loads(out.decode().strip().splitlines()[-1]) if out.strip() else {}
+    if "count_error" in answer:
+        raise CountError(f"{side} consumer process: {answer['count_error']}")
+    if process.returncode != 0 or "error" in answer:
+        raise RuntimeError(f"the {side} consumer process failed: {answer.get('error', out)!r}")
+    return {key: float(value) for key, value in answer.items()}
+
+
+async def run(config: Config) -> list[Row]:
+    peaks: dict[str, list[float]] = {"plain": [], "bus": []}
+    for _ in range(config.rounds):
+        for side in peaks:
+            peaks[side].append((await in_child(side, config, 0))["peak"])
+    rows = [
+        Row(
+            f"RabbitMQ consumer process, {config.events:,} events",
+            "peak RSS MiB",
+            median(peaks["plain"]),
+            median(peaks["bus"]),
+            higher_is_better=False,
+        )
+    ]
+    if config.soak:
+        soaked = {side: await in_child(side, config, config.soak) for side in ("plain", "bus")}
+        what = f"RabbitMQ soak, {config.rate:,} events/s for {config.soak:g} s"
+        for moment in ("start", "end"):
+            rows.append(
+                Row(
+                    what,
+                    f"RSS MiB at the {moment}",
+                    soaked["plain"][moment],
+                    soaked["bus"][moment],
+                    higher_is_better=False,
+                )
+            )
+    return rows
+
+
+def main() -> None:
+    side, url, events, soak, rate = sys.argv[1:6]
+    try:
+        answer: dict[str, object] = dict(
+            asyncio.run(child(side, url, int(events), float(soak), int(rate)))
+        )
+    except CountError as exc:
+        answer = {"count_error": str(exc)}
+    except Exception as exc:
+        answer = {"error": f"{type(exc).__name__}: {exc}"}
+    print(json.dumps(answer))
+
+
+if __name__ == "__main__":
+    main()
