@@ -182,6 +182,42 @@ async def test_a_lost_stream_is_declared_again(redis_url: str, redis_prefix: str
         await transport.close(grace=1)
 
 
+async def test_entries_waiting_in_a_batch_arrive_intact(redis_url: str, redis_prefix: str) -> None:
+    """Entries already waiting are read in packed batches: each one's fields and bytes survive,
+    whatever they hold (spaces, newlines, binary, empty values, several fields)."""
+    transport = RedisTransport(redis_url, prefix=redis_prefix)
+    await transport.start()
+    try:
+        subscription = Subscription(queue="batch", patterns=("batch.*",), prefetch=8)
+        await transport.declare(subscription)
+        sent = [
+            Message(name="batch.item", body=b"one two\nthree", headers={"k": "v w"}),
+            Message(name="batch.item", body=b""),
+            Message(name="batch.item", body=bytes(range(256)), correlation_id="c 1"),
+        ] + [Message(name="batch.item", body=str(n).encode()) for n in range(20)]
+        for message in sent:
+            await transport.publish(message)
+        client = redis.asyncio.Redis.from_url(redis_url)
+        try:
+            stream = "{" + redis_prefix + "}:q:batch"
+            await client.xadd(stream, {"a": b"1 2", "b\n": b"", "": b"\x00"})
+        finally:
+            await client.aclose()
+        got: list[Message] = []
+
+        async def collect(message: Message) -> None:
+            got.append(message)
+
+        await transport.consume(subscription, collect)
+        await wait_until(lambda: len(got) == len(sent) + 1, timeout=30)
+        assert [(m.id, m.body, m.headers, m.correlation_id) for m in got[: len(sent)]] == [
+            (m.id, m.body, m.headers, m.correlation_id) for m in sent
+        ]
+        assert got[-1].body == b'{"a": "1 2", "b\\n": "", "": "\\u0000"}'
+    finally:
+        await transport.close()
+
+
 async def test_foreign_entries_are_dead_lettered_with_a_reason(
     redis_url: str, redis_prefix: str
 ) -> None:

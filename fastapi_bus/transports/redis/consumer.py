@@ -16,6 +16,7 @@ handling, so a slow handler does not lose its message to another consumer.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
@@ -71,7 +72,10 @@ class StreamConsumer:
         #: Entries fetched and not yet acknowledged or put back (each counts against prefetch).
         self._fetched: set[str] = set()
         #: Fetched entries waiting for a worker, oldest first.
-        self._waiting: asyncio.Queue[tuple[str, Any, int]] = asyncio.Queue()
+        self._waiting: collections.deque[tuple[str, Any, int]] = collections.deque()
+        #: Workers waiting for an entry: each is woken by setting its future.
+        self._idle: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._waking = 0  # workers woken that have not run yet
         self._room = asyncio.Event()
         self._room.set()
         self._acks: list[str] = []  # handled entries waiting for the next acknowledgement
@@ -94,14 +98,31 @@ class StreamConsumer:
         # After trouble, first look at what this consumer holds already: acknowledgements that
         # were lost with the connection leave entries that only it would otherwise wait for.
         own_first = False
+        # Entries are read without blocking (a script that packs the batch, much cheaper to
+        # parse); only when there were none does a blocking XREADGROUP wait for the next ones.
+        block = False
         while not self.stopping:
-            await self._room.wait()
+            if not self._room.is_set():
+                await self._room.wait()
             count = self._prefetch - len(self._fetched)
+            deliveries = 2 if own_first else 1
             try:
-                reply = await self._reader.execute_command(
-                    "XREADGROUP", "GROUP", GROUP, self._name, "COUNT", count,
-                    "BLOCK", BLOCK_MS, "STREAMS", self._stream, "0" if own_first else ">",
-                )  # fmt: skip
+                if block and not own_first:
+                    reply = await self._reader.execute_command(
+                        "XREADGROUP", "GROUP", GROUP, self._name, "COUNT", count,
+                        "BLOCK", BLOCK_MS, "STREAMS", self._stream, ">",
+                    )  # fmt: skip
+                    got = 0
+                    for _, entries in reply or ():
+                        for entry_id, fields in entries:
+                            self._start(entry_id, fields, deliveries)
+                            got += 1
+                else:
+                    packed = await self._session.read(
+                        self._stream, self._name, count, "0" if own_first else ">",
+                        client=self._reader,
+                    )  # fmt: skip
+                    got = self._unpack(packed, deliveries)
             except Exception as exc:
                 if self.stopping:
                     return
@@ -111,10 +132,32 @@ class StreamConsumer:
                 continue
             pause = 0.05
             self._session.up()
-            for _, entries in reply or ():
-                for entry_id, fields in entries:
-                    self._start(entry_id, fields, deliveries=2 if own_first else 1)
+            block = not got
             own_first = False
+
+    def _unpack(self, packed: Any, deliveries: int) -> int:
+        """Start the entries of a :data:`~fastapi_bus.transports.redis.scripts.READ` reply;
+        returns how many it held."""
+        if not packed:
+            return 0
+        index, data = packed
+        tokens = index.split()
+        size = len(tokens)
+        i = pos = got = 0
+        while i < size:
+            entry_id = tokens[i].decode()
+            count = int(tokens[i + 1])
+            i += 2
+            got += 1
+            fields: dict[bytes, bytes] = {}
+            for _ in range(max(count, 0)):
+                end = pos + int(tokens[i])
+                field = data[pos:end]
+                pos = end + int(tokens[i + 1])
+                fields[field] = data[end:pos]
+                i += 2
+            self._start(entry_id, fields, deliveries)
+        return got
 
     async def _trouble(self, exc: Exception, pause: float) -> None:
         if is_missing_group(exc):
@@ -126,14 +169,29 @@ class StreamConsumer:
             self._session.down(exc)
         await asyncio.sleep(pause)
 
-    def _start(self, entry_id: bytes | str, fields: Any, *, deliveries: int) -> None:
-        key = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+    def _start(self, entry_id: bytes | str, fields: Any, deliveries: int) -> None:
+        key = entry_id if type(entry_id) is str else entry_id.decode()  # type: ignore[union-attr]
         if key in self._fetched or self.stopping:
             return
         self._fetched.add(key)
-        self._waiting.put_nowait((key, fields or {}, deliveries))
+        self._waiting.append((key, fields or {}, deliveries))
         if len(self._fetched) >= self._prefetch:
             self._room.clear()
+        if not self._waking:
+            self._wake()
+
+    def _wake(self) -> None:
+        """Wake one idle worker, if any. One is woken at a time: a worker takes an entry and,
+        if more are waiting, wakes the next before it handles its own. Handlers that return
+        without waiting on anything thus run one after the other in one worker, and each that
+        waits lets one more worker start."""
+        idle = self._idle
+        while idle:
+            worker = idle.popleft()
+            if not worker.done():
+                worker.set_result(None)
+                self._waking += 1
+                return
 
     def _done(self, entry_id: str) -> None:
         self._fetched.discard(entry_id)
@@ -143,8 +201,22 @@ class StreamConsumer:
     async def _work(self) -> None:
         task = asyncio.current_task()
         assert task is not None
+        loop = asyncio.get_running_loop()
+        waiting = self._waiting
         while not self.stopping:
-            entry = await self._waiting.get()
+            if not waiting:
+                # Nothing to do: wait to be woken by the next entry fetched.
+                idle = loop.create_future()
+                self._idle.append(idle)
+                try:
+                    await idle
+                finally:
+                    if idle.done() and not idle.cancelled():
+                        self._waking -= 1
+                continue
+            entry = waiting.popleft()
+            if waiting and not self._waking:
+                self._wake()
             self._busy.add(task)
             try:
                 await self._handle(*entry)
@@ -260,7 +332,7 @@ class StreamConsumer:
                 if deliveries > self._max_deliveries:
                     await self._give_up(entry_id, fields, deliveries)
                 else:
-                    self._start(entry_id, fields, deliveries=max(deliveries, 2))
+                    self._start(entry_id, fields, max(deliveries, 2))
             if start in (b"0-0", "0-0") or not entries:
                 return
 
@@ -310,8 +382,8 @@ class StreamConsumer:
             await asyncio.gather(*(stop_task(task) for task in pending))
         await asyncio.gather(*self._workers, return_exceptions=True)
         # What was fetched but never started goes back to the stream at once.
-        while not self._waiting.empty():
-            entry_id, fields, deliveries = self._waiting.get_nowait()
+        while self._waiting:
+            entry_id, fields, deliveries = self._waiting.popleft()
             await self._requeue(entry_id, decode_fields(fields, redelivered=deliveries > 1))
             self._done(entry_id)
         # The acknowledgements of what finished are on their way: let them arrive.
