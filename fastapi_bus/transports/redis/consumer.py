@@ -70,15 +70,15 @@ class StreamConsumer:
         # Read again once half the prefetch is free: fewer, larger reads than one per message.
         self._refill_at = self._prefetch // 2
         #: Entries fetched and not yet acknowledged or put back (each counts against prefetch).
-        self._fetched: set[str] = set()
+        self._fetched: set[bytes] = set()
         #: Fetched entries waiting for a worker, oldest first.
-        self._waiting: collections.deque[tuple[str, Any, int]] = collections.deque()
+        self._waiting: collections.deque[tuple[bytes, Any, int]] = collections.deque()
         #: Workers waiting for an entry: each is woken by setting its future.
         self._idle: collections.deque[asyncio.Future[None]] = collections.deque()
         self._waking = 0  # workers woken that have not run yet
         self._room = asyncio.Event()
         self._room.set()
-        self._acks: list[str] = []  # handled entries waiting for the next acknowledgement
+        self._acks: list[bytes] = []  # handled entries waiting for the next acknowledgement
         self._flushes: set[asyncio.Task[None]] = set()
         self.stopping = False
         self._loops = [
@@ -145,7 +145,7 @@ class StreamConsumer:
         size = len(tokens)
         i = pos = got = 0
         while i < size:
-            entry_id = tokens[i].decode()
+            entry_id = tokens[i]
             count = int(tokens[i + 1])
             i += 2
             got += 1
@@ -170,7 +170,8 @@ class StreamConsumer:
         await asyncio.sleep(pause)
 
     def _start(self, entry_id: bytes | str, fields: Any, deliveries: int) -> None:
-        key = entry_id if type(entry_id) is str else entry_id.decode()  # type: ignore[union-attr]
+        # Ids stay bytes, as Redis sends them: they go back to it as they are.
+        key = entry_id if type(entry_id) is bytes else entry_id.encode()  # type: ignore[union-attr]
         if key in self._fetched or self.stopping:
             return
         self._fetched.add(key)
@@ -193,7 +194,7 @@ class StreamConsumer:
                 self._waking += 1
                 return
 
-    def _done(self, entry_id: str) -> None:
+    def _done(self, entry_id: bytes) -> None:
         self._fetched.discard(entry_id)
         if len(self._fetched) <= self._refill_at:
             self._room.set()
@@ -225,7 +226,7 @@ class StreamConsumer:
 
     # handling
 
-    async def _handle(self, entry_id: str, fields: Any, deliveries: int) -> None:
+    async def _handle(self, entry_id: bytes, fields: Any, deliveries: int) -> None:
         message = decode_fields(fields, name="", redelivered=deliveries > 1)
         if deliveries > 1:
             # A consumer died with it: every delivery it did not survive counts as an attempt.
@@ -247,7 +248,7 @@ class StreamConsumer:
             return
         self._ack(entry_id)
 
-    def _ack(self, entry_id: str) -> None:
+    def _ack(self, entry_id: bytes) -> None:
         """Acknowledge ``entry_id`` soon, in one script call with the others that finish in the
         same moment. It counts against the prefetch until then."""
         self._acks.append(entry_id)
@@ -282,14 +283,14 @@ class StreamConsumer:
             for entry_id in ids:
                 self._done(entry_id)
 
-    async def _requeue(self, entry_id: str, message: Message) -> None:
+    async def _requeue(self, entry_id: bytes, message: Message) -> None:
         try:
             value = encode(message.replace(redelivered=True))
             await self._session.move(self._stream, entry_id, value, self._stream)
         except Exception as exc:
             logger.info(
                 "could not requeue entry %s of %r (%s); it is claimed again once idle",
-                entry_id, self.queue, exc or type(exc).__name__,
+                entry_id.decode(), self.queue, exc or type(exc).__name__,
             )  # fmt: skip
 
     # claims

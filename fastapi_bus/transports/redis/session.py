@@ -64,7 +64,7 @@ class Session:
             logger.info("Redis at %s is back", self.url)
             self._down = None
 
-    async def ack(self, stream: str, *entry_ids: str) -> None:
+    async def ack(self, stream: str, *entry_ids: bytes | str) -> None:
         await self._ack(keys=[stream], args=[GROUP, *entry_ids])
 
     async def read(self, stream: str, consumer: str, count: int, start: str, *, client: Any) -> Any:
@@ -73,7 +73,7 @@ class Session:
         read on ``client``."""
         return await self._read(keys=[stream], args=[GROUP, consumer, count, start], client=client)
 
-    async def move(self, stream: str, entry_id: str, value: bytes, target: str) -> None:
+    async def move(self, stream: str, entry_id: bytes | str, value: bytes, target: str) -> None:
         """Replace entry ``entry_id`` of ``stream`` by ``value`` at the end of ``target``."""
         await self._move(keys=[stream, target], args=[GROUP, entry_id, value])
 
