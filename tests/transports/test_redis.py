@@ -25,6 +25,7 @@ from fastapi_bus.core.messages import Message
 from fastapi_bus.transports import transport_from_url
 from fastapi_bus.transports.base import Subscription, dead_letter_queue
 from fastapi_bus.transports.redis import RedisTransport
+from fastapi_bus.transports.redis import consumer as redis_consumer
 from tests.certificates import HOST, Certificates, make_certificates
 from tests.helpers import OrderPlaced
 from tests.utils import free_port, wait_until, wait_until_async, wait_until_sync
@@ -182,9 +183,14 @@ async def test_a_lost_stream_is_declared_again(redis_url: str, redis_prefix: str
         await transport.close(grace=1)
 
 
-async def test_entries_waiting_in_a_batch_arrive_intact(redis_url: str, redis_prefix: str) -> None:
-    """Entries already waiting are read in packed batches: each one's fields and bytes survive,
-    whatever they hold (spaces, newlines, binary, empty values, several fields)."""
+@pytest.mark.parametrize("hiredis", [False, True], ids=["packed", "xreadgroup"])
+async def test_entries_waiting_in_a_batch_arrive_intact(
+    redis_url: str, redis_prefix: str, hiredis: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Entries already waiting are read in batches (packed by a script unless hiredis parses
+    the replies): each one's fields and bytes survive, whatever they hold (spaces, newlines,
+    binary, empty values, several fields)."""
+    monkeypatch.setattr(redis_consumer, "HIREDIS_AVAILABLE", hiredis)
     transport = RedisTransport(redis_url, prefix=redis_prefix)
     await transport.start()
     try:

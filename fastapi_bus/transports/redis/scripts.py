@@ -184,9 +184,10 @@ return redis.call('XDEL', KEYS[1], ARGV[2])
 
 # KEYS: stream. ARGV: group, consumer, count, start id ('>' for new entries, '0' for our own
 # pending ones). XREADGROUP without blocking, the batch packed into two strings, which are far
-# cheaper to parse than an array of entries: an index of ASCII tokens, for each entry its id,
-# its field count (-1 if deleted) and the lengths of each field and value, then every field and
-# value one after the other.
+# cheaper for redis-py's pure Python parser than an array of entries: an index of ASCII words
+# separated by spaces, then the bytes of the values one after the other. Per entry, the index
+# holds its id, then the length of its value if its only field is ``m`` (the usual case), ``x``
+# if it was deleted, or ``f<n>`` and the lengths of its n fields and values.
 READ = """
 local reply = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', ARGV[3],
   'STREAMS', KEYS[1], ARGV[4])
@@ -195,17 +196,28 @@ if not reply then
 end
 local index = {}
 local data = {}
+local n = 0
+local d = 0
 for _, entry in ipairs(reply[1][2]) do
-  index[#index + 1] = entry[1]
   local fields = entry[2]
-  if fields then
-    index[#index + 1] = #fields / 2
-    for _, part in ipairs(fields) do
-      index[#index + 1] = #part
-      data[#data + 1] = part
-    end
+  index[n + 1] = entry[1]
+  if not fields then
+    index[n + 2] = 'x'
+    n = n + 2
+  elseif #fields == 2 and fields[1] == 'm' then
+    index[n + 2] = #fields[2]
+    n = n + 2
+    d = d + 1
+    data[d] = fields[2]
   else
-    index[#index + 1] = -1
+    index[n + 2] = 'f' .. (#fields / 2)
+    n = n + 2
+    for _, part in ipairs(fields) do
+      n = n + 1
+      index[n] = #part
+      d = d + 1
+      data[d] = part
+    end
   end
 end
 return {table.concat(index, ' '), table.concat(data)}
