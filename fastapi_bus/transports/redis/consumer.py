@@ -1,9 +1,12 @@
 """One durable subscription's stream, read by one consumer of its group.
 
-A reader task takes up to ``prefetch`` entries at a time with ``XREADGROUP``; each entry is
-handled in a task of its own, at most ``max_concurrency`` at once. A call that returns
-acknowledges and deletes its entry; one that raises puts the message back at the end of the
-stream (marked redelivered) in one atomic step.
+A reader task takes up to ``prefetch`` entries at a time with ``XREADGROUP`` (without hiredis,
+what is waiting comes through a script that packs the batch, see
+:data:`~fastapi_bus.transports.redis.scripts.READ`), and reads again once half the prefetch is
+free. A fixed pool of ``max_concurrency`` workers handles the entries in order. A call that
+returns acknowledges and deletes its entry, in one script call with the others that return
+together; one that raises puts the message back at the end of the stream (marked redelivered)
+in one atomic step.
 
 Entries stay in the group's pending list while they are handled. A consumer that dies leaves
 them there: every consumer claims entries that have been idle longer than ``claim_idle``
