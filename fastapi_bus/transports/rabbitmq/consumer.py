@@ -248,6 +248,9 @@ class QueueConsumer:
         try:
             await asyncio.sleep(0)  # let the calls returning now add theirs
             while True:
+                for key in [k for k, acks in self._acks.items() if acks.channel.is_closed]:
+                    # Its deliveries went back to the queue with it; tags do not carry over.
+                    del self._acks[key]
                 due = [(key, acks) for key, acks in self._acks.items() if acks.ready]
                 if not due:
                     return
