@@ -10,6 +10,9 @@ takes to read, decode, validate with pydantic and acknowledge all of them:
   batch in one pipeline (the bus also deletes what it acknowledges, so streams stay small);
 * ``plain-ack-only``: the same with ``XACK`` alone (streams keep growing);
 * ``fastapi-bus``: an ``EventBus`` on ``RedisTransport`` with one handler taking the model.
+
+Besides the rates, it prints the CPU time each side's process spent per event (less sensitive
+than the rates to other work on a busy machine; Redis's own CPU is not in it).
 """
 
 from __future__ import annotations
@@ -48,13 +51,13 @@ async def fill(client: redis.asyncio.Redis, stream: str, events: int) -> None:
         await pipe.execute()
 
 
-async def plain(url: str, events: int, prefetch: int, delete: bool) -> float:
+async def plain(url: str, events: int, prefetch: int, delete: bool) -> tuple[float, float]:
     client = redis.asyncio.Redis.from_url(url)
     stream = f"bench-plain-{uuid.uuid4().hex[:8]}"
     await client.xgroup_create(stream, "g", id="0", mkstream=True)
     await fill(client, stream, events)
     seen = 0
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     while seen < events:
         reply = await client.xreadgroup("g", "c", {stream: ">"}, count=prefetch, block=1000)
         ids = []
@@ -71,13 +74,13 @@ async def plain(url: str, events: int, prefetch: int, delete: bool) -> float:
                 pipe.xdel(stream, *ids)
             await pipe.execute()
             seen += len(ids)
-    elapsed = time.perf_counter() - start
+    elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
     await client.delete(stream)
     await client.aclose()
-    return elapsed
+    return elapsed, cpu
 
 
-async def bus(url: str, events: int, prefetch: int) -> float:
+async def bus(url: str, events: int, prefetch: int) -> tuple[float, float]:
     prefix = f"bench-{uuid.uuid4().hex[:8]}"
     router = EventRouter()
     handled = 0
@@ -96,16 +99,16 @@ async def bus(url: str, events: int, prefetch: int) -> float:
     await the_bus.start()
     client = redis.asyncio.Redis.from_url(url)
     await fill(client, "{" + prefix + "}:q:" + the_bus.queue_for(the_bus.routes[0]), events)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     await the_bus.start_consuming()
     await asyncio.wait_for(done.wait(), 600)
-    elapsed = time.perf_counter() - start
+    elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
     await the_bus.close(grace=5)
     keys = [key async for key in client.scan_iter(match="{" + prefix + "}*")]
     if keys:
         await client.delete(*keys)
     await client.aclose()
-    return elapsed
+    return elapsed, cpu
 
 
 async def main() -> None:
@@ -115,21 +118,26 @@ async def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--prefetch", type=int, default=128)
     args = parser.parse_args()
-    sides: dict[str, Callable[[], Awaitable[float]]] = {
+    sides: dict[str, Callable[[], Awaitable[tuple[float, float]]]] = {
         "plain": lambda: plain(args.url, args.events, args.prefetch, delete=True),
         "plain-ack-only": lambda: plain(args.url, args.events, args.prefetch, delete=False),
         "fastapi-bus": lambda: bus(args.url, args.events, args.prefetch),
     }
     times: dict[str, list[float]] = {name: [] for name in sides}
+    cpus: dict[str, list[float]] = {name: [] for name in sides}
     for _ in range(args.rounds):
         for name, side in sides.items():  # interleaved, so noise hits every side alike
-            times[name].append(await side())
+            elapsed, cpu = await side()
+            times[name].append(elapsed)
+            cpus[name].append(cpu)
     rates = {name: args.events / statistics.median(t) for name, t in times.items()}
+    costs = {name: statistics.median(c) / args.events * 1e6 for name, c in cpus.items()}
     print(f"{args.events} events, {args.rounds} rounds, prefetch {args.prefetch} (medians)")
     for name, rate in rates.items():
         print(
             f"  {name:15} {rate:9,.0f} events/s   {rate / rates['plain']:.2f}x plain"
             f"   {rate / rates['plain-ack-only']:.2f}x plain-ack-only"
+            f"   CPU {costs[name]:5.1f} us/event ({costs['plain'] / costs[name]:.2f}x plain)"
         )
 
 

@@ -25,6 +25,7 @@ from fastapi_bus.core.messages import Message
 from fastapi_bus.transports import transport_from_url
 from fastapi_bus.transports.base import Subscription, dead_letter_queue
 from fastapi_bus.transports.redis import RedisTransport
+from fastapi_bus.transports.redis import consumer as redis_consumer
 from tests.certificates import HOST, Certificates, make_certificates
 from tests.helpers import OrderPlaced
 from tests.utils import free_port, wait_until, wait_until_async, wait_until_sync
@@ -180,6 +181,47 @@ async def test_a_lost_stream_is_declared_again(redis_url: str, redis_prefix: str
         await wait_until(lambda: got == [b"after"], timeout=30)
     finally:
         await transport.close(grace=1)
+
+
+@pytest.mark.parametrize("hiredis", [False, True], ids=["packed", "xreadgroup"])
+async def test_entries_waiting_in_a_batch_arrive_intact(
+    redis_url: str, redis_prefix: str, hiredis: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Entries already waiting are read in batches (packed by a script unless hiredis parses
+    the replies): each one's fields and bytes survive, whatever they hold (spaces, newlines,
+    binary, empty values, several fields)."""
+    monkeypatch.setattr(redis_consumer, "HIREDIS_AVAILABLE", hiredis)
+    transport = RedisTransport(redis_url, prefix=redis_prefix)
+    await transport.start()
+    try:
+        subscription = Subscription(queue="batch", patterns=("batch.*",), prefetch=8)
+        await transport.declare(subscription)
+        sent = [
+            Message(name="batch.item", body=b"one two\nthree", headers={"k": "v w"}),
+            Message(name="batch.item", body=b""),
+            Message(name="batch.item", body=bytes(range(256)), correlation_id="c 1"),
+        ] + [Message(name="batch.item", body=str(n).encode()) for n in range(20)]
+        for message in sent:
+            await transport.publish(message)
+        client = redis.asyncio.Redis.from_url(redis_url)
+        try:
+            stream = "{" + redis_prefix + "}:q:batch"
+            await client.xadd(stream, {"a": b"1 2", "b\n": b"", "": b"\x00"})
+        finally:
+            await client.aclose()
+        got: list[Message] = []
+
+        async def collect(message: Message) -> None:
+            got.append(message)
+
+        await transport.consume(subscription, collect)
+        await wait_until(lambda: len(got) == len(sent) + 1, timeout=30)
+        assert [(m.id, m.body, m.headers, m.correlation_id) for m in got[: len(sent)]] == [
+            (m.id, m.body, m.headers, m.correlation_id) for m in sent
+        ]
+        assert got[-1].body == b'{"a": "1 2", "b\\n": "", "": "\\u0000"}'
+    finally:
+        await transport.close()
 
 
 async def test_foreign_entries_are_dead_lettered_with_a_reason(

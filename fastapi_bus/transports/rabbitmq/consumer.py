@@ -1,10 +1,14 @@
 """One subscription's deliveries, handed to its consumer callable.
 
-aio-pika calls :meth:`QueueConsumer.on_message` for each delivery; the work happens in a task of
-our own, at most ``limit`` at once (the prefetch may be larger). A call that returns acks its
-message, one that raises requeues it, and an undecodable message is dead-lettered. Stopping
-cancels the broker-side consumer, returns the deliveries that have not started, and gives the
-running calls a grace period.
+aio-pika calls :meth:`QueueConsumer.on_message` for each delivery, which only puts it in line:
+a fixed pool of ``limit`` workers of our own (the prefetch may be larger) takes the deliveries in
+order, so that a channel closing under a call (a broker restart) does not cancel it. A call that
+returns acks its message, one that raises requeues it, and an undecodable message is
+dead-lettered. Stopping cancels the broker-side consumer, returns the deliveries that have not
+started, and gives the running calls a grace period.
+
+Acknowledgements of calls that return together go in one frame where that is provably safe: see
+:class:`_ChannelAcks`. Requeues and rejections are sent one by one, at once.
 """
 
 from __future__ import annotations
@@ -29,13 +33,72 @@ from fastapi_bus.transports.rabbitmq.topology import Topology, declare_queue
 
 logger = logging.getLogger("fastapi_bus.rabbitmq")
 
+#: Tags settled one by one above a tag still unsettled that a channel keeps count of. Past this,
+#: the channel's acks go one by one: a run could only start once that call returns.
+MAX_SETTLED = 10_000
 
-def _channel_gone(incoming: aio_pika.abc.AbstractIncomingMessage) -> bool:
-    """Whether the channel that delivered ``incoming`` is closed (so the broker took it back)."""
+
+def _channel_of(incoming: aio_pika.abc.AbstractIncomingMessage) -> Any:
+    """The (AMQP) channel that delivered ``incoming``, or None if it is closed (so the broker
+    took the message back)."""
     try:
-        return incoming.channel.is_closed
+        channel = incoming.channel
     except aio_pika.exceptions.ChannelInvalidStateError:
-        return True
+        return None
+    return None if channel.is_closed else channel
+
+
+class _ChannelAcks:
+    """The acknowledgements still to send on one AMQP channel.
+
+    A channel numbers its deliveries 1, 2, 3... (a new channel after a reconnection starts again
+    at 1, which is why there is one of these per channel). ``basic.ack`` with ``multiple`` acks
+    every tag up to the one given that is still unsettled on the channel, so it is sent only for
+    a run that starts just above ``base`` (every tag up to ``base`` is settled) and in which every
+    tag is either a message whose call has returned (``ready``) or one settled already, by a frame
+    sent before (``settled``). Nothing else can be swept up by it. A ready message outside such a
+    run is acked on its own.
+    """
+
+    __slots__ = ("base", "channel", "ready", "settled")
+
+    def __init__(self, channel: Any) -> None:
+        self.channel = channel  # kept alive, so that its id is not reused
+        self.base = 0
+        self.ready: dict[int, aio_pika.abc.AbstractIncomingMessage] = {}
+        self.settled: set[int] = set()
+
+    def note(self, tag: int) -> None:
+        """Note that ``tag`` is settled on its own (its frame is sent)."""
+        if self.base >= 0:
+            self.settled.add(tag)
+
+    async def flush(self) -> None:
+        """Send the acks of what is ready: the run as one frame, the rest one by one."""
+        ready, self.ready = self.ready, {}
+        top = self.base
+        run = covered = 0
+        while True:
+            tag = top + 1
+            if tag in ready:
+                run = tag
+                covered += 1
+            elif tag in self.settled:
+                self.settled.discard(tag)
+            else:
+                break
+            top = tag
+        self.base = top
+        if run:
+            await ready[run].ack(multiple=covered > 1)
+        for tag, incoming in ready.items():
+            if tag > top:
+                await incoming.ack()
+                self.note(tag)
+        if len(self.settled) > MAX_SETTLED:
+            # A call that never ends holds the run back: stop keeping count above it.
+            self.base = -1
+            self.settled.clear()
 
 
 class QueueConsumer:
@@ -54,67 +117,84 @@ class QueueConsumer:
         self.queue: aio_pika.abc.AbstractRobustQueue | None = None
         self.tag: str | None = None
         self.stopping = False
-        self._free = limit
-        # Deliveries waiting for a free slot, oldest first. Each future answers "go" (True) or
-        # "stopping, give it back" (False): unlike cancelling, that reaches a task that has not
-        # started yet, and returns the waiting messages in the order they came.
-        self._waiting: collections.deque[asyncio.Future[bool]] = collections.deque()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._limit = limit
+        #: Deliveries waiting for a worker, oldest first.
+        self._deliveries: collections.deque[aio_pika.abc.AbstractIncomingMessage] = (
+            collections.deque()
+        )
+        #: Workers waiting for a delivery: each is woken by setting its future.
+        self._idle: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._waking = 0  # workers woken that have not run yet
+        self._workers: list[asyncio.Task[None]] = []
         self._running: set[asyncio.Task[None]] = set()
+        #: Per AMQP channel (by id), the acknowledgements to send.
+        self._acks: dict[int, _ChannelAcks] = {}
+        self._flush: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Start the workers (before the first delivery)."""
+        self._workers = [asyncio.create_task(self._work()) for _ in range(self._limit)]
 
     async def on_message(self, incoming: aio_pika.abc.AbstractIncomingMessage) -> None:
-        # Called by aio-pika for every delivery; the work happens in a task of our own so that
-        # a channel closing under it (a broker restart) does not cancel the consumer call.
-        task = asyncio.create_task(self._handle(incoming))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _slot(self) -> bool:
+        # Called by aio-pika for every delivery, in the order of the delivery tags.
         if self.stopping:
-            return False
-        if self._free and not self._waiting:
-            self._free -= 1
-            return True
-        waiter = asyncio.get_running_loop().create_future()
-        self._waiting.append(waiter)
-        try:
-            go: bool = await waiter
-        except asyncio.CancelledError:
-            if waiter.done() and not waiter.cancelled() and waiter.result():
-                self._release()  # handed a slot just as we were cancelled: pass it on
-            raise
-        return go
+            await self._requeue(incoming)
+            return
+        self._deliveries.append(incoming)
+        if not self._waking:
+            self._wake()
 
-    def _release(self) -> None:
-        while self._waiting and not self.stopping:
-            waiter = self._waiting.popleft()
-            if not waiter.done():
-                waiter.set_result(True)
+    def _wake(self) -> None:
+        """Wake one idle worker, if any. One is woken at a time: a worker takes a delivery and,
+        if more are waiting, wakes the next before it handles its own. Calls that return without
+        waiting on anything thus run one after the other in one worker, and each that waits lets
+        one more worker start."""
+        idle = self._idle
+        while idle:
+            worker = idle.popleft()
+            if not worker.done():
+                worker.set_result(None)
+                self._waking += 1
                 return
-        self._free += 1
 
-    async def _handle(self, incoming: aio_pika.abc.AbstractIncomingMessage) -> None:
+    async def _work(self) -> None:
         task = asyncio.current_task()
         assert task is not None
-        try:
-            if not await self._slot():
-                await self._settle(incoming, ack=False)
-                return
+        loop = asyncio.get_running_loop()
+        deliveries = self._deliveries
+        while not self.stopping:
+            if not deliveries:
+                idle = loop.create_future()
+                self._idle.append(idle)
+                try:
+                    await idle
+                finally:
+                    if idle.done() and not idle.cancelled():
+                        self._waking -= 1
+                continue
+            incoming = deliveries.popleft()
+            if deliveries and not self._waking:
+                self._wake()
             self._running.add(task)
             try:
-                ack = await self._call(incoming)
+                await self._handle(incoming)
             finally:
                 self._running.discard(task)
-                self._release()
+
+    async def _handle(self, incoming: aio_pika.abc.AbstractIncomingMessage) -> None:
+        try:
+            ack = await self._call(incoming)
         except asyncio.CancelledError:
-            await self._settle(incoming, ack=False)
+            await self._requeue(incoming)
             raise
-        if ack is not None:
-            await self._settle(incoming, ack=ack)
+        if ack:
+            self._ack(incoming)
+        elif ack is not None:
+            await self._requeue(incoming)
 
     async def _call(self, incoming: aio_pika.abc.AbstractIncomingMessage) -> bool | None:
         """Run the consumer: True to ack, False to requeue, None if there is nothing to do."""
-        if _channel_gone(incoming):
+        if _channel_of(incoming) is None:
             # It waited through a reconnection: the broker has put it back already and delivers
             # it again on the new channel, so do not handle it twice.
             return None
@@ -124,6 +204,7 @@ class QueueConsumer:
             logger.exception("undecodable message in %r: dead-lettered", self.queue_name)
             with contextlib.suppress(Exception):
                 await incoming.reject(requeue=False)
+                self._settled(incoming)
             return None
         try:
             await self.consumer(message)
@@ -136,28 +217,85 @@ class QueueConsumer:
             return False
         return True
 
-    async def _settle(self, incoming: aio_pika.abc.AbstractIncomingMessage, *, ack: bool) -> None:
+    # acknowledgements
+
+    def _ack(self, incoming: aio_pika.abc.AbstractIncomingMessage) -> None:
+        """Ack ``incoming`` (its call has returned) soon, with the others that return in the
+        same moment."""
+        channel = _channel_of(incoming)
+        tag = incoming.delivery_tag
+        if channel is None or tag is None:
+            return  # the broker took it back with its channel
+        acks = self._acks.get(id(channel))
+        if acks is None:
+            acks = self._acks[id(channel)] = _ChannelAcks(channel)
+        acks.ready[tag] = incoming
+        if self._flush is None:
+            self._flush = asyncio.create_task(self._flush_acks())
+
+    def _settled(self, incoming: aio_pika.abc.AbstractIncomingMessage) -> None:
+        """Note that ``incoming`` was settled on its own (its frame is sent)."""
+        channel = _channel_of(incoming)
+        tag = incoming.delivery_tag
+        if channel is not None and tag is not None:
+            acks = self._acks.get(id(channel))
+            if acks is None:
+                acks = self._acks[id(channel)] = _ChannelAcks(channel)
+            acks.note(tag)
+
+    async def _flush_acks(self) -> None:
+        # One flush at a time, so that the frames of one never overtake those of another.
         try:
-            if ack:
-                await incoming.ack()
-            else:
-                await incoming.nack(requeue=True)
+            await asyncio.sleep(0)  # let the calls returning now add theirs
+            while True:
+                for key in [k for k, acks in self._acks.items() if acks.channel.is_closed]:
+                    # Its deliveries went back to the queue with it; tags do not carry over.
+                    del self._acks[key]
+                due = [(key, acks) for key, acks in self._acks.items() if acks.ready]
+                if not due:
+                    return
+                for key, acks in due:
+                    await self._flush_channel(key, acks)
+        finally:
+            self._flush = None
+
+    async def _flush_channel(self, key: int, acks: _ChannelAcks) -> None:
+        if acks.channel.is_closed:
+            # Its deliveries went back to the queue with it; tags do not carry over.
+            self._acks.pop(key, None)
+            return
+        try:
+            await acks.flush()
         except Exception as exc:
-            # The channel that delivered it is gone, so the broker returns it to the queue.
+            self._acks.pop(key, None)
             logger.info(
-                "could not %s a message of %r (%s); RabbitMQ will deliver it again",
-                "ack" if ack else "requeue",
+                "could not ack messages of %r (%s); RabbitMQ will deliver them again",
                 self.queue_name,
                 exc or type(exc).__name__,
             )
 
+    async def _requeue(self, incoming: aio_pika.abc.AbstractIncomingMessage) -> None:
+        try:
+            await incoming.nack(requeue=True)
+        except Exception as exc:
+            # The channel that delivered it is gone, so the broker returns it to the queue.
+            logger.info(
+                "could not requeue a message of %r (%s); RabbitMQ will deliver it again",
+                self.queue_name,
+                exc or type(exc).__name__,
+            )
+        else:
+            self._settled(incoming)
+
+    # stopping
+
     def halt(self) -> None:
-        """Start no more consumer calls; the deliveries waiting for a slot go back."""
+        """Start no more consumer calls; the deliveries waiting for a worker go back when
+        stopping."""
         self.stopping = True
-        while self._waiting:
-            waiter = self._waiting.popleft()
-            if not waiter.done():
-                waiter.set_result(False)
+        for task in self._workers:
+            if task not in self._running:
+                task.cancel()
 
     async def stop(self, grace: float) -> None:
         self.halt()
@@ -167,12 +305,17 @@ class QueueConsumer:
                 await asyncio.wait_for(self.queue.cancel(self.tag), OPERATION_TIMEOUT)
             except Exception as exc:
                 logger.info("could not cancel the consumer of %r: %s", self.queue_name, exc)
-        tasks = list(self._tasks)
-        if tasks:
-            _, pending = await asyncio.wait(tasks, timeout=max(grace, 0))
+        busy = [task for task in self._workers if not task.done()]
+        if busy:
+            _, pending = await asyncio.wait(busy, timeout=max(grace, 0))
             for task in pending:
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*self._workers, return_exceptions=True)
+        # What returned is acked; what never started goes back, in the order it came.
+        if self._flush is not None:
+            await asyncio.gather(self._flush, return_exceptions=True)
+        while self._deliveries:
+            await self._requeue(self._deliveries.popleft())
         # Closing the channel returns whatever is still unacknowledged to the queue.
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.channel.close(), OPERATION_TIMEOUT)
@@ -212,6 +355,7 @@ async def start_consumer(
         for pattern in subscription.patterns:
             await asyncio.wait_for(queue.bind(topology.exchange, pattern), OPERATION_TIMEOUT)
         runner.queue = queue
+        runner.start()
         arguments: dict[str, Any] = {}
         if consumer_timeout is not None:
             arguments["x-consumer-timeout"] = int(consumer_timeout * 1000)
@@ -219,6 +363,7 @@ async def start_consumer(
             queue.consume(runner.on_message, arguments=arguments), OPERATION_TIMEOUT
         )
     except BaseException as exc:
+        runner.halt()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(channel.close(), OPERATION_TIMEOUT)
         if isinstance(exc, (ConfigurationError, TransportError)) or not isinstance(exc, Exception):

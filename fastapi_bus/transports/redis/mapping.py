@@ -11,7 +11,6 @@ into a dead letter with the reason.
 
 from __future__ import annotations
 
-import contextlib
 import json
 from collections.abc import Mapping
 from datetime import datetime, timezone
@@ -48,8 +47,9 @@ def encode(message: Message) -> bytes:
     return line + b"\n" + message.body
 
 
-def _text(value: Any) -> str | None:
-    return value if type(value) is str else None
+_json = json.JSONDecoder().decode
+_parse_time = datetime.fromisoformat
+_UTC = timezone.utc
 
 
 def decode(value: bytes, *, name: str = "", redelivered: bool = False) -> Message:
@@ -57,38 +57,50 @@ def decode(value: bytes, *, name: str = "", redelivered: bool = False) -> Messag
     end = value.find(b"\n")
     meta: Any = None
     if end >= 0:
-        with contextlib.suppress(ValueError):
-            meta = json.loads(value[:end])
+        try:
+            meta = _json(value[:end].decode())
+        except ValueError:  # UnicodeDecodeError included: not ours
+            meta = None
     if type(meta) is not dict:
         # Not ours: the whole value is the body.
         return Message(name=name, body=value, redelivered=redelivered)
     get = meta.get
-    raw_headers = get("headers")
-    headers = (
-        {str(k): v for k, v in raw_headers.items() if type(v) is str}
-        if type(raw_headers) is dict
-        else {}
-    )
+    headers = get("headers")
+    if headers is None:
+        headers = {}
+    elif type(headers) is dict:
+        if not all(type(v) is str for v in headers.values()):
+            headers = {k: v for k, v in headers.items() if type(v) is str}
+    else:
+        headers = {}
     published_at: datetime | None = None
     stamp = get("at")
     if type(stamp) is str:
-        with contextlib.suppress(ValueError):
-            published_at = datetime.fromisoformat(stamp)
+        try:
+            published_at = _parse_time(stamp)
+        except ValueError:
+            pass
+        else:
             if published_at.tzinfo is None:
-                published_at = published_at.replace(tzinfo=timezone.utc)
+                published_at = published_at.replace(tzinfo=_UTC)
     attempt = get("attempt", 1)
     if type(attempt) is not int or attempt < 1:
         attempt = 1
+    event = get("name")
+    message_id = get("id")
+    correlation_id = get("correlation_id")
+    causation_id = get("causation_id")
+    content_type = get("content_type")
     return Message(
-        name=_text(get("name")) or name,
+        name=event if type(event) is str and event else name,
         body=value[end + 1 :],
-        id=_text(get("id")) or new_id(),
+        id=message_id if type(message_id) is str and message_id else new_id(),
         headers=headers,
-        correlation_id=_text(get("correlation_id")),
-        causation_id=_text(get("causation_id")),
-        published_at=published_at or datetime.now(timezone.utc),
+        correlation_id=correlation_id if type(correlation_id) is str else None,
+        causation_id=causation_id if type(causation_id) is str else None,
+        published_at=published_at or datetime.now(_UTC),
         attempt=attempt,
-        content_type=_text(get("content_type")) or JSON,
+        content_type=content_type if type(content_type) is str and content_type else JSON,
         redelivered=redelivered or get("redelivered") is True,
     )
 

@@ -8,7 +8,18 @@ from __future__ import annotations
 
 import dataclasses
 
-__all__ = ["ACK", "DECLARE", "DELAY", "GROUP", "MOVE", "MOVE_DUE", "ROUTE", "SEND", "Keys"]
+__all__ = [
+    "ACK",
+    "DECLARE",
+    "DELAY",
+    "GROUP",
+    "MOVE",
+    "MOVE_DUE",
+    "READ",
+    "ROUTE",
+    "SEND",
+    "Keys",
+]
 
 #: The consumer group of every queue's stream: a queue is one group, its consumers compete.
 GROUP = "bus"
@@ -169,4 +180,45 @@ MOVE = """
 redis.call('XADD', KEYS[2], '*', 'm', ARGV[3])
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
 return redis.call('XDEL', KEYS[1], ARGV[2])
+"""
+
+# KEYS: stream. ARGV: group, consumer, count, start id ('>' for new entries, '0' for our own
+# pending ones). XREADGROUP without blocking, the batch packed into two strings, which are far
+# cheaper for redis-py's pure Python parser than an array of entries: an index of ASCII words
+# separated by spaces, then the bytes of the values one after the other. Per entry, the index
+# holds its id, then the length of its value if its only field is ``m`` (the usual case), ``x``
+# if it was deleted, or ``f<n>`` and the lengths of its n fields and values.
+READ = """
+local reply = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', ARGV[3],
+  'STREAMS', KEYS[1], ARGV[4])
+if not reply then
+  return false
+end
+local index = {}
+local data = {}
+local n = 0
+local d = 0
+for _, entry in ipairs(reply[1][2]) do
+  local fields = entry[2]
+  index[n + 1] = entry[1]
+  if not fields then
+    index[n + 2] = 'x'
+    n = n + 2
+  elseif #fields == 2 and fields[1] == 'm' then
+    index[n + 2] = #fields[2]
+    n = n + 2
+    d = d + 1
+    data[d] = fields[2]
+  else
+    index[n + 2] = 'f' .. (#fields / 2)
+    n = n + 2
+    for _, part in ipairs(fields) do
+      n = n + 1
+      index[n] = #part
+      d = d + 1
+      data[d] = part
+    end
+  end
+end
+return {table.concat(index, ' '), table.concat(data)}
 """

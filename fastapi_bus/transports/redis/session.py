@@ -46,6 +46,7 @@ class Session:
         self.move_due = client.register_script(scripts.MOVE_DUE)
         self._ack = client.register_script(scripts.ACK)
         self._move = client.register_script(scripts.MOVE)
+        self._read = client.register_script(scripts.READ)
 
     @property
     def connected(self) -> bool:
@@ -63,10 +64,16 @@ class Session:
             logger.info("Redis at %s is back", self.url)
             self._down = None
 
-    async def ack(self, stream: str, *entry_ids: str) -> None:
+    async def ack(self, stream: str, *entry_ids: bytes | str) -> None:
         await self._ack(keys=[stream], args=[GROUP, *entry_ids])
 
-    async def move(self, stream: str, entry_id: str, value: bytes, target: str) -> None:
+    async def read(self, stream: str, consumer: str, count: int, start: str, *, client: Any) -> Any:
+        """Up to ``count`` entries of ``stream`` for ``consumer`` (``start`` ``">"``: new ones,
+        ``"0"``: its own pending ones) without blocking, packed as :data:`scripts.READ` says,
+        read on ``client``."""
+        return await self._read(keys=[stream], args=[GROUP, consumer, count, start], client=client)
+
+    async def move(self, stream: str, entry_id: bytes | str, value: bytes, target: str) -> None:
         """Replace entry ``entry_id`` of ``stream`` by ``value`` at the end of ``target``."""
         await self._move(keys=[stream, target], args=[GROUP, entry_id, value])
 
