@@ -19,10 +19,11 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.rabbitmq
-def test_quick_run_prints_the_table(rabbitmq_url: str) -> None:
+@pytest.mark.redis
+def test_quick_run_prints_the_table(rabbitmq_url: str, redis_url: str) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "benchmarks", "--quick", "--url", rabbitmq_url,
-         "--only", "consume-classic,publish,memory"],
+         "--redis-url", redis_url, "--only", "consume-classic,publish,memory,redis"],
         cwd=ROOT, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
@@ -31,6 +32,7 @@ def test_quick_run_prints_the_table(rabbitmq_url: str) -> None:
         "| RabbitMQ publish with confirms, sequential",
         "| RabbitMQ publish with confirms, window 256 |",
         "| memory:// publish to handler",
+        "| Redis consume (streams) |",
     ]:
         assert row in done.stdout, done.stdout
 
