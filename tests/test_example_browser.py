@@ -131,6 +131,7 @@ def test_an_order_placed_from_the_page_is_confirmed_live(browser: Browser, memor
     with urllib.request.urlopen(f"{memory_app}/orders/{order_id}") as response:
         order = json.load(response)
     assert order["emails"] == [f"Order {order_id} confirmed"]
+    page.close()  # its event stream, open, would hold the server's graceful shutdown
 
 
 def test_a_declined_payment_ends_failed_on_the_page(browser: Browser, memory_app: str) -> None:
@@ -141,6 +142,7 @@ def test_a_declined_payment_ends_failed_on_the_page(browser: Browser, memory_app
     # The reason comes from the Fault published when the payment was dead-lettered.
     expect(row).to_contain_text("charge_payment: card ending 0002 was declined")
     screenshot(page, "shop-declined-memory")
+    page.close()
 
 
 @pytest.mark.parametrize(
@@ -190,6 +192,7 @@ def test_two_web_processes_and_a_worker_on_a_broker(
         declined = place_order(shop, card=DECLINED_CARD)
         expect(order_row(shop, paid)).to_have_text("confirmed")
         expect(order_row(shop, declined)).to_have_text("failed")
+        shop.close()
         screenshot(shop, f"shop-{broker}")
 
         # The declined payment is in the dead-letter queue, for `fastapi-bus dlq`.
@@ -203,6 +206,7 @@ def test_two_web_processes_and_a_worker_on_a_broker(
             lambda: "1 dead letter(s)" in dlq(running, "list").stdout, 60, "the replayed payment"
         )
         expect(order_row(shop, declined)).to_have_text("failed")
+        shop.close()
 
 
 def forget_redis_keys(url: str, prefix: str) -> None:
