@@ -192,7 +192,6 @@ def test_two_web_processes_and_a_worker_on_a_broker(
         declined = place_order(shop, card=DECLINED_CARD)
         expect(order_row(shop, paid)).to_have_text("confirmed")
         expect(order_row(shop, declined)).to_have_text("failed")
-        shop.close()
         screenshot(shop, f"shop-{broker}")
 
         # The declined payment is in the dead-letter queue, for `fastapi-bus dlq`.
