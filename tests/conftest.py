@@ -19,6 +19,29 @@ if importlib.util.find_spec("aio_pika") is None:
     ]
 
 
+# Tests that share a server under fixed names run in one process when the suite runs under
+# pytest-xdist (`--dist loadgroup`); the rest (memory://, Kafka on each process's own Tansu
+# broker) spread over the processes.
+_SHARED_SERVERS = {
+    "rabbitmq": "rabbitmq",
+    "faults": "rabbitmq",
+    "rabbitmq_url": "rabbitmq",
+    "redis": "redis",
+    "redis_url": "redis",
+    "postgres": "postgres",
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        names = {mark.name for mark in item.iter_markers()} | set(getattr(item, "fixturenames", ()))
+        # One group a test: the first server it names (a test that needs two servers runs
+        # beside the other server's group, whose names it does not use).
+        group = next((group for name, group in _SHARED_SERVERS.items() if name in names), None)
+        if group is not None:
+            item.add_marker(pytest.mark.xdist_group(group))
+
+
 @pytest.fixture
 def anyio_backend() -> str:
     # aio-pika runs on asyncio only, and so does fastapi-bus.

@@ -454,7 +454,8 @@ def test_processes_restarts_a_dead_child_and_forwards_sigterm(deployment: Deploy
             client.post(f"/orders/{order}")
     wait_until_sync(lambda: len(deployment.rows("order")) == 4, TIMEOUT, what="the orders")
     # The supervisor serves the children's metrics added up, whichever child handled what.
-    assert handled_total(port, "record_order") == 4
+    # (Children report their counts every health interval: wait for the next report.)
+    wait_until_sync(lambda: handled_total(port, "record_order") == 4, TIMEOUT, what="4 handled")
 
     supervisor.send(signal.SIGTERM)
     assert supervisor.wait() == 0

@@ -62,17 +62,17 @@ def rounds(default: int) -> int:
     return int(os.environ.get("FAULTS_ROUNDS", str(default)))
 
 
-#: The lines the scenarios measured, shown at the end of the run.
-REPORTS: list[str] = []
+_REPORT = "fault suite report"
 
 
 @pytest.fixture
-def report() -> Callable[[str], None]:
-    """Record one measured line: shown in the terminal summary, and appended to the file named
-    by ``FAULTS_REPORT`` if set."""
+def report(request: pytest.FixtureRequest) -> Callable[[str], None]:
+    """Record one measured line: shown in the terminal summary (it travels with the test's
+    report, so it also comes back from pytest-xdist's processes), and appended to the file
+    named by ``FAULTS_REPORT`` if set."""
 
     def add(line: str) -> None:
-        REPORTS.append(line)
+        request.node.user_properties.append((_REPORT, line))
         path = os.environ.get("FAULTS_REPORT")
         if path:
             with open(path, "a") as sink:
@@ -82,7 +82,15 @@ def report() -> Callable[[str], None]:
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    if REPORTS:
+    lines = [
+        value
+        for outcome in ("passed", "failed")
+        for test in terminalreporter.stats.get(outcome, [])
+        if getattr(test, "when", None) == "call"
+        for name, value in getattr(test, "user_properties", ())
+        if name == _REPORT
+    ]
+    if lines:
         terminalreporter.section("fault suite: what was measured")
-        for line in REPORTS:
-            terminalreporter.write_line(line)
+        for line in lines:
+            terminalreporter.write_line(str(line))

@@ -642,15 +642,20 @@ async def test_recovers_from_a_dropped_connection(broker: Broker, proxy: TcpProx
     await transport.consume(sub(queue), consumer)
     for n in range(50):
         await transport.publish(Message(name="test.event", body=str(n).encode()))
-    proxy.cut()  # like a killed broker: no goodbye, the sockets just die
+    # Like a killed broker: no goodbye, the sockets just die, and it stays away until let back
+    # (otherwise the reconnection can be over before the test sees it gone).
+    await proxy.refuse()
+    proxy.cut()
     await wait_until(lambda: not transport.connected)
     # These wait for the reconnection, then go through.
-    await asyncio.gather(
+    publishing = asyncio.gather(
         *(
             transport.publish(Message(name="test.event", body=str(n).encode()))
             for n in range(50, 100)
         )
     )
+    await proxy.listen()
+    await publishing
     await wait_until(lambda: len(seen) == 100, timeout=30)
     assert transport.connected
     assert seen == {str(n).encode() for n in range(100)}
