@@ -81,8 +81,13 @@ class Sender(Protocol):
     """What publishers need from the running bus: encode an event, send a message, or keep it
     in the transactional outbox."""
 
-    def encode(
-        self, event: Publishable, payload: Payload = None, **options: Unpack[EncodeOptions]
+    def encode_message(
+        self,
+        event: Publishable,
+        payload: Payload,
+        headers: Mapping[str, str] | None,
+        correlation_id: str | None,
+        causation_id: str | None,
     ) -> Message: ...
 
     async def send_message(self, message: Message, *, delay: float | None = None) -> None: ...
@@ -299,12 +304,12 @@ class Publisher:
         delay = options.get("delay")
         if delay is not None and delay < 0:
             raise ValueError("delay must not be negative")
-        message = self._bus.encode(
+        message = self._bus.encode_message(
             event,
             payload,
-            headers=options.get("headers"),
-            correlation_id=options.get("correlation_id") or self.correlation_id,
-            causation_id=self.causation_id,
+            options.get("headers"),
+            options.get("correlation_id") or self.correlation_id,
+            self.causation_id,
         )
         return message, delay
 
