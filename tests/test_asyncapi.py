@@ -314,7 +314,7 @@ def test_routes_serve_json_yaml_and_page() -> None:
 
 
 def test_document_is_built_once(monkeypatch: pytest.MonkeyPatch) -> None:
-    import fastapi_bus.asyncapi.docs as docs_module
+    import fastapi_bus.asyncapi.generate as generate_module
 
     calls: list[str] = []
 
@@ -322,7 +322,7 @@ def test_document_is_built_once(monkeypatch: pytest.MonkeyPatch) -> None:
         calls.append("built")
         return get_asyncapi(*args, **kwargs)
 
-    monkeypatch.setattr(docs_module, "get_asyncapi", counting)
+    monkeypatch.setattr(generate_module, "get_asyncapi", counting)
     app = make_app()
     assert calls == []  # nothing is built before it is asked for
     client = TestClient(app)

@@ -71,6 +71,20 @@ def test_a_request_without_request_id_gets_one_shared_correlation_id() -> None:
     assert ids[2] and ids[2] == ids[3] and ids[2] != ids[0]
 
 
+def test_the_request_publisher_tells_its_correlation_id() -> None:
+    app, _ = make_app(order_router(Recorder()))
+
+    @app.get("/id")
+    async def which(bus: Bus) -> str | None:
+        return bus.correlation_id
+
+    with TestClient(app) as client:
+        assert client.get("/id", headers={"X-Request-ID": " req-7 "}).json() == "req-7"
+        made = client.get("/id").json()
+        assert isinstance(made, str) and len(made) == 32
+        assert client.get("/id").json() != made
+
+
 @pytest.mark.parametrize("failure", ["http-exception", "error-status", "crash"])
 def test_events_of_a_failed_request_are_not_sent(failure: str) -> None:
     recorder = Recorder()

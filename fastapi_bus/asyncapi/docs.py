@@ -1,19 +1,21 @@
-"""The events page and the routes that serve the AsyncAPI document."""
+"""The events page and the routes that serve the AsyncAPI document.
+
+The generator, the renderer and PyYAML are imported when the document is first built, not
+with this module: the extension installs these routes in every web process.
+"""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
 from html import escape
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import yaml
 from fastapi import FastAPI, params
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
-from fastapi_bus.asyncapi.generate import get_asyncapi
-from fastapi_bus.asyncapi.render import render_document
-from fastapi_bus.runtime.bus import EventBus
+if TYPE_CHECKING:
+    from fastapi_bus.runtime.bus import EventBus
 
 __all__ = [
     "DEFAULT_CSS_URL",
@@ -97,6 +99,8 @@ def get_asyncapi_html(
 ) -> str:
     """The events page: ``document`` rendered on the server, enhanced in the browser by the
     AsyncAPI React component (loaded from ``js_url`` and ``css_url``) when it can load."""
+    from fastapi_bus.asyncapi.render import render_document
+
     page_title = title or f"{document.get('info', {}).get('title', 'Events')} - Events"
     return f"""<!DOCTYPE html>
 <html lang="en">
@@ -122,6 +126,8 @@ def get_asyncapi_html(
 
 def asyncapi_yaml(document: dict[str, Any]) -> str:
     """``document`` as YAML, in the document's order."""
+    import yaml
+
     return yaml.safe_dump(document, sort_keys=False, allow_unicode=True, width=100)
 
 
@@ -147,6 +153,8 @@ def install_asyncapi_routes(
 
     def document() -> dict[str, Any]:
         if "json" not in cache:
+            from fastapi_bus.asyncapi.generate import get_asyncapi
+
             cache["json"] = get_asyncapi(
                 bus, title=app.title, version=app.version, description=app.description or None
             )

@@ -20,7 +20,7 @@ from fastapi_bus.core.faults import FAULT_EVENT, Fault
 from fastapi_bus.core.messages import Message
 from fastapi_bus.core.metrics import CounterMetrics, Metrics
 from fastapi_bus.core.names import validate_event_name
-from fastapi_bus.core.types import AnyCallable, is_model
+from fastapi_bus.core.types import AnyCallable, check_options, is_model
 from fastapi_bus.pipeline.delivery import ConsumeApp, Delivery
 from fastapi_bus.pipeline.failures import FailureMiddleware
 from fastapi_bus.pipeline.handler import HandlerCall, HandlerEnv
@@ -328,13 +328,34 @@ class EventBus:
         self, event: Publishable, payload: Payload = None, **options: Unpack[EncodeOptions]
     ) -> Message:
         """Validate an event and turn it into a message; raises and sends nothing if invalid."""
-        self._check_can_publish(event if isinstance(event, str) else type(event).__name__)
-        return self.observer.encoded(self.registry.encode(event, payload, **options))
+        check_options(options, EncodeOptions, "encode")
+        return self.encode_message(
+            event,
+            payload,
+            options.get("headers"),
+            options.get("correlation_id"),
+            options.get("causation_id"),
+        )
 
-    def _check_can_publish(self, what: str) -> None:
-        if self.state not in (BusState.STARTED, BusState.CONSUMING):
+    def encode_message(
+        self,
+        event: Publishable,
+        payload: Payload,
+        headers: Mapping[str, str] | None,
+        correlation_id: str | None,
+        causation_id: str | None,
+    ) -> Message:
+        """:meth:`encode` with its options as arguments (what publishers call)."""
+        self._check_can_publish(event)
+        message = self.registry.message(event, payload, headers, correlation_id, causation_id)
+        return self.observer.encoded(message)
+
+    def _check_can_publish(self, event: Publishable) -> None:
+        state = self.state
+        if state is not BusState.STARTED and state is not BusState.CONSUMING:
+            what = event if isinstance(event, str) else type(event).__name__
             raise PublishError(
-                f"cannot publish {what!r}: the bus is {self.state.value} (it runs "
+                f"cannot publish {what!r}: the bus is {state.value} (it runs "
                 "while the app's lifespan does: use `with TestClient(app)` in tests)"
             )
 

@@ -81,8 +81,13 @@ class Sender(Protocol):
     """What publishers need from the running bus: encode an event, send a message, or keep it
     in the transactional outbox."""
 
-    def encode(
-        self, event: Publishable, payload: Payload = None, **options: Unpack[EncodeOptions]
+    def encode_message(
+        self,
+        event: Publishable,
+        payload: Payload,
+        headers: Mapping[str, str] | None,
+        correlation_id: str | None,
+        causation_id: str | None,
     ) -> Message: ...
 
     async def send_message(self, message: Message, *, delay: float | None = None) -> None: ...
@@ -127,16 +132,23 @@ class _OutboxState(enum.Enum):
     DISCARDED = "discarded"
 
 
+#: Guards every outbox's "still open? then hold it" (see :class:`Outbox`). One lock for all:
+#: it is held for a list append or swap, and taking a lock is cheaper than making one for every
+#: request.
+_holding = threading.Lock()
+
+
 class Outbox:
     """Events held back until the unit of work (a request, a handler call) succeeds.
 
     Worker threads (``publish_sync``) add to it while the event loop may flush it: a lock
     makes "still open? then hold it" one step, so no event slips between the two."""
 
+    __slots__ = ("_bus", "_pending", "state")
+
     def __init__(self, bus: Sender) -> None:
         self._bus = bus
         self._pending: list[tuple[Message, float | None]] = []
-        self._lock = threading.Lock()
         self.state = _OutboxState.OPEN
 
     @property
@@ -145,7 +157,7 @@ class Outbox:
 
     def hold(self, message: Message, delay: float | None) -> bool:
         """Keep ``message`` until the work succeeds; False once the outbox was flushed."""
-        with self._lock:
+        with _holding:
             if self.state is _OutboxState.DISCARDED:
                 raise PublishError(
                     f"not publishing {message.name!r}: the request or handler it belongs to "
@@ -158,7 +170,7 @@ class Outbox:
 
     async def flush(self) -> None:
         """Send everything held, in order. Later publishes go straight out."""
-        with self._lock:
+        with _holding:
             pending, self._pending = self._pending, []
             self.state = _OutboxState.SENT
         for message, delay in pending:
@@ -166,7 +178,7 @@ class Outbox:
 
     def discard(self) -> int:
         """Drop everything held (the work failed). Returns how many events were dropped."""
-        with self._lock:
+        with _holding:
             count = len(self._pending)
             self._pending = []
             self.state = _OutboxState.DISCARDED
@@ -190,11 +202,16 @@ class Publisher:
         outbox: Outbox | None = None,
     ) -> None:
         self._bus = bus
-        self.correlation_id = correlation_id
+        self._correlation_id = correlation_id
         self.causation_id = causation_id
         self._outbox = outbox
         #: The event loop of the request or handler this publisher belongs to, if any.
         self._loop = _running_loop()
+
+    @property
+    def correlation_id(self) -> str | None:
+        """What its events carry as their correlation id, unless ``publish`` is given one."""
+        return self._correlation_id
 
     def publish(
         self, event: Publishable, payload: Payload = None, **options: Unpack[PublishOptions]
@@ -287,12 +304,12 @@ class Publisher:
         delay = options.get("delay")
         if delay is not None and delay < 0:
             raise ValueError("delay must not be negative")
-        message = self._bus.encode(
+        message = self._bus.encode_message(
             event,
             payload,
-            headers=options.get("headers"),
-            correlation_id=options.get("correlation_id") or self.correlation_id,
-            causation_id=self.causation_id,
+            options.get("headers"),
+            options.get("correlation_id") or self.correlation_id,
+            self.causation_id,
         )
         return message, delay
 

@@ -75,6 +75,23 @@ class EventRegistry:
     ) -> Message:
         """Validate an event and turn it into a message; raises and sends nothing if invalid."""
         check_options(options, EncodeOptions, "encode")
+        return self.message(
+            event,
+            payload,
+            options.get("headers"),
+            options.get("correlation_id"),
+            options.get("causation_id"),
+        )
+
+    def message(
+        self,
+        event: Publishable,
+        payload: Payload,
+        headers: Mapping[str, str] | None,
+        correlation_id: str | None,
+        causation_id: str | None,
+    ) -> Message:
+        """:meth:`encode` with its options as arguments (what every publish calls)."""
         if isinstance(event, BaseModel):
             if payload is not None:
                 raise PublishError("pass either a model instance, or a name and a payload")
@@ -95,18 +112,11 @@ class EventRegistry:
                 f"({limit:,} bytes); nothing was sent. Publish a reference to the data (a URL, "
                 "a storage key) instead, or raise the bus's max_message_size"
             )
-        headers = options.get("headers")
         text_headers = dict(headers) if headers else {}
         for key, value in text_headers.items():
             if not isinstance(key, str) or not isinstance(value, str):
                 raise PublishError(f"headers must be text to text, got {key!r}: {value!r}")
-        return Message(
-            name=name,
-            body=body,
-            headers=text_headers,
-            correlation_id=options.get("correlation_id"),
-            causation_id=options.get("causation_id"),
-        )
+        return Message(name, body, None, text_headers, correlation_id, causation_id)
 
     def _validated_body(self, name: str, payload: Payload) -> bytes:
         model = self.models.get(name)

@@ -10,7 +10,6 @@ import fastapi
 from fastapi import params
 from typing_extensions import Unpack
 
-from fastapi_bus.admin import install_admin_routes
 from fastapi_bus.asyncapi.docs import DEFAULT_CSS_URL, DEFAULT_JS_URL, install_asyncapi_routes
 from fastapi_bus.core.exceptions import ConfigurationError
 from fastapi_bus.routing.router import EventRouter
@@ -156,6 +155,8 @@ class BusExtension:
         setattr(app.state, STATE_KEY, bus)
         app.add_middleware(PublisherMiddleware, bus=bus)
         if self.admin_url is not None:
+            from fastapi_bus.admin import install_admin_routes
+
             install_admin_routes(
                 app, bus, prefix=self.admin_url, dependencies=self.admin_dependencies
             )

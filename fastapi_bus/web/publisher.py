@@ -4,10 +4,15 @@ events to requests.
 Events published while handling an HTTP request are held in an outbox and sent only when the
 endpoint finished without an exception and the response status is below 400, before the
 response goes out (so a 2xx means the broker has the events).
+
+A request that publishes nothing pays little for this: its correlation id is worked out (from
+``X-Request-ID``, or a new id) only when it publishes.
 """
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterable
 from typing import Annotated
 
 from fastapi import Depends
@@ -32,6 +37,31 @@ REQUEST_ID_HEADER = b"x-request-id"
 #: Declare ``bus: Bus`` in an endpoint or a handler to publish events.
 Bus = Annotated[Publisher, Depends(get_publisher)]
 
+#: Makes a request's correlation id once, should its worker threads ask at the same time.
+_naming = threading.Lock()
+
+
+class RequestPublisher(Publisher):
+    """The publisher of one request (or WebSocket): its correlation id is the request's
+    ``X-Request-ID``, else a new id, worked out when first needed."""
+
+    def __init__(
+        self, bus: Sender, headers: Iterable[tuple[bytes, bytes]], outbox: Outbox | None
+    ) -> None:
+        super().__init__(bus, outbox=outbox)
+        self._headers = headers
+
+    @property
+    def correlation_id(self) -> str | None:
+        correlation_id = self._correlation_id
+        if correlation_id is None:
+            named = _request_id(self._headers) or new_id()
+            with _naming:
+                if self._correlation_id is None:
+                    self._correlation_id = named
+                correlation_id = self._correlation_id
+        return correlation_id
+
 
 class PublisherMiddleware:
     """Pure ASGI middleware: gives each request a publisher whose events are sent only if the
@@ -42,18 +72,21 @@ class PublisherMiddleware:
         self.bus = bus
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] not in ("http", "websocket"):
-            await self.app(scope, receive, send)
+        kind = scope["type"]
+        if kind != "http":
+            if kind == "websocket":
+                # A WebSocket has no single success to wait for: its events go out at once.
+                await self._websocket(scope, receive, send)
+            else:
+                await self.app(scope, receive, send)
             return
-        correlation_id = _request_id(scope) or new_id()
-        # A WebSocket has no single success to wait for: its events go out at once.
-        outbox = Outbox(self.bus) if scope["type"] == "http" else None
-        publisher = Publisher(self.bus, correlation_id=correlation_id, outbox=outbox)
+        outbox = Outbox(self.bus)
+        publisher = RequestPublisher(self.bus, scope.get("headers", ()), outbox)
         scope[SCOPE_KEY] = publisher
         token = bind_publisher(publisher)
 
         async def send_wrapper(message: ASGIMessage) -> None:
-            if outbox is not None and outbox.is_open and message["type"] == "http.response.start":
+            if message["type"] == "http.response.start" and outbox.is_open:
                 if message["status"] < 400:
                     await outbox.flush()
                 else:
@@ -63,14 +96,23 @@ class PublisherMiddleware:
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
-            if outbox is not None and outbox.is_open:
+            if outbox.is_open:
                 # The endpoint raised, or never answered: its events are not sent.
                 outbox.discard()
             unbind_publisher(token)
 
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        publisher = RequestPublisher(self.bus, scope.get("headers", ()), None)
+        scope[SCOPE_KEY] = publisher
+        token = bind_publisher(publisher)
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            unbind_publisher(token)
 
-def _request_id(scope: Scope) -> str | None:
-    for key, value in scope.get("headers", ()):
+
+def _request_id(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
+    for key, value in headers:
         if key == REQUEST_ID_HEADER:
             text: str = value.decode("latin-1").strip()
             return text[:200] or None
