@@ -326,11 +326,20 @@ class KafkaTransport(Transport):
         topic = self._event_topics.get(message.name)
         if topic is None or topic not in self._topics:
             topic = await self._topic_of(message.name)
-        if delay is None:
-            sent = await self._hand(topic, message.body, encode(message), partition_key(message))
-        else:
-            topic, sent = await self._hand_message(topic, message, delay)
-        await self._taken(topic, sent)
+        if delay is not None:
+            await self._taken(*await self._hand_message(topic, message, delay))
+            return
+        # ``_hand`` then ``_taken``, written out: this runs once per publish.
+        handoff = self._handoff
+        if handoff is None:
+            raise TransportClosedError(f"the Kafka transport for {self.url} is not running")
+        try:
+            sent = await handoff.hand(topic, message.body, encode(message), partition_key(message))
+            await sent
+        except Exception as exc:
+            raise TransportError(
+                f"Kafka did not take a message for {topic!r}: {self._scrub(exc)}"
+            ) from None
 
     async def publish_many(self, messages: Sequence[tuple[Message, float | None]]) -> None:
         """Publish ``messages`` (each with its delay) in this order, pipelined: every record is
