@@ -14,7 +14,9 @@ it. Each round checks afterwards that the topic holds exactly N records. Two way
   (``send`` and ``asyncio.gather`` for the plain producer, ``gather`` of ``bus.publish``).
 
 The plain producer sends the model's JSON with the record key the bus would use (the event
-name); the bus also writes its headers (message id, event name, time).
+name); the bus also writes its headers (message id, event name, time). A third side,
+``transport``, calls ``KafkaTransport.publish`` with a message made from the model's JSON: what
+the transport costs by itself, without the bus's encoding and validation of the event.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from pydantic import BaseModel
 
 from fastapi_bus import EventBus
+from fastapi_bus.core.messages import Message
 from fastapi_bus.transports.kafka import KafkaTransport
 
 PARTITIONS = 3
@@ -133,6 +136,41 @@ async def bus(bootstrap: str, events: int, window: int, cpu: list[float] | None 
     return elapsed
 
 
+async def transport_only(
+    bootstrap: str, events: int, window: int, cpu: list[float] | None = None
+) -> float:
+    """Like :func:`bus`, without the bus: ``KafkaTransport.publish`` of a message made from the
+    model's JSON (what the transport costs by itself, without encoding and validating the
+    event and the publisher's bookkeeping)."""
+    transport = KafkaTransport(f"kafka://{bootstrap}", prefix=f"bench-{uuid.uuid4().hex[:8]}")
+    await transport.start()
+
+    def message(n: int) -> Message:
+        return Message(name="Tick", body=Tick(n=n, payload=PAYLOAD).model_dump_json().encode())
+
+    try:
+        await transport.publish(message(-1))  # creates the topic, not timed
+        start, start_cpu = time.perf_counter(), time.process_time()
+        if window <= 1:
+            for n in range(events):
+                await transport.publish(message(n))
+        else:
+            for first in range(0, events, window):
+                await asyncio.gather(
+                    *(
+                        transport.publish(message(n))
+                        for n in range(first, min(first + window, events))
+                    )
+                )
+        elapsed = time.perf_counter() - start
+        if cpu is not None:
+            cpu.append(time.process_time() - start_cpu)
+    finally:
+        await transport.close(grace=5)
+    await check(bootstrap, transport.names.event("Tick"), events + 1)
+    return elapsed
+
+
 async def check(bootstrap: str, topic: str, expected: int) -> None:
     found = await count_records(bootstrap, topic, expected)
     if found != expected:
@@ -153,10 +191,11 @@ def broker(bootstrap: str | None) -> Iterator[str]:
 
 async def run(bootstrap: str, args: argparse.Namespace) -> dict[str, float]:
     """Interleaved rounds of both sides; prints and returns the median rates (events/s)."""
-    cpu: dict[str, list[float]] = {"plain": [], "fastapi-bus": []}
+    cpu: dict[str, list[float]] = {"plain": [], "fastapi-bus": [], "transport": []}
     sides: dict[str, Callable[[], Awaitable[float]]] = {
         "plain": lambda: plain(bootstrap, args.events, args.window, cpu["plain"]),
         "fastapi-bus": lambda: bus(bootstrap, args.events, args.window, cpu["fastapi-bus"]),
+        "transport": lambda: transport_only(bootstrap, args.events, args.window, cpu["transport"]),
     }
     times: dict[str, list[float]] = {name: [] for name in sides}
     for _ in range(args.rounds):

@@ -21,7 +21,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
@@ -155,6 +155,13 @@ class Transport(abc.ABC):
     async def publish(self, message: Message, *, delay: float | None = None) -> None:
         """Route ``message`` by its name to every bound queue. Returns once the broker has
         accepted it. With ``delay``, it is delivered no earlier than ``delay`` seconds from now."""
+
+    async def publish_many(self, messages: Sequence[tuple[Message, float | None]]) -> None:
+        """Publish ``messages`` (each with its delay, as :meth:`publish` takes it) in this
+        order; returns once the broker has accepted every one. Stops at the first that fails
+        and raises. Transports that can keep several in flight in order override this."""
+        for message, delay in messages:
+            await self.publish(message, delay=delay)
 
     @abc.abstractmethod
     async def send(self, queue: str, message: Message, *, delay: float | None = None) -> None:

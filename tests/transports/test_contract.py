@@ -139,6 +139,20 @@ async def test_return_acks(new_transport: TransportFactory, queue_name: str) -> 
     assert await again.browse(queue_name) == []
 
 
+async def test_publish_many_delivers_in_order(
+    new_transport: TransportFactory, queue_name: str
+) -> None:
+    transport = await new_transport()
+    recorder = Recorder()
+    subscription = Subscription(queue=queue_name, patterns=("contract.event",), concurrency=1)
+    await transport.declare(subscription)
+    await transport.consume(subscription, recorder)
+    bodies = [str(n).encode() for n in range(30)]
+    await transport.publish_many([(Message(name="contract.event", body=b), None) for b in bodies])
+    await wait_until(lambda: len(recorder.messages) == len(bodies))
+    assert recorder.bodies() == bodies
+
+
 async def test_raise_redelivers(new_transport: TransportFactory, queue_name: str) -> None:
     transport = await new_transport()
     calls: list[Message] = []

@@ -23,6 +23,7 @@ from fastapi_bus.core.names import pattern_matches
 from fastapi_bus.transports import transport_from_url
 from fastapi_bus.transports.base import Subscription, dead_letter_queue
 from fastapi_bus.transports.kafka import KafkaTransport
+from fastapi_bus.transports.kafka.handoff import Handoff
 from fastapi_bus.transports.kafka.mapping import decode, encode, partition_key, read
 from fastapi_bus.transports.kafka.naming import Names
 from fastapi_bus.transports.kafka.offsets import OffsetTracker
@@ -404,3 +405,111 @@ async def test_handlers_that_wait_run_concurrently_up_to_the_limit(
     assert most == 4
     assert sorted(int(b) for b in done) == list(range(12))
     await wait_until_async(lambda: transport.browse("shop.wrap"), 0, timeout=20)
+
+
+# Handing records to the producer
+
+
+class _Producer:
+    """A producer whose ``send`` waits while its batch is "full", as aiokafka's does."""
+
+    def __init__(self) -> None:
+        self.room = asyncio.Event()
+        self.room.set()
+        self.handed: list[bytes | None] = []
+        self.refused: set[bytes] = set()
+
+    async def send(self, topic: str, value: bytes | None, **_: object) -> asyncio.Future[None]:
+        await self.room.wait()
+        if value in self.refused:
+            raise ValueError(f"too large: {value!r}")
+        self.handed.append(value)
+        answer: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        answer.set_result(None)
+        return answer
+
+
+async def test_records_that_wait_for_room_are_handed_over_together_in_order() -> None:
+    producer = _Producer()
+    handoff = Handoff(producer)
+    producer.room.clear()  # the batch is full: the first send waits, the others queue up
+    calls = [asyncio.ensure_future(handoff.hand("t", str(n).encode(), [], None)) for n in range(6)]
+    producer.refused.add(b"3")
+    await asyncio.sleep(0)
+    calls[4].cancel()  # gone before its turn: not sent
+    await asyncio.sleep(0)
+    assert producer.handed == []
+    producer.room.set()
+    results = await asyncio.gather(*calls, return_exceptions=True)
+    assert producer.handed == [b"0", b"1", b"2", b"5"]
+    assert isinstance(results[3], ValueError)
+    assert isinstance(results[4], asyncio.CancelledError)
+    assert all(isinstance(r, asyncio.Future) for i, r in enumerate(results) if i not in (3, 4))
+    # Free again: the next record is handed over at once, by its own call.
+    await handoff.hand("t", b"6", [], None)
+    assert producer.handed[-1] == b"6"
+    await handoff.close()
+
+
+async def read_topic(bootstrap: str, topic: str, count: int) -> list[bytes]:
+    """The values of the first ``count`` records of ``topic``, partition by partition."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    client = AIOKafkaConsumer(bootstrap_servers=bootstrap, auto_offset_reset="earliest")
+    await client.start()
+    try:
+        partitions = await client._client._wait_on_metadata(topic)
+        client.assign([TopicPartition(topic, p) for p in sorted(partitions)])
+        found: dict[int, list[bytes]] = {}
+
+        async def enough() -> bool:
+            batch = await client.getmany(timeout_ms=200)
+            for tp, records in batch.items():
+                found.setdefault(tp.partition, []).extend(r.value or b"" for r in records)
+            return sum(len(v) for v in found.values()) >= count
+
+        deadline = asyncio.get_running_loop().time() + 20
+        while not await enough():
+            assert asyncio.get_running_loop().time() < deadline, f"only {found} in {topic}"
+        return [value for p in sorted(found) for value in found[p]]
+    finally:
+        await client.stop()
+
+
+@broker
+async def test_concurrent_publishes_are_taken_in_the_order_they_were_called(
+    kafka_bootstrap: str, prefix: str, transports: list[KafkaTransport]
+) -> None:
+    transport = await started(kafka_bootstrap, prefix, transports)
+    # Enough for several full batches of one partition (one key), so that some wait for room.
+    bodies = [str(n).encode() * 40 for n in range(300)]
+    huge = b"x" * 2_000_000  # more than the producer's largest request: refused
+    messages = [Message(name="orders.placed", body=b) for b in bodies]
+    messages.insert(150, Message(name="orders.placed", body=huge))
+    results = await asyncio.gather(
+        *(transport.publish(m) for m in messages), return_exceptions=True
+    )
+    failed = [i for i, r in enumerate(results) if r is not None]
+    assert failed == [150]
+    assert isinstance(results[150], TransportError)
+    assert "did not take" in str(results[150])
+    topic = transport.names.event("orders.placed")
+    assert await read_topic(kafka_bootstrap, topic, len(bodies)) == bodies
+
+
+@broker
+async def test_publish_many_sends_in_order_and_stops_at_a_failure(
+    kafka_bootstrap: str, prefix: str, transports: list[KafkaTransport]
+) -> None:
+    transport = await started(kafka_bootstrap, prefix, transports)
+    first = [(placed(n), None) for n in range(200)]
+    await transport.publish_many(first)
+    topic = transport.names.event("orders.placed")
+    assert await read_topic(kafka_bootstrap, topic, 200) == [str(n).encode() for n in range(200)]
+    huge = Message(name="orders.placed", body=b"x" * 2_000_000)
+    with pytest.raises(TransportError, match="did not take"):
+        await transport.publish_many([(placed(200), None), (huge, None), (placed(201), None)])
+    await transport.publish(placed(202))
+    # The one before the failure was taken; the one after it was not sent.
+    values = await read_topic(kafka_bootstrap, topic, 202)
+    assert values[200:] == [b"200", b"202"]

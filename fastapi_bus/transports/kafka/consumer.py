@@ -116,7 +116,9 @@ class QueueConsumer:
         self._current: list[Any] = []
         self._room = asyncio.Event()
         self._room.set()
+        #: Set when a record is finished, while someone waits for that (``_settle``).
         self._changed = asyncio.Event()
+        self._settling = 0
         self._commit_lock = asyncio.Lock()
         self._revoking: set[Any] = set()
         self.stopping = False
@@ -195,7 +197,7 @@ class QueueConsumer:
             offset = record.offset
             if (self._revoking and tp in self._revoking) or not tracker.holds(tp, offset):
                 continue  # its partition went elsewhere: the new owner reads it again
-            if waiting:
+            if waiting and not self._waking:
                 self._wake()
             message, problem = read(record.value, record.headers)
             current[index] = tp
@@ -222,9 +224,10 @@ class QueueConsumer:
                 current[index] = None
             # The record is finished (``_finished``, inline: this runs once per record).
             tracker.finish(tp, offset)
-            if len(tracker) <= self._refill_at:
+            if tracker.count <= self._refill_at:
                 self._room.set()
-            self._changed.set()
+            if self._settling:
+                self._changed.set()
             if self._committer is None or self._committer.done():
                 # After the handlers finishing in this moment: one request for all of them.
                 self._committer = loop.create_task(self._commit(yield_first=True))
@@ -291,10 +294,14 @@ class QueueConsumer:
         """Wait while ``busy()``, at most ``grace`` seconds."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max(grace, 0)
-        while busy() and loop.time() < deadline:
-            self._changed.clear()
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), min(0.1, max(grace, 0.001)))
+        self._settling += 1
+        try:
+            while busy() and loop.time() < deadline:
+                self._changed.clear()
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._changed.wait(), min(0.1, max(grace, 0.001)))
+        finally:
+            self._settling -= 1
 
     # stopping
 

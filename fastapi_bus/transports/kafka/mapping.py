@@ -27,8 +27,18 @@ _ATTEMPT, _TYPE, _REDELIVERED = "bus-attempt", "bus-content-type", "bus-redelive
 #: Headers of a delayed record: the topic it goes to, and when (epoch milliseconds).
 TO, DUE = "bus-to", "bus-due"
 _OURS = "bus-"
-#: The ``bus-`` headers a record's message is read from.
-_READ = frozenset({_ID, _NAME, _AT, _CORRELATION, _CAUSATION, _ATTEMPT, _TYPE, _REDELIVERED})
+#: The ``bus-`` headers a record's message is read from, each with the field it holds.
+_F_ID, _F_NAME, _F_AT, _F_CORRELATION, _F_CAUSATION, _F_ATTEMPT, _F_TYPE, _F_REDELIVERED = range(8)
+_FIELDS = {
+    _ID: _F_ID,
+    _NAME: _F_NAME,
+    _AT: _F_AT,
+    _CORRELATION: _F_CORRELATION,
+    _CAUSATION: _F_CAUSATION,
+    _ATTEMPT: _F_ATTEMPT,
+    _TYPE: _F_TYPE,
+    _REDELIVERED: _F_REDELIVERED,
+}
 #: How many bytes of a malformed header a dead-letter reason shows.
 _SHOWN = 60
 
@@ -98,35 +108,46 @@ def read(
     redelivered = False
     theirs: dict[str, str] = {}
     problems: list[str] | None = None
+    fields = _FIELDS
     for key, raw in headers:
         if raw is None:
             raw = b""
+        field = fields.get(key)
+        if field is None:
+            if key.startswith(_OURS):
+                continue  # a newer version's: not this version's business
+            try:
+                theirs[key] = raw.decode()
+            except UnicodeDecodeError:
+                theirs[key] = raw.decode("utf-8", "replace")
+                problems = problems or []
+                problems.append(f"header {key!r} is not UTF-8 text: {_shown(raw)}")
+            continue
         try:
             text = raw.decode()
         except UnicodeDecodeError:
-            if key.startswith(_OURS) and key not in _READ:
-                continue  # not this version's business (below)
-            text = raw.decode("utf-8", "replace")
             problems = problems or []
             problems.append(f"header {key!r} is not UTF-8 text: {_shown(raw)}")
-            if key == _ID:
-                message_id = text  # kept, so the message can be found and replayed by it
-            elif not key.startswith(_OURS):
-                theirs[key] = text
+            if field == _F_ID:
+                # Kept, so the message can be found and replayed by it.
+                message_id = raw.decode("utf-8", "replace")
             continue
-        if not key.startswith(_OURS):
-            theirs[key] = text
-        elif key == _ID:
+        # In the order of how often records carry them.
+        if field == _F_ID:
             message_id = text
-        elif key == _NAME:
+        elif field == _F_NAME:
             message_name = text
-        elif key == _AT:
+        elif field == _F_AT:
             try:
                 published_at = datetime.fromisoformat(text)
             except ValueError:
                 problems = problems or []
                 problems.append(f"header {key!r} is not an ISO 8601 time: {_shown(raw)}")
-        elif key == _ATTEMPT:
+        elif field == _F_CORRELATION:
+            correlation_id = text
+        elif field == _F_CAUSATION:
+            causation_id = text
+        elif field == _F_ATTEMPT:
             # ASCII digits only: int() takes other scripts' digits, and ``str.isdigit`` passes
             # characters (such as "²") that int() refuses.
             if 0 < len(raw) <= 9 and raw.isdigit() and int(raw) >= 1:
@@ -134,19 +155,13 @@ def read(
             else:
                 problems = problems or []
                 problems.append(f"header {key!r} is not a whole number of 1 or more: {_shown(raw)}")
-        elif key == _CORRELATION:
-            correlation_id = text
-        elif key == _CAUSATION:
-            causation_id = text
-        elif key == _TYPE:
+        elif field == _F_TYPE:
             content_type = text or JSON
-        elif key == _REDELIVERED:
-            if raw in (b"1", b"0"):
-                redelivered = raw == b"1"
-            else:
-                problems = problems or []
-                problems.append(f"header {key!r} is not 1 or 0: {_shown(raw)}")
-        # Other ``bus-`` headers (a newer version's) are not this version's business.
+        elif raw in (b"1", b"0"):  # _F_REDELIVERED
+            redelivered = raw == b"1"
+        else:
+            problems = problems or []
+            problems.append(f"header {key!r} is not 1 or 0: {_shown(raw)}")
     if published_at is None:
         published_at = datetime.now(timezone.utc)
     elif published_at.tzinfo is None:

@@ -20,10 +20,11 @@ class OffsetTracker:
         self._open: dict[Any, set[int]] = {}
         self._next: dict[Any, int] = {}  # one past the highest offset taken
         self._committed: dict[Any, int] = {}
-        self._count = 0  # offsets open, over every partition
+        #: How many offsets are open, over every partition.
+        self.count = 0
 
     def __len__(self) -> int:
-        return self._count
+        return self.count
 
     def take(self, tp: Any, offset: int) -> None:
         self.take_all(tp, (offset,))
@@ -35,7 +36,7 @@ class OffsetTracker:
             still = self._open[tp] = set()
         before = len(still)
         still.update(offsets)
-        self._count += len(still) - before
+        self.count += len(still) - before
         top = offsets[-1] + 1
         if top > self._next.get(tp, 0):
             self._next[tp] = top
@@ -52,12 +53,12 @@ class OffsetTracker:
         still = self._open.get(tp)
         if still is not None and offset in still:
             still.remove(offset)
-            self._count -= 1
+            self.count -= 1
 
     def forget(self, tps: Any) -> None:
         """Drop what is known of ``tps`` (their partitions went to another consumer)."""
         for tp in tps:
-            self._count -= len(self._open.pop(tp, ()))
+            self.count -= len(self._open.pop(tp, ()))
             self._next.pop(tp, None)
             self._committed.pop(tp, None)
 

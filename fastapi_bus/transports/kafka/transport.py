@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import logging
 import re
+from collections.abc import Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -35,6 +36,7 @@ from fastapi_bus.transports.kafka.broadcast import BroadcastConsumer
 from fastapi_bus.transports.kafka.consumer import QueueConsumer
 from fastapi_bus.transports.kafka.delays import DelayMover, delay_headers
 from fastapi_bus.transports.kafka.description import describe
+from fastapi_bus.transports.kafka.handoff import Handoff, Headers
 from fastapi_bus.transports.kafka.inspection import (
     Inspector,
     committed_offsets,
@@ -106,7 +108,7 @@ class KafkaTransport(Transport):
         self._mover_lock = asyncio.Lock()
         self._topics: set[str] = set()
         self._event_topics: dict[str, str] = {}  # event name: its topic
-        self._send_locks: dict[str, asyncio.Lock] = {}
+        self._handoff: Handoff | None = None
         self._consumers: list[QueueConsumer | BroadcastConsumer] = []
         self._pullers: dict[str, Puller] = {}
 
@@ -167,6 +169,7 @@ class KafkaTransport(Transport):
                 f"cannot connect to Kafka at {self.url}: {self._scrub(exc)}"
             ) from None
         self._producer, self._admin = producer, admin
+        self._handoff = Handoff(producer)
         self._inspector = Inspector(self._consumer, self._names.group, self._queue_regex)
 
     def _queue_regex(self, queue: str) -> str:
@@ -198,9 +201,11 @@ class KafkaTransport(Transport):
         pullers, self._pullers = list(self._pullers.values()), {}
         for puller in pullers:
             await puller.stop()
-        producer, admin = self._producer, self._admin
-        self._producer = self._admin = self._inspector = None
+        producer, admin, handoff = self._producer, self._admin, self._handoff
+        self._producer = self._admin = self._inspector = self._handoff = None
         self._topics.clear()
+        if handoff is not None:
+            await handoff.close()  # every record queued for the producer is handed over
         await producer.stop()
         if admin is not None:
             await admin.close()
@@ -263,46 +268,102 @@ class KafkaTransport(Transport):
 
     # publishing
 
-    async def _produce(
-        self, topic: str, value: bytes | None, headers: list[tuple[str, bytes]], key: bytes | None
-    ) -> None:
-        producer, _ = self._require()
-        lock = self._send_locks.get(topic)
-        if lock is None:
-            lock = self._send_locks[topic] = asyncio.Lock()
+    async def _hand(
+        self, topic: str, value: bytes | None, headers: Headers, key: bytes | None
+    ) -> asyncio.Future[Any]:
+        """Hand a record to the producer's batch (in order per topic); returns the future of
+        Kafka's answer. Raises :class:`TransportError` if the producer refuses it."""
+        handoff = self._handoff
+        if handoff is None:
+            raise TransportClosedError(f"the Kafka transport for {self.url} is not running")
         try:
-            # One send at a time per topic hands the record to the producer's batch (in
-            # order); the wait for Kafka's answer is outside. Without the lock, every publish
-            # that finds its partition's batch full waits for it on a timer of its own.
-            async with lock:
-                sent = await producer.send(topic, value, key=key, headers=headers)
+            return await handoff.hand(topic, value, headers, key)
+        except Exception as exc:
+            raise TransportError(
+                f"Kafka did not take a message for {topic!r}: {self._scrub(exc)}"
+            ) from None
+
+    async def _taken(self, topic: str, sent: asyncio.Future[Any]) -> None:
+        """Wait for Kafka's answer to a record handed over (``acks="all"``)."""
+        try:
             await sent
         except Exception as exc:
             raise TransportError(
                 f"Kafka did not take a message for {topic!r}: {self._scrub(exc)}"
             ) from None
 
-    async def _send_to(self, topic: str, message: Message, delay: float | None) -> None:
+    async def _produce(
+        self, topic: str, value: bytes | None, headers: Headers, key: bytes | None
+    ) -> None:
+        """Send a record; returns once Kafka has taken it."""
+        await self._taken(topic, await self._hand(topic, value, headers, key))
+
+    async def _topic_of(self, name: str) -> str:
+        """The topic of the event ``name``, created if this transport has not made sure of it."""
+        topic = self._event_topics.get(name)
+        if topic is None:
+            topic = self._event_topics[name] = self._names.event(name)
+        if topic not in self._topics:
+            await self._ensure_topics(topic)
+        return topic
+
+    async def _hand_message(
+        self, topic: str, message: Message, delay: float | None
+    ) -> tuple[str, asyncio.Future[Any]]:
+        """Hand ``message`` for ``topic`` (through the delay topic with a delay) to the
+        producer; returns the topic it went to and the future of Kafka's answer."""
         headers = encode(message)
         key = partition_key(message)
         if delay is not None and delay > 0:
             await self._ensure_topics(self._names.delays)
             await self._ensure_mover()
             delayed = headers + delay_headers(topic, delay)
-            await self._produce(self._names.delays, message.body, delayed, key)
-        else:
-            await self._produce(topic, message.body, headers, key)
+            topic = self._names.delays
+            return topic, await self._hand(topic, message.body, delayed, key)
+        return topic, await self._hand(topic, message.body, headers, key)
 
     async def publish(self, message: Message, *, delay: float | None = None) -> None:
         topic = self._event_topics.get(message.name)
-        if topic is None:
-            topic = self._event_topics[message.name] = self._names.event(message.name)
-        if topic not in self._topics:
-            await self._ensure_topics(topic)
-        if delay is not None and delay > 0:
-            await self._send_to(topic, message, delay)
-        else:
-            await self._produce(topic, message.body, encode(message), partition_key(message))
+        if topic is None or topic not in self._topics:
+            topic = await self._topic_of(message.name)
+        if delay is not None:
+            await self._taken(*await self._hand_message(topic, message, delay))
+            return
+        # ``_hand`` then ``_taken``, written out: this runs once per publish.
+        handoff = self._handoff
+        if handoff is None:
+            raise TransportClosedError(f"the Kafka transport for {self.url} is not running")
+        try:
+            sent = await handoff.hand(topic, message.body, encode(message), partition_key(message))
+            await sent
+        except Exception as exc:
+            raise TransportError(
+                f"Kafka did not take a message for {topic!r}: {self._scrub(exc)}"
+            ) from None
+
+    async def publish_many(self, messages: Sequence[tuple[Message, float | None]]) -> None:
+        """Publish ``messages`` (each with its delay) in this order, pipelined: every record is
+        handed to the producer's batches before the first answer is awaited, so they travel
+        in as few requests as the batches allow, and records of one partition keep their
+        order. Returns once Kafka has taken every one. If one cannot be handed over, the later
+        ones are not sent; the first failure is raised once the answers to the records handed
+        over have come (a record Kafka refuses in the end does not undo the later ones)."""
+        handed: list[tuple[str, asyncio.Future[Any]]] = []
+        failure: Exception | None = None
+        for message, delay in messages:
+            try:
+                topic = await self._topic_of(message.name)
+                handed.append(await self._hand_message(topic, message, delay))
+            except Exception as exc:
+                failure = exc
+                break
+        for topic, sent in handed:
+            try:
+                await self._taken(topic, sent)
+            except Exception as exc:
+                failure = failure or exc
+        if failure is not None:
+            raise failure
 
     async def send(self, queue: str, message: Message, *, delay: float | None = None) -> None:
         _, admin = self._require()
@@ -313,7 +374,7 @@ class KafkaTransport(Transport):
                     f"no queue named {queue!r} exists; message {message.id} was not sent"
                 )
             self._topics.add(topic)
-        await self._send_to(topic, message, delay)
+        await self._taken(*await self._hand_message(topic, message, delay))
 
     async def _ensure_mover(self) -> None:
         async with self._mover_lock:
