@@ -53,6 +53,33 @@ def test_publish_model_and_name_with_dict() -> None:
     assert len({m.id for m in recorder.messages}) == 2
 
 
+def test_a_request_sends_its_held_events_together_in_order(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    recorder = Recorder()
+    app, _ = make_app(order_router(recorder))
+    batches: list[list[str]] = []
+    publish_many = MemoryTransport.publish_many
+
+    async def spy(self: MemoryTransport, messages: Any) -> None:
+        batches.append([message.body.decode() for message, _ in messages])
+        await publish_many(self, messages)
+
+    monkeypatch.setattr(MemoryTransport, "publish_many", spy)
+
+    @app.post("/orders", status_code=202)
+    async def place(bus: Bus) -> None:
+        for n in range(3):
+            await bus.publish(OrderPlaced(order_id=str(n), total=n))
+
+    with TestClient(app) as client:
+        assert client.post("/orders").status_code == 202
+        drain(client)
+    # One hand-over to the transport for the request's three events, which keep their order.
+    assert len(batches) == 1
+    assert [event.order_id for event in recorder.events] == ["0", "1", "2"]  # type: ignore[attr-defined]
+
+
 def test_a_request_without_request_id_gets_one_shared_correlation_id() -> None:
     recorder = Recorder()
     app, _ = make_app(order_router(recorder))

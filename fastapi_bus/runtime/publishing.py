@@ -15,7 +15,7 @@ import asyncio
 import contextvars
 import enum
 import threading
-from collections.abc import Awaitable, Coroutine, Mapping
+from collections.abc import Awaitable, Coroutine, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Protocol
 
@@ -91,6 +91,8 @@ class Sender(Protocol):
     ) -> Message: ...
 
     async def send_message(self, message: Message, *, delay: float | None = None) -> None: ...
+
+    async def send_messages(self, messages: Sequence[tuple[Message, float | None]]) -> None: ...
 
     async def store_message(
         self, session: Any, message: Message, *, delay: float | None, key: str | None
@@ -173,8 +175,8 @@ class Outbox:
         with _holding:
             pending, self._pending = self._pending, []
             self.state = _OutboxState.SENT
-        for message, delay in pending:
-            await self._bus.send_message(message, delay=delay)
+        if pending:
+            await self._bus.send_messages(pending)
 
     def discard(self) -> int:
         """Drop everything held (the work failed). Returns how many events were dropped."""
