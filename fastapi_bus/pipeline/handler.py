@@ -82,17 +82,21 @@ class HandlerCall:
         self.direct = direct_call(plan)
 
     async def __call__(self, delivery: Delivery) -> None:
-        message = delivery.message
-        check_size(message, self.env.max_message_size)
-        event = self.decode(message) if self.wants_event else None
+        await self.handle(delivery.message)
+
+    async def handle(self, message: Message) -> None:
+        """The whole call for one message (what ``__call__`` does with a delivery's)."""
         env = self.env
+        check_size(message, env.max_message_size)
+        event = self.decode(message) if self.wants_event else None
         metrics = env.metrics
         work = env.open_work(message)
         start = time.perf_counter()
         with work:
             try:
-                if self.direct is not None:
-                    await self.direct(event, message)
+                direct = self.direct
+                if direct is not None:
+                    await direct(event, message)
                 else:
                     ctx = SolveContext(message=message, work=work, overrides=env.overrides())
                     await solve(self.plan, event, ctx)

@@ -55,26 +55,36 @@ class SolveContext:
 
 def direct_call(plan: HandlerPlan) -> Callable[[Any, Message], Awaitable[Any]] | None:
     """For an ``async`` handler without dependencies (only the event, the ``Message`` and
-    defaults), a call that skips the solver: nothing to resolve, cache or exit. ``None`` for
-    any other handler."""
+    defaults), a call that skips the solver: nothing to resolve, cache or exit. It returns the
+    handler's awaitable, to be awaited by the caller (no coroutine of its own in between).
+    ``None`` for any other handler."""
     dependant = plan.dependant
     if plan.extra or dependant.kind != "async":
         return None
     if any(param.kind is ParamKind.DEPENDENCY for param in dependant.params):
         return None
     call = dependant.call
-    params = [(param.name, param.kind, param.default) for param in dependant.params]
+    # The arguments are worked out once: only the event and the message change per call.
+    defaults = {
+        param.name: param.default for param in dependant.params if param.kind is ParamKind.DEFAULT
+    }
+    events = [param.name for param in dependant.params if param.kind is ParamKind.EVENT]
+    messages = [param.name for param in dependant.params if param.kind is ParamKind.MESSAGE]
+    if not defaults and not messages and len(events) == 1:
+        (event_name,) = events
 
-    async def direct(event: Any, message: Message) -> Any:
-        kwargs: dict[str, Any] = {}
-        for name, kind, default in params:
-            if kind is ParamKind.EVENT:
-                kwargs[name] = event
-            elif kind is ParamKind.MESSAGE:
-                kwargs[name] = message
-            else:
-                kwargs[name] = default
-        return await call(**kwargs)
+        def event_only(event: Any, message: Message) -> Awaitable[Any]:
+            return call(**{event_name: event})  # type: ignore[no-any-return]
+
+        return event_only
+
+    def direct(event: Any, message: Message) -> Awaitable[Any]:
+        kwargs = dict(defaults)
+        for name in events:
+            kwargs[name] = event
+        for name in messages:
+            kwargs[name] = message
+        return call(**kwargs)  # type: ignore[no-any-return]
 
     return direct
 

@@ -68,28 +68,30 @@ class _ConsumerLoop:
     async def _work(self) -> None:
         task = asyncio.current_task()
         assert task is not None
+        queue, consumer, busy = self.queue, self.consumer, self.busy
         while not self.stopping:
-            message = await self.queue.get()
+            # Waits only when the queue is empty: no suspension per message otherwise.
+            message = queue.take_nowait() or await queue.get()
             # From here on the message is ours until it is acknowledged or returned.
-            self.busy.add(task)
+            busy.add(task)
             try:
-                await self.consumer(message)
+                await consumer(message)
             except asyncio.CancelledError:
-                self.queue.requeue(message.replace(redelivered=True))
+                queue.requeue(message.replace(redelivered=True))
                 raise
             except Exception:
                 logger.exception(
                     "consumer of %r failed; the message goes back",
-                    self.queue.name,
+                    queue.name,
                     extra=message_extra(message),
                 )
-                self.queue.requeue(message.replace(redelivered=True))
+                queue.requeue(message.replace(redelivered=True))
                 # Yield, so that a message that always fails cannot starve the event loop.
                 await asyncio.sleep(0)
             else:
-                self.queue.ack()
+                queue.ack()
             finally:
-                self.busy.discard(task)
+                busy.discard(task)
 
     async def stop(self, grace: float) -> None:
         self.stopping = True
@@ -199,9 +201,10 @@ class MemoryTransport(Transport):
         return self._broker
 
     def _require_running(self) -> MemoryBroker:
-        if not self._running:
+        broker = self._broker
+        if not self._running or broker is None:
             raise TransportClosedError("the memory transport is not running")
-        return self._require_broker()
+        return broker
 
     # topology
 
@@ -232,7 +235,9 @@ class MemoryTransport(Transport):
         if not queues:
             report_unroutable(self._unroutable, message, logger)
         for queue in queues:
-            await queue.put(message)
+            # Waits only when the queue is full (backpressure).
+            if not queue.offer(message):
+                await queue.put(message)
 
     async def send(self, queue: str, message: Message, *, delay: float | None = None) -> None:
         broker = self._require_running()

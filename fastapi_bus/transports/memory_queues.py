@@ -81,42 +81,53 @@ class MemoryQueue:
             with self._lock, contextlib.suppress(ValueError):
                 waiters.remove(waiter)
 
-    async def put(self, message: Message) -> None:
-        while True:
-            with self._lock:
-                if not self.maxsize or len(self._items) < self.maxsize:
-                    self._items.append(message)
-                    getters = self._take(self._getters)
-                    break
-                waiter = asyncio.get_running_loop().create_future()
-                self._putters.append(waiter)
-            await self._wait(waiter, self._putters)
+    def offer(self, message: Message) -> bool:
+        """Append ``message`` if there is room, without waiting; False if the queue is full."""
+        with self._lock:
+            if self.maxsize and len(self._items) >= self.maxsize:
+                return False
+            self._items.append(message)
+            if not self._getters:
+                return True
+            getters = self._take(self._getters)
         self._wake(getters)
+        return True
+
+    async def put(self, message: Message) -> None:
+        while not self.offer(message):
+            with self._lock:
+                if self.maxsize and len(self._items) >= self.maxsize:
+                    waiter = asyncio.get_running_loop().create_future()
+                    self._putters.append(waiter)
+                else:
+                    continue
+            await self._wait(waiter, self._putters)
 
     async def get(self) -> Message:
         while True:
+            message = self.take_nowait()
+            if message is not None:
+                return message
             with self._lock:
                 if self._items:
-                    message = self._items.popleft()
-                    self.unacked += 1
-                    putters = self._take(self._putters)
-                    break
+                    continue
                 waiter = asyncio.get_running_loop().create_future()
                 self._getters.append(waiter)
             await self._wait(waiter, self._getters)
-        self._wake(putters)
-        return message
 
     def ack(self) -> None:
         with self._lock:
             self.unacked -= 1
 
     def take_nowait(self) -> Message | None:
+        """The next message, now unacknowledged, or ``None`` if the queue is empty."""
         with self._lock:
             if not self._items:
                 return None
             self.unacked += 1
             message = self._items.popleft()
+            if not self._putters:
+                return message
             putters = self._take(self._putters)
         self._wake(putters)
         return message
