@@ -66,6 +66,20 @@ class Param:
     #: For a dependency: its analysis (``None`` for the publisher behind ``Bus``).
     dependant: Dependant | None = None
 
+    @functools.cached_property
+    def cache_key(self) -> Any:
+        """A dependency's per-message cache key: the declared dependency (not what overrides
+        it) and its scope; ``None`` for one that cannot be hashed (it is not cached)."""
+        assert self.depends is not None
+        original = dependency_of(self)
+        kind = self.dependant.kind if self.dependant is not None else call_kind(original)
+        key = (original, scope_of(self.depends, kind))
+        try:
+            hash(key)
+        except TypeError:  # an unhashable callable instance
+            return None
+        return key
+
 
 # Telling generator, coroutine and plain callables apart, as FastAPI does: through
 # functools.partial and functools.wraps, and through the __call__ of callable instances (but a
@@ -136,6 +150,24 @@ class HandlerPlan:
     extra: list[Param]
     #: The parameter that receives the event, if the handler has one.
     event_param: Param | None
+
+    @functools.cached_property
+    def exits(self) -> bool:
+        """Whether a dependency of the handler has ``yield`` (an exit to run after it),
+        dependency overrides aside."""
+        seen: set[int] = set()
+
+        def any_exits(params: Sequence[Param]) -> bool:
+            for param in params:
+                dependant = param.dependant
+                if dependant is None or id(dependant) in seen:
+                    continue
+                seen.add(id(dependant))
+                if dependant.kind in ("gen", "asyncgen") or any_exits(dependant.params):
+                    return True
+            return False
+
+        return any_exits(self.extra) or any_exits(self.dependant.params)
 
 
 def _unwrap_annotated(annotation: Any) -> tuple[Any, list[Any]]:

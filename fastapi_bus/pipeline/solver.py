@@ -25,10 +25,8 @@ from fastapi_bus.pipeline.dependencies import (
     Param,
     ParamKind,
     analyze,
-    call_kind,
     dependency_of,
     describe,
-    scope_of,
 )
 from fastapi_bus.pipeline.provided import is_publisher_provider
 
@@ -98,15 +96,14 @@ async def solve(plan: HandlerPlan, event: Any, ctx: SolveContext) -> Any:
     catches that exception and does not raise it again cannot turn the failure into a success:
     the exception propagates all the same (FastAPI answers an error in that case too).
     """
+    if not plan.exits and not ctx.overrides:
+        # Nothing to exit after the handler: no exit stacks.
+        return await _Solver(ctx, None, None).call(plan, event)
     failure: BaseException | None = None
     result: Any = None
     async with AsyncExitStack() as request_stack, AsyncExitStack() as function_stack:
-        solver = _Solver(ctx, request_stack, function_stack)
         try:
-            for param in plan.extra:
-                await solver.resolve(param)
-            kwargs = await solver.arguments(plan.dependant, event)
-            result = await solver.call_handler(plan.dependant, kwargs)
+            result = await _Solver(ctx, request_stack, function_stack).call(plan, event)
         except BaseException as exc:
             failure = exc
             raise
@@ -122,44 +119,49 @@ async def solve(plan: HandlerPlan, event: Any, ctx: SolveContext) -> Any:
     return result
 
 
-def _cache_key(param: Param, original: Any) -> Any:
-    """The per-message cache key: the declared dependency (not its override) and its scope."""
-    assert param.depends is not None
-    kind = param.dependant.kind if param.dependant is not None else call_kind(original)
-    key = (original, scope_of(param.depends, kind))
-    try:
-        hash(key)
-    except TypeError:  # an unhashable callable instance: not cached
-        return None
-    return key
-
-
 class _Solver:
     """Solves one handler's dependency graph for one message."""
 
     def __init__(
-        self, ctx: SolveContext, request_stack: AsyncExitStack, function_stack: AsyncExitStack
+        self,
+        ctx: SolveContext,
+        request_stack: AsyncExitStack | None,
+        function_stack: AsyncExitStack | None,
     ) -> None:
         self.ctx = ctx
+        #: Where the exits of dependencies with ``yield`` go (``None``: the graph has none).
         self.request_stack = request_stack
         self.function_stack = function_stack
+
+    async def call(self, plan: HandlerPlan, event: Any) -> Any:
+        for param in plan.extra:
+            await self.resolve(param)
+        dependant = plan.dependant
+        kwargs = await self.arguments(dependant, event)
+        if dependant.kind == "async":
+            return await dependant.call(**kwargs)
+        return await self.call_handler(dependant, kwargs)
 
     async def arguments(self, dependant: Dependant, event: Any = None) -> dict[str, Any]:
         values: dict[str, Any] = {}
         for param in dependant.params:
-            if param.kind is ParamKind.EVENT:
+            kind = param.kind
+            if kind is ParamKind.EVENT:
                 values[param.name] = event
-            elif param.kind is ParamKind.MESSAGE:
+            elif kind is ParamKind.MESSAGE:
                 values[param.name] = self.ctx.message
-            elif param.kind is ParamKind.DEFAULT:
+            elif kind is ParamKind.DEFAULT:
                 values[param.name] = param.default
             else:
                 values[param.name] = await self.resolve(param)
         return values
 
     def _override(self, original: Any) -> Any:
+        overrides = self.ctx.overrides
+        if not overrides:
+            return original
         try:
-            return self.ctx.overrides.get(original, original)
+            return overrides.get(original, original)
         except TypeError:  # unhashable: cannot be a key of the overrides
             return original
 
@@ -175,12 +177,15 @@ class _Solver:
         else:  # an override, read (and checked) when first used
             dependant = analyze(call, owner=f"override of {describe(original)!r}")
         # As FastAPI does: sub-dependencies first, then the cache.
-        kwargs = await self.arguments(dependant)
-        key = _cache_key(param, original)
+        kwargs = await self.arguments(dependant) if dependant.params else {}
+        key = param.cache_key
         cache = self.ctx.cache
         if key is not None and depends.use_cache and key in cache:
             return cache[key]
-        value = await self._call_dependency(dependant, kwargs, depends)
+        if dependant.kind == "async":
+            value = await dependant.call(**kwargs)
+        else:
+            value = await self._call_dependency(dependant, kwargs, depends)
         if key is not None and key not in cache:
             cache[key] = value
         return value
@@ -193,6 +198,7 @@ class _Solver:
         if kind in ("gen", "asyncgen"):
             scope = getattr(depends, "scope", None)
             stack = self.function_stack if scope == "function" else self.request_stack
+            assert stack is not None, "a dependency with yield, not seen when the plan was made"
             if kind == "asyncgen":
                 manager = contextlib.asynccontextmanager(call)(**kwargs)
                 return await stack.enter_async_context(manager)
