@@ -62,18 +62,24 @@ class _ConsumerLoop:
         self.queue = queue
         self.consumer = consumer
         self.stopping = False
-        self.busy: set[asyncio.Task[None]] = set()
+        #: The workers waiting for a message (the others hold one, or are about to look).
+        self.idle: set[asyncio.Task[None]] = set()
         self.tasks = [asyncio.create_task(self._work()) for _ in range(workers)]
 
     async def _work(self) -> None:
         task = asyncio.current_task()
         assert task is not None
-        queue, consumer, busy = self.queue, self.consumer, self.busy
+        queue, consumer, idle = self.queue, self.consumer, self.idle
         while not self.stopping:
             # Waits only when the queue is empty: no suspension per message otherwise.
-            message = queue.take_nowait() or await queue.get()
+            message = queue.take_nowait()
+            if message is None:
+                idle.add(task)
+                try:
+                    message = await queue.get()
+                finally:
+                    idle.discard(task)
             # From here on the message is ours until it is acknowledged or returned.
-            busy.add(task)
             try:
                 await consumer(message)
             except asyncio.CancelledError:
@@ -90,13 +96,12 @@ class _ConsumerLoop:
                 await asyncio.sleep(0)
             else:
                 queue.ack()
-            finally:
-                busy.discard(task)
 
     async def stop(self, grace: float) -> None:
         self.stopping = True
+        # A worker waiting for a message holds none: it stops now. The others finish theirs.
         for task in self.tasks:
-            if task not in self.busy:
+            if task in self.idle:
                 task.cancel()
         busy = [task for task in self.tasks if not task.done()]
         if busy:
