@@ -70,15 +70,17 @@ class _ConsumerLoop:
         task = asyncio.current_task()
         assert task is not None
         queue, consumer, idle = self.queue, self.consumer, self.idle
+        message: Message | None = None
         while not self.stopping:
-            # Waits only when the queue is empty: no suspension per message otherwise.
-            message = queue.take_nowait()
             if message is None:
-                idle.add(task)
-                try:
-                    message = await queue.get()
-                finally:
-                    idle.discard(task)
+                # Waits only when the queue is empty: no suspension per message otherwise.
+                message = queue.take_nowait()
+                if message is None:
+                    idle.add(task)
+                    try:
+                        message = await queue.get()
+                    finally:
+                        idle.discard(task)
             # From here on the message is ours until it is acknowledged or returned.
             try:
                 await consumer(message)
@@ -92,10 +94,15 @@ class _ConsumerLoop:
                     extra=message_extra(message),
                 )
                 queue.requeue(message.replace(redelivered=True))
+                message = None
                 # Yield, so that a message that always fails cannot starve the event loop.
                 await asyncio.sleep(0)
             else:
-                queue.ack()
+                if self.stopping:
+                    queue.ack()
+                    return
+                # Acknowledged, and the next message taken, in one step.
+                message = queue.ack_and_take()
 
     async def stop(self, grace: float) -> None:
         self.stopping = True

@@ -119,6 +119,19 @@ class MemoryQueue:
         with self._lock:
             self.unacked -= 1
 
+    def ack_and_take(self) -> Message | None:
+        """:meth:`ack`, then :meth:`take_nowait`, in one step (a consumer's next message)."""
+        with self._lock:
+            if not self._items:
+                self.unacked -= 1
+                return None
+            message = self._items.popleft()
+            if not self._putters:
+                return message
+            putters = self._take(self._putters)
+        self._wake(putters)
+        return message
+
     def take_nowait(self) -> Message | None:
         """The next message, now unacknowledged, or ``None`` if the queue is empty."""
         with self._lock:
