@@ -19,6 +19,7 @@ A handler has no HTTP request, so parameters that only make sense in one (``Quer
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import enum
 import functools
@@ -140,6 +141,13 @@ class Dependant:
         """``"async"``, ``"sync"``, ``"asyncgen"`` or ``"gen"``."""
         return call_kind(self.call)
 
+    @functools.cached_property
+    def context_manager(self) -> Callable[..., Any]:
+        """For a dependency with ``yield``: its context manager factory, made once."""
+        if self.kind == "asyncgen":
+            return contextlib.asynccontextmanager(self.call)
+        return contextlib.contextmanager(self.call)
+
 
 @dataclasses.dataclass
 class HandlerPlan:
@@ -155,19 +163,31 @@ class HandlerPlan:
     def exits(self) -> bool:
         """Whether a dependency of the handler has ``yield`` (an exit to run after it),
         dependency overrides aside."""
+        return self._any_dependency(lambda param: param.dependant.kind in ("gen", "asyncgen"))
+
+    @functools.cached_property
+    def function_scoped(self) -> bool:
+        """Whether a dependency of the handler is declared with ``scope="function"``,
+        dependency overrides aside."""
+        return self._any_dependency(
+            lambda param: getattr(param.depends, "scope", None) == "function"
+        )
+
+    def _any_dependency(self, test: Callable[[Any], bool]) -> bool:
+        """Whether ``test`` holds for a dependency parameter anywhere in the graph."""
         seen: set[int] = set()
 
-        def any_exits(params: Sequence[Param]) -> bool:
+        def walk(params: Sequence[Param]) -> bool:
             for param in params:
                 dependant = param.dependant
-                if dependant is None or id(dependant) in seen:
+                if dependant is None or id(param) in seen:
                     continue
-                seen.add(id(dependant))
-                if dependant.kind in ("gen", "asyncgen") or any_exits(dependant.params):
+                seen.add(id(param))
+                if test(param) or walk(dependant.params):
                     return True
             return False
 
-        return any_exits(self.extra) or any_exits(self.dependant.params)
+        return walk(self.extra) or walk(self.dependant.params)
 
 
 def _unwrap_annotated(annotation: Any) -> tuple[Any, list[Any]]:

@@ -101,12 +101,21 @@ async def solve(plan: HandlerPlan, event: Any, ctx: SolveContext) -> Any:
         return await _Solver(ctx, None, None).call(plan, event)
     failure: BaseException | None = None
     result: Any = None
-    async with AsyncExitStack() as request_stack, AsyncExitStack() as function_stack:
-        try:
-            result = await _Solver(ctx, request_stack, function_stack).call(plan, event)
-        except BaseException as exc:
-            failure = exc
-            raise
+    async with AsyncExitStack() as request_stack:
+        if plan.function_scoped or ctx.overrides:
+            # Exited first, as the innermost.
+            async with AsyncExitStack() as function_stack:
+                try:
+                    result = await _Solver(ctx, request_stack, function_stack).call(plan, event)
+                except BaseException as exc:
+                    failure = exc
+                    raise
+        else:
+            try:
+                result = await _Solver(ctx, request_stack, request_stack).call(plan, event)
+            except BaseException as exc:
+                failure = exc
+                raise
     if failure is not None:
         # Only reached when the exit of a dependency with yield swallowed the exception.
         logger.warning(
@@ -200,9 +209,8 @@ class _Solver:
             stack = self.function_stack if scope == "function" else self.request_stack
             assert stack is not None, "a dependency with yield, not seen when the plan was made"
             if kind == "asyncgen":
-                manager = contextlib.asynccontextmanager(call)(**kwargs)
-                return await stack.enter_async_context(manager)
-            sync_manager = contextlib.contextmanager(call)(**kwargs)
+                return await stack.enter_async_context(dependant.context_manager(**kwargs))
+            sync_manager = dependant.context_manager(**kwargs)
             value = await anyio.to_thread.run_sync(sync_manager.__enter__)
             stack.push_async_exit(_threaded_exit(sync_manager))
             return value
