@@ -101,8 +101,8 @@ class HandlerCall:
         clock = time.perf_counter
 
         async def handle(message: Message) -> None:
-            if limit is not None:
-                check_size(message, limit)
+            if limit is not None and len(message.body) > limit:
+                check_size(message, limit)  # raises
             event = decode(message) if decode is not None else None
             work = open_work(message)
             start = clock()
