@@ -1,6 +1,8 @@
 """Where the bus reports to its metrics hooks and its tracer, on publish and on consume.
 
-Built once per bus; when tracing is off, no tracing code runs for any message.
+Built once per bus; when tracing is off, no tracing code runs for any message. On consume, a
+handler's consumer (``fastapi_bus.pipeline.consumer``) calls the hooks itself; this adds the
+tracer's span around it.
 """
 
 from __future__ import annotations
