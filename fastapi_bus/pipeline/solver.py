@@ -6,7 +6,6 @@ See :mod:`fastapi_bus.pipeline.dependencies` for how handlers are analysed and w
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import functools
 import logging
 from collections.abc import Awaitable, Callable, Mapping
@@ -35,20 +34,116 @@ __all__ = ["SolveContext", "solve"]
 logger = logging.getLogger("fastapi_bus.pipeline.dependencies")
 
 
-@dataclasses.dataclass
 class SolveContext:
-    """What one delivery provides to the dependencies of its handler.
+    """What one delivery provides to the dependencies of its handler, and their solving.
 
     ``solve`` runs the exits of the dependencies with ``yield`` itself, before it returns (so
     that it can tell when one of them swallowed the handler's exception).
     """
 
-    message: Message
-    #: Its unit of work: ``work.publisher`` is what a ``bus: Bus`` parameter receives.
-    work: Any
-    overrides: Mapping[AnyCallable, AnyCallable]
-    #: Values of the dependencies already called for this message.
-    cache: dict[Any, Any] = dataclasses.field(default_factory=dict)
+    __slots__ = ("cache", "function_stack", "message", "overrides", "request_stack", "work")
+
+    def __init__(
+        self, message: Message, work: Any, overrides: Mapping[AnyCallable, AnyCallable]
+    ) -> None:
+        self.message = message
+        #: Its unit of work: ``work.publisher`` is what a ``bus: Bus`` parameter receives.
+        self.work = work
+        self.overrides = overrides
+        #: Values of the dependencies already called for this message.
+        self.cache: dict[Any, Any] = {}
+        #: Where the exits of dependencies with ``yield`` go (``None``: the graph has none).
+        self.request_stack: AsyncExitStack | None = None
+        self.function_stack: AsyncExitStack | None = None
+
+    async def call(self, plan: HandlerPlan, event: Any) -> Any:
+        for param in plan.extra:
+            await self.resolve(param)
+        dependant = plan.dependant
+        kwargs = await self.arguments(dependant, event)
+        if dependant.kind == "async":
+            return await dependant.call(**kwargs)
+        return await self.call_handler(dependant, kwargs)
+
+    async def arguments(self, dependant: Dependant, event: Any = None) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        for param in dependant.params:
+            kind = param.kind
+            if kind is ParamKind.EVENT:
+                values[param.name] = event
+            elif kind is ParamKind.MESSAGE:
+                values[param.name] = self.message
+            elif kind is ParamKind.DEFAULT:
+                values[param.name] = param.default
+            else:
+                values[param.name] = await self.resolve(param)
+        return values
+
+    def _override(self, original: Any) -> Any:
+        overrides = self.overrides
+        if not overrides:
+            return original
+        try:
+            return overrides.get(original, original)
+        except TypeError:  # unhashable: cannot be a key of the overrides
+            return original
+
+    async def resolve(self, param: Param) -> Any:
+        depends = param.depends
+        assert depends is not None
+        original = dependency_of(param)
+        call = self._override(original)
+        if is_publisher_provider(call):
+            return self.work.publisher
+        if call is original and param.dependant is not None:
+            dependant = param.dependant
+        else:  # an override, read (and checked) when first used
+            dependant = analyze(call, owner=f"override of {describe(original)!r}")
+        # As FastAPI does: sub-dependencies first, then the cache.
+        kwargs = await self.arguments(dependant) if dependant.params else {}
+        key = param.cache_key
+        cache = self.cache
+        if key is not None and depends.use_cache and key in cache:
+            return cache[key]
+        if dependant.kind == "async":
+            value = await dependant.call(**kwargs)
+        else:
+            value = await self._call_dependency(dependant, kwargs, depends)
+        if key is not None and key not in cache:
+            cache[key] = value
+        return value
+
+    async def _call_dependency(
+        self, dependant: Dependant, kwargs: dict[str, Any], depends: params.Depends
+    ) -> Any:
+        call = dependant.call
+        kind = dependant.kind
+        if kind in ("gen", "asyncgen"):
+            scope = getattr(depends, "scope", None)
+            stack = self.function_stack if scope == "function" else self.request_stack
+            assert stack is not None, "a dependency with yield, not seen when the plan was made"
+            if kind == "asyncgen":
+                return await stack.enter_async_context(dependant.context_manager(**kwargs))
+            sync_manager = dependant.context_manager(**kwargs)
+            value = await anyio.to_thread.run_sync(sync_manager.__enter__)
+            stack.push_async_exit(_threaded_exit(sync_manager))
+            return value
+        if kind == "async":
+            return await call(**kwargs)
+        return await anyio.to_thread.run_sync(functools.partial(call, **kwargs))
+
+    @staticmethod
+    async def call_handler(dependant: Dependant, kwargs: dict[str, Any]) -> Any:
+        kind = dependant.kind
+        if kind in ("asyncgen", "gen"):
+            raise ConfigurationError(f"{dependant.label}: a handler cannot be a generator")
+        if kind == "async":
+            return await dependant.call(**kwargs)
+        # A sync handler runs in a worker thread, as a sync route does. A thread cannot be
+        # interrupted: when the call is cancelled (timeout, shutdown) it is left to finish alone.
+        return await anyio.to_thread.run_sync(
+            functools.partial(dependant.call, **kwargs), abandon_on_cancel=True
+        )
 
 
 def direct_call(plan: HandlerPlan) -> Callable[[Any, Message], Awaitable[Any]] | None:
@@ -98,21 +193,23 @@ async def solve(plan: HandlerPlan, event: Any, ctx: SolveContext) -> Any:
     """
     if not plan.exits and not ctx.overrides:
         # Nothing to exit after the handler: no exit stacks.
-        return await _Solver(ctx, None, None).call(plan, event)
+        return await ctx.call(plan, event)
     failure: BaseException | None = None
     result: Any = None
     async with AsyncExitStack() as request_stack:
+        ctx.request_stack = ctx.function_stack = request_stack
         if plan.function_scoped or ctx.overrides:
             # Exited first, as the innermost.
             async with AsyncExitStack() as function_stack:
+                ctx.function_stack = function_stack
                 try:
-                    result = await _Solver(ctx, request_stack, function_stack).call(plan, event)
+                    result = await ctx.call(plan, event)
                 except BaseException as exc:
                     failure = exc
                     raise
         else:
             try:
-                result = await _Solver(ctx, request_stack, request_stack).call(plan, event)
+                result = await ctx.call(plan, event)
             except BaseException as exc:
                 failure = exc
                 raise
@@ -126,110 +223,6 @@ async def solve(plan: HandlerPlan, event: Any, ctx: SolveContext) -> Any:
         )
         raise failure
     return result
-
-
-class _Solver:
-    """Solves one handler's dependency graph for one message."""
-
-    def __init__(
-        self,
-        ctx: SolveContext,
-        request_stack: AsyncExitStack | None,
-        function_stack: AsyncExitStack | None,
-    ) -> None:
-        self.ctx = ctx
-        #: Where the exits of dependencies with ``yield`` go (``None``: the graph has none).
-        self.request_stack = request_stack
-        self.function_stack = function_stack
-
-    async def call(self, plan: HandlerPlan, event: Any) -> Any:
-        for param in plan.extra:
-            await self.resolve(param)
-        dependant = plan.dependant
-        kwargs = await self.arguments(dependant, event)
-        if dependant.kind == "async":
-            return await dependant.call(**kwargs)
-        return await self.call_handler(dependant, kwargs)
-
-    async def arguments(self, dependant: Dependant, event: Any = None) -> dict[str, Any]:
-        values: dict[str, Any] = {}
-        for param in dependant.params:
-            kind = param.kind
-            if kind is ParamKind.EVENT:
-                values[param.name] = event
-            elif kind is ParamKind.MESSAGE:
-                values[param.name] = self.ctx.message
-            elif kind is ParamKind.DEFAULT:
-                values[param.name] = param.default
-            else:
-                values[param.name] = await self.resolve(param)
-        return values
-
-    def _override(self, original: Any) -> Any:
-        overrides = self.ctx.overrides
-        if not overrides:
-            return original
-        try:
-            return overrides.get(original, original)
-        except TypeError:  # unhashable: cannot be a key of the overrides
-            return original
-
-    async def resolve(self, param: Param) -> Any:
-        depends = param.depends
-        assert depends is not None
-        original = dependency_of(param)
-        call = self._override(original)
-        if is_publisher_provider(call):
-            return self.ctx.work.publisher
-        if call is original and param.dependant is not None:
-            dependant = param.dependant
-        else:  # an override, read (and checked) when first used
-            dependant = analyze(call, owner=f"override of {describe(original)!r}")
-        # As FastAPI does: sub-dependencies first, then the cache.
-        kwargs = await self.arguments(dependant) if dependant.params else {}
-        key = param.cache_key
-        cache = self.ctx.cache
-        if key is not None and depends.use_cache and key in cache:
-            return cache[key]
-        if dependant.kind == "async":
-            value = await dependant.call(**kwargs)
-        else:
-            value = await self._call_dependency(dependant, kwargs, depends)
-        if key is not None and key not in cache:
-            cache[key] = value
-        return value
-
-    async def _call_dependency(
-        self, dependant: Dependant, kwargs: dict[str, Any], depends: params.Depends
-    ) -> Any:
-        call = dependant.call
-        kind = dependant.kind
-        if kind in ("gen", "asyncgen"):
-            scope = getattr(depends, "scope", None)
-            stack = self.function_stack if scope == "function" else self.request_stack
-            assert stack is not None, "a dependency with yield, not seen when the plan was made"
-            if kind == "asyncgen":
-                return await stack.enter_async_context(dependant.context_manager(**kwargs))
-            sync_manager = dependant.context_manager(**kwargs)
-            value = await anyio.to_thread.run_sync(sync_manager.__enter__)
-            stack.push_async_exit(_threaded_exit(sync_manager))
-            return value
-        if kind == "async":
-            return await call(**kwargs)
-        return await anyio.to_thread.run_sync(functools.partial(call, **kwargs))
-
-    @staticmethod
-    async def call_handler(dependant: Dependant, kwargs: dict[str, Any]) -> Any:
-        kind = dependant.kind
-        if kind in ("asyncgen", "gen"):
-            raise ConfigurationError(f"{dependant.label}: a handler cannot be a generator")
-        if kind == "async":
-            return await dependant.call(**kwargs)
-        # A sync handler runs in a worker thread, as a sync route does. A thread cannot be
-        # interrupted: when the call is cancelled (timeout, shutdown) it is left to finish alone.
-        return await anyio.to_thread.run_sync(
-            functools.partial(dependant.call, **kwargs), abandon_on_cancel=True
-        )
 
 
 def _threaded_exit(manager: contextlib.AbstractContextManager[Any]) -> Callable[..., Any]:
