@@ -11,6 +11,8 @@ from fastapi_bus import (
     FastAPI,
     Fault,
     Message,
+    Metrics,
+    MetricsGroup,
     Reject,
     RetryPolicy,
     get_bus,
@@ -121,3 +123,35 @@ def test_metrics_count_each_outcome_per_handler() -> None:
         ("retried", "broken"): 2,
         ("dead_lettered", "broken"): 2,
     }
+
+
+def test_a_hook_overridden_in_a_group_member_is_called() -> None:
+    # The bus leaves out the hooks that nobody overrides; one member that does is enough.
+    class InFlight(Metrics):
+        def __init__(self) -> None:
+            self.log: list[tuple[str, str, str]] = []
+
+        def consumed(self, handler: str, event: str) -> None:
+            self.log.append(("consumed", handler, event))
+
+        def settled(self, handler: str, event: str) -> None:
+            self.log.append(("settled", handler, event))
+
+    events = EventRouter()
+
+    @events.on(OrderPlaced)
+    async def fine(event: OrderPlaced) -> None:
+        pass
+
+    counter, in_flight = CounterMetrics(), InFlight()
+    app = FastAPI()
+    metrics = MetricsGroup(counter, in_flight)
+    app.include_extension(BusExtension(routers=[events], service="shop", metrics=metrics))
+    with TestClient(app) as client:
+        publish(client, OrderPlaced(order_id="1", total=1))
+        drain(client)
+    assert in_flight.log == [
+        ("consumed", "fine", "OrderPlaced"),
+        ("settled", "fine", "OrderPlaced"),
+    ]
+    assert counter.counts == {("handled", "fine"): 1}

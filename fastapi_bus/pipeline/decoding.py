@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
+from pydantic_core import SchemaValidator
 
 from fastapi_bus.core.messages import JSON, Message
 
@@ -36,7 +37,13 @@ class Decoder:
         self.adapter: TypeAdapter[Any] | None = (
             TypeAdapter(event_type) if event_type is not None else None
         )
-        self._validate_json = self.adapter.validate_json if self.adapter is not None else json.loads
+        self._validate_json: Any = json.loads
+        if self.adapter is not None:
+            # The adapter's validator itself when it is built (its ``validate_json`` method
+            # adds a call and checks of options that are never given here).
+            validator = self.adapter.validator
+            built = isinstance(validator, SchemaValidator)
+            self._validate_json = validator.validate_json if built else self.adapter.validate_json
 
     def __call__(self, message: Message) -> Any:
         content_type = message.content_type

@@ -19,6 +19,7 @@ A handler has no HTTP request, so parameters that only make sense in one (``Quer
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import enum
 import functools
@@ -65,6 +66,20 @@ class Param:
     default: Any = None
     #: For a dependency: its analysis (``None`` for the publisher behind ``Bus``).
     dependant: Dependant | None = None
+
+    @functools.cached_property
+    def cache_key(self) -> Any:
+        """A dependency's per-message cache key: the declared dependency (not what overrides
+        it) and its scope; ``None`` for one that cannot be hashed (it is not cached)."""
+        assert self.depends is not None
+        original = dependency_of(self)
+        kind = self.dependant.kind if self.dependant is not None else call_kind(original)
+        key = (original, scope_of(self.depends, kind))
+        try:
+            hash(key)
+        except TypeError:  # an unhashable callable instance
+            return None
+        return key
 
 
 # Telling generator, coroutine and plain callables apart, as FastAPI does: through
@@ -126,6 +141,13 @@ class Dependant:
         """``"async"``, ``"sync"``, ``"asyncgen"`` or ``"gen"``."""
         return call_kind(self.call)
 
+    @functools.cached_property
+    def context_manager(self) -> Callable[..., Any]:
+        """For a dependency with ``yield``: its context manager factory, made once."""
+        if self.kind == "asyncgen":
+            return contextlib.asynccontextmanager(self.call)
+        return contextlib.contextmanager(self.call)
+
 
 @dataclasses.dataclass
 class HandlerPlan:
@@ -136,6 +158,36 @@ class HandlerPlan:
     extra: list[Param]
     #: The parameter that receives the event, if the handler has one.
     event_param: Param | None
+
+    @functools.cached_property
+    def exits(self) -> bool:
+        """Whether a dependency of the handler has ``yield`` (an exit to run after it),
+        dependency overrides aside."""
+        return self._any_dependency(lambda param: param.dependant.kind in ("gen", "asyncgen"))
+
+    @functools.cached_property
+    def function_scoped(self) -> bool:
+        """Whether a dependency of the handler is declared with ``scope="function"``,
+        dependency overrides aside."""
+        return self._any_dependency(
+            lambda param: getattr(param.depends, "scope", None) == "function"
+        )
+
+    def _any_dependency(self, test: Callable[[Any], bool]) -> bool:
+        """Whether ``test`` holds for a dependency parameter anywhere in the graph."""
+        seen: set[int] = set()
+
+        def walk(params: Sequence[Param]) -> bool:
+            for param in params:
+                dependant = param.dependant
+                if dependant is None or id(param) in seen:
+                    continue
+                seen.add(id(param))
+                if test(param) or walk(dependant.params):
+                    return True
+            return False
+
+        return walk(self.extra) or walk(self.dependant.params)
 
 
 def _unwrap_annotated(annotation: Any) -> tuple[Any, list[Any]]:

@@ -47,9 +47,12 @@ class FailureMiddleware:
         # Most calls succeed: the first is made without any retry bookkeeping around it.
         try:
             await self.app(delivery)
-            return
         except Exception as exc:
-            first_failure = exc
+            await self.recover(delivery, exc)
+
+    async def recover(self, delivery: Delivery, first_failure: Exception) -> None:
+        """What follows a first call that raised ``first_failure``: the retries, then
+        redelivery or the dead-letter queue. Returning settles the message."""
         try:
             await self._retry(delivery, first_failure)
         except InvalidMessage as exc:

@@ -80,26 +80,45 @@ class HandlerCall:
         self.wants_event = plan.event_param is not None or event_type is not None
         #: Handlers without dependencies skip the solver (``None``: solve).
         self.direct = direct_call(plan)
+        #: The whole call for one message (what ``__call__`` does with a delivery's).
+        self.handle: Callable[[Message], Awaitable[None]] = self._compile()
 
     async def __call__(self, delivery: Delivery) -> None:
-        message = delivery.message
-        check_size(message, self.env.max_message_size)
-        event = self.decode(message) if self.wants_event else None
+        await self.handle(delivery.message)
+
+    def _compile(self) -> Callable[[Message], Awaitable[None]]:
+        # What every message needs is looked up once, here: the call reads only local names.
         env = self.env
-        metrics = env.metrics
-        work = env.open_work(message)
-        start = time.perf_counter()
-        with work:
-            try:
-                if self.direct is not None:
-                    await self.direct(event, message)
-                else:
-                    ctx = SolveContext(message=message, work=work, overrides=env.overrides())
-                    await solve(self.plan, event, ctx)
-            except BaseException as exc:
-                work.discard()
-                if isinstance(exc, Exception):
-                    metrics.failed(self.route.name, message.name, exc)
-                raise
-        await work.commit()
-        metrics.handled(self.route.name, message.name, time.perf_counter() - start)
+        limit = env.max_message_size
+        decode = self.decode if self.wants_event else None
+        open_work = env.open_work
+        handled = env.metrics.handled
+        failed = env.metrics.failed
+        handler = self.route.name
+        direct = self.direct
+        plan = self.plan
+        overrides = env.overrides
+        clock = time.perf_counter
+
+        async def handle(message: Message) -> None:
+            if limit is not None and len(message.body) > limit:
+                check_size(message, limit)  # raises
+            event = decode(message) if decode is not None else None
+            work = open_work(message)
+            start = clock()
+            with work:
+                try:
+                    if direct is not None:
+                        await direct(event, message)
+                    else:
+                        ctx = SolveContext(message=message, work=work, overrides=overrides())
+                        await solve(plan, event, ctx)
+                except BaseException as exc:
+                    work.discard()
+                    if isinstance(exc, Exception):
+                        failed(handler, message.name, exc)
+                    raise
+            await work.commit()
+            handled(handler, message.name, clock() - start)
+
+        return handle

@@ -6,7 +6,6 @@ See :mod:`fastapi_bus.pipeline.dependencies` for how handlers are analysed and w
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import functools
 import logging
 from collections.abc import Awaitable, Callable, Mapping
@@ -25,10 +24,8 @@ from fastapi_bus.pipeline.dependencies import (
     Param,
     ParamKind,
     analyze,
-    call_kind,
     dependency_of,
     describe,
-    scope_of,
 )
 from fastapi_bus.pipeline.provided import is_publisher_provider
 
@@ -37,119 +34,57 @@ __all__ = ["SolveContext", "solve"]
 logger = logging.getLogger("fastapi_bus.pipeline.dependencies")
 
 
-@dataclasses.dataclass
 class SolveContext:
-    """What one delivery provides to the dependencies of its handler.
+    """What one delivery provides to the dependencies of its handler, and their solving.
 
     ``solve`` runs the exits of the dependencies with ``yield`` itself, before it returns (so
     that it can tell when one of them swallowed the handler's exception).
     """
 
-    message: Message
-    #: Its unit of work: ``work.publisher`` is what a ``bus: Bus`` parameter receives.
-    work: Any
-    overrides: Mapping[AnyCallable, AnyCallable]
-    #: Values of the dependencies already called for this message.
-    cache: dict[Any, Any] = dataclasses.field(default_factory=dict)
-
-
-def direct_call(plan: HandlerPlan) -> Callable[[Any, Message], Awaitable[Any]] | None:
-    """For an ``async`` handler without dependencies (only the event, the ``Message`` and
-    defaults), a call that skips the solver: nothing to resolve, cache or exit. ``None`` for
-    any other handler."""
-    dependant = plan.dependant
-    if plan.extra or dependant.kind != "async":
-        return None
-    if any(param.kind is ParamKind.DEPENDENCY for param in dependant.params):
-        return None
-    call = dependant.call
-    params = [(param.name, param.kind, param.default) for param in dependant.params]
-
-    async def direct(event: Any, message: Message) -> Any:
-        kwargs: dict[str, Any] = {}
-        for name, kind, default in params:
-            if kind is ParamKind.EVENT:
-                kwargs[name] = event
-            elif kind is ParamKind.MESSAGE:
-                kwargs[name] = message
-            else:
-                kwargs[name] = default
-        return await call(**kwargs)
-
-    return direct
-
-
-async def solve(plan: HandlerPlan, event: Any, ctx: SolveContext) -> Any:
-    """Resolve the handler's dependencies for one message and call it.
-
-    The exits of dependencies with ``yield`` run after the handler, in reverse order, with the
-    handler's exception thrown into them if it raised; those declared with
-    ``Depends(..., scope="function")`` exit before the others, as in FastAPI. A dependency that
-    catches that exception and does not raise it again cannot turn the failure into a success:
-    the exception propagates all the same (FastAPI answers an error in that case too).
-    """
-    failure: BaseException | None = None
-    result: Any = None
-    async with AsyncExitStack() as request_stack, AsyncExitStack() as function_stack:
-        solver = _Solver(ctx, request_stack, function_stack)
-        try:
-            for param in plan.extra:
-                await solver.resolve(param)
-            kwargs = await solver.arguments(plan.dependant, event)
-            result = await solver.call_handler(plan.dependant, kwargs)
-        except BaseException as exc:
-            failure = exc
-            raise
-    if failure is not None:
-        # Only reached when the exit of a dependency with yield swallowed the exception.
-        logger.warning(
-            "%s: a dependency with yield caught %s and did not raise it again; the delivery "
-            "fails all the same (re-raise in the dependency's except block)",
-            plan.dependant.label,
-            type(failure).__name__,
-        )
-        raise failure
-    return result
-
-
-def _cache_key(param: Param, original: Any) -> Any:
-    """The per-message cache key: the declared dependency (not its override) and its scope."""
-    assert param.depends is not None
-    kind = param.dependant.kind if param.dependant is not None else call_kind(original)
-    key = (original, scope_of(param.depends, kind))
-    try:
-        hash(key)
-    except TypeError:  # an unhashable callable instance: not cached
-        return None
-    return key
-
-
-class _Solver:
-    """Solves one handler's dependency graph for one message."""
+    __slots__ = ("cache", "function_stack", "message", "overrides", "request_stack", "work")
 
     def __init__(
-        self, ctx: SolveContext, request_stack: AsyncExitStack, function_stack: AsyncExitStack
+        self, message: Message, work: Any, overrides: Mapping[AnyCallable, AnyCallable]
     ) -> None:
-        self.ctx = ctx
-        self.request_stack = request_stack
-        self.function_stack = function_stack
+        self.message = message
+        #: Its unit of work: ``work.publisher`` is what a ``bus: Bus`` parameter receives.
+        self.work = work
+        self.overrides = overrides
+        #: Values of the dependencies already called for this message.
+        self.cache: dict[Any, Any] = {}
+        #: Where the exits of dependencies with ``yield`` go (``None``: the graph has none).
+        self.request_stack: AsyncExitStack | None = None
+        self.function_stack: AsyncExitStack | None = None
+
+    async def call(self, plan: HandlerPlan, event: Any) -> Any:
+        for param in plan.extra:
+            await self.resolve(param)
+        dependant = plan.dependant
+        kwargs = await self.arguments(dependant, event)
+        if dependant.kind == "async":
+            return await dependant.call(**kwargs)
+        return await self.call_handler(dependant, kwargs)
 
     async def arguments(self, dependant: Dependant, event: Any = None) -> dict[str, Any]:
         values: dict[str, Any] = {}
         for param in dependant.params:
-            if param.kind is ParamKind.EVENT:
+            kind = param.kind
+            if kind is ParamKind.EVENT:
                 values[param.name] = event
-            elif param.kind is ParamKind.MESSAGE:
-                values[param.name] = self.ctx.message
-            elif param.kind is ParamKind.DEFAULT:
+            elif kind is ParamKind.MESSAGE:
+                values[param.name] = self.message
+            elif kind is ParamKind.DEFAULT:
                 values[param.name] = param.default
             else:
                 values[param.name] = await self.resolve(param)
         return values
 
     def _override(self, original: Any) -> Any:
+        overrides = self.overrides
+        if not overrides:
+            return original
         try:
-            return self.ctx.overrides.get(original, original)
+            return overrides.get(original, original)
         except TypeError:  # unhashable: cannot be a key of the overrides
             return original
 
@@ -159,18 +94,21 @@ class _Solver:
         original = dependency_of(param)
         call = self._override(original)
         if is_publisher_provider(call):
-            return self.ctx.work.publisher
+            return self.work.publisher
         if call is original and param.dependant is not None:
             dependant = param.dependant
         else:  # an override, read (and checked) when first used
             dependant = analyze(call, owner=f"override of {describe(original)!r}")
         # As FastAPI does: sub-dependencies first, then the cache.
-        kwargs = await self.arguments(dependant)
-        key = _cache_key(param, original)
-        cache = self.ctx.cache
+        kwargs = await self.arguments(dependant) if dependant.params else {}
+        key = param.cache_key
+        cache = self.cache
         if key is not None and depends.use_cache and key in cache:
             return cache[key]
-        value = await self._call_dependency(dependant, kwargs, depends)
+        if dependant.kind == "async":
+            value = await dependant.call(**kwargs)
+        else:
+            value = await self._call_dependency(dependant, kwargs, depends)
         if key is not None and key not in cache:
             cache[key] = value
         return value
@@ -183,10 +121,10 @@ class _Solver:
         if kind in ("gen", "asyncgen"):
             scope = getattr(depends, "scope", None)
             stack = self.function_stack if scope == "function" else self.request_stack
+            assert stack is not None, "a dependency with yield, not seen when the plan was made"
             if kind == "asyncgen":
-                manager = contextlib.asynccontextmanager(call)(**kwargs)
-                return await stack.enter_async_context(manager)
-            sync_manager = contextlib.contextmanager(call)(**kwargs)
+                return await stack.enter_async_context(dependant.context_manager(**kwargs))
+            sync_manager = dependant.context_manager(**kwargs)
             value = await anyio.to_thread.run_sync(sync_manager.__enter__)
             stack.push_async_exit(_threaded_exit(sync_manager))
             return value
@@ -206,6 +144,85 @@ class _Solver:
         return await anyio.to_thread.run_sync(
             functools.partial(dependant.call, **kwargs), abandon_on_cancel=True
         )
+
+
+def direct_call(plan: HandlerPlan) -> Callable[[Any, Message], Awaitable[Any]] | None:
+    """For an ``async`` handler without dependencies (only the event, the ``Message`` and
+    defaults), a call that skips the solver: nothing to resolve, cache or exit. It returns the
+    handler's awaitable, to be awaited by the caller (no coroutine of its own in between).
+    ``None`` for any other handler."""
+    dependant = plan.dependant
+    if plan.extra or dependant.kind != "async":
+        return None
+    if any(param.kind is ParamKind.DEPENDENCY for param in dependant.params):
+        return None
+    call = dependant.call
+    # The arguments are worked out once: only the event and the message change per call.
+    defaults = {
+        param.name: param.default for param in dependant.params if param.kind is ParamKind.DEFAULT
+    }
+    events = [param.name for param in dependant.params if param.kind is ParamKind.EVENT]
+    messages = [param.name for param in dependant.params if param.kind is ParamKind.MESSAGE]
+    if not defaults and not messages and len(events) == 1:
+        (event_name,) = events
+
+        def event_only(event: Any, message: Message) -> Awaitable[Any]:
+            return call(**{event_name: event})  # type: ignore[no-any-return]
+
+        return event_only
+
+    def direct(event: Any, message: Message) -> Awaitable[Any]:
+        kwargs = dict(defaults)
+        for name in events:
+            kwargs[name] = event
+        for name in messages:
+            kwargs[name] = message
+        return call(**kwargs)  # type: ignore[no-any-return]
+
+    return direct
+
+
+async def solve(plan: HandlerPlan, event: Any, ctx: SolveContext) -> Any:
+    """Resolve the handler's dependencies for one message and call it.
+
+    The exits of dependencies with ``yield`` run after the handler, in reverse order, with the
+    handler's exception thrown into them if it raised; those declared with
+    ``Depends(..., scope="function")`` exit before the others, as in FastAPI. A dependency that
+    catches that exception and does not raise it again cannot turn the failure into a success:
+    the exception propagates all the same (FastAPI answers an error in that case too).
+    """
+    if not plan.exits and not ctx.overrides:
+        # Nothing to exit after the handler: no exit stacks.
+        return await ctx.call(plan, event)
+    failure: BaseException | None = None
+    result: Any = None
+    async with AsyncExitStack() as request_stack:
+        ctx.request_stack = ctx.function_stack = request_stack
+        if plan.function_scoped or ctx.overrides:
+            # Exited first, as the innermost.
+            async with AsyncExitStack() as function_stack:
+                ctx.function_stack = function_stack
+                try:
+                    result = await ctx.call(plan, event)
+                except BaseException as exc:
+                    failure = exc
+                    raise
+        else:
+            try:
+                result = await ctx.call(plan, event)
+            except BaseException as exc:
+                failure = exc
+                raise
+    if failure is not None:
+        # Only reached when the exit of a dependency with yield swallowed the exception.
+        logger.warning(
+            "%s: a dependency with yield caught %s and did not raise it again; the delivery "
+            "fails all the same (re-raise in the dependency's except block)",
+            plan.dependant.label,
+            type(failure).__name__,
+        )
+        raise failure
+    return result
 
 
 def _threaded_exit(manager: contextlib.AbstractContextManager[Any]) -> Callable[..., Any]:

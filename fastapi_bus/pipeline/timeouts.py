@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import math
 import sys
+from typing import Any
 
 from fastapi_bus.core.exceptions import ConfigurationError, HandlerTimeout
 from fastapi_bus.pipeline.delivery import ConsumeApp, Delivery
@@ -44,14 +45,27 @@ class TimeoutMiddleware:
         self.app = app
         self.seconds = seconds
         self.label = label
+        self._alarm: _Alarm | None = None
 
     async def __call__(self, delivery: Delivery) -> None:
         if sys.version_info >= (3, 11):
-            # In this task: no task and no copy of the context per message, as wait_for makes.
-            timeout = asyncio.timeout(self.seconds)
+            # In this task: no task and no copy of the context per message, as wait_for makes;
+            # and no timer per call either (see _Alarm).
+            loop = asyncio.get_running_loop()
+            alarm = self._alarm
+            if alarm is None or alarm.loop is not loop:
+                alarm = self._alarm = _Alarm(loop)
+            timeout = asyncio.timeout(None)
             try:
                 async with timeout:
-                    await self.app(delivery)
+                    running = alarm.running
+                    running[timeout] = loop.time() + self.seconds
+                    if alarm.handle is None:
+                        alarm.arm()
+                    try:
+                        await self.app(delivery)
+                    finally:
+                        running.pop(timeout, None)
             except TimeoutError:
                 # The handler's own TimeoutError (a client's, say) is not ours to rename.
                 if not timeout.expired():
@@ -71,3 +85,43 @@ class TimeoutMiddleware:
         return HandlerTimeout(
             f"{self.label} timed out: still running after {self.seconds:g}s, cancelled"
         )
+
+
+class _Alarm:
+    """The running calls of one handler's timeout step on one event loop, and one timer for
+    them all.
+
+    A timer per call costs its scheduling and cancelling on the loop's heap, more than the rest
+    of a short handler's pipeline. Every call gets the same timeout, so the oldest running call
+    is the next to time out: the timer is set for its deadline, and when it rings it expires the
+    calls past their deadline (their ``asyncio.timeout`` cancels them, as if its own timer had
+    rung) and is set again for the oldest left.
+    """
+
+    __slots__ = ("handle", "loop", "running")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        #: The running calls' timeouts (entered without a deadline), oldest first, and their
+        #: deadlines on the loop's clock.
+        self.running: dict[Any, float] = {}
+        self.handle: asyncio.TimerHandle | None = None
+
+    def arm(self) -> None:
+        """Set the timer for the oldest running call's deadline (none if none runs)."""
+        running = self.running
+        if not running:
+            self.handle = None
+            return
+        self.handle = self.loop.call_at(running[next(iter(running))], self._ring)
+
+    def _ring(self) -> None:
+        now = self.loop.time()
+        running = self.running
+        while running:
+            timeout = next(iter(running))
+            if running[timeout] > now:
+                break
+            del running[timeout]
+            timeout.reschedule(now)
+        self.arm()

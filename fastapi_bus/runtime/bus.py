@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import functools
 import logging
 import os
 import time
@@ -21,7 +22,8 @@ from fastapi_bus.core.messages import Message
 from fastapi_bus.core.metrics import CounterMetrics, Metrics
 from fastapi_bus.core.names import validate_event_name
 from fastapi_bus.core.types import AnyCallable, check_options, is_model
-from fastapi_bus.pipeline.delivery import ConsumeApp, Delivery
+from fastapi_bus.pipeline.consumer import handler_consumer
+from fastapi_bus.pipeline.delivery import Delivery
 from fastapi_bus.pipeline.failures import FailureMiddleware
 from fastapi_bus.pipeline.handler import HandlerCall, HandlerEnv
 from fastapi_bus.pipeline.idempotency import (
@@ -48,7 +50,7 @@ from fastapi_bus.runtime.publishing import (
 from fastapi_bus.runtime.registry import MAX_MESSAGE_SIZE, EventRegistry
 from fastapi_bus.telemetry import Observer, Tracing
 from fastapi_bus.telemetry.tracing import make_tracer
-from fastapi_bus.transports.base import Subscription, Transport
+from fastapi_bus.transports.base import Consumer, Subscription, Transport
 
 __all__ = ["CONSUME_ENV", "BusState", "Consume", "EventBus", "EventRegistry"]
 
@@ -163,7 +165,8 @@ class EventBus:
         self.routes: list[EventRoute] = []
         #: Source of ``dependency_overrides`` (the FastAPI app), set when installed.
         self.app: Any = None
-        self._pipelines: dict[str, tuple[EventRoute, Subscription, ConsumeApp]] = {}
+        #: Each handler's route, subscription and consumer, composed once by :meth:`build`.
+        self._pipelines: dict[str, tuple[EventRoute, Subscription, Consumer]] = {}
         self._built = False
 
     def __repr__(self) -> str:
@@ -213,7 +216,7 @@ class EventBus:
             transport=self.transport,
             metrics=self.observer.hooks,
             overrides=lambda: self.dependency_overrides,
-            open_work=lambda message: HandlerWork(self, message),
+            open_work=functools.partial(HandlerWork, self),
             on_dead_letter=self._dead_lettered,
             max_message_size=self.registry.max_message_size,
         )
@@ -229,7 +232,7 @@ class EventBus:
                 pipeline = IdempotencyMiddleware(
                     pipeline, store=self.idempotency_store, metrics=self.observer.hooks
                 )
-            pipeline = FailureMiddleware(pipeline, policy=route.retry or self.retry, env=env)
+            failures = FailureMiddleware(pipeline, policy=route.retry or self.retry, env=env)
             subscription = Subscription(
                 queue=self.queue_for(route),
                 patterns=(route.event,),
@@ -237,7 +240,10 @@ class EventBus:
                 concurrency=route.concurrency or self.concurrency,
                 broadcast=route.broadcast,
             )
-            self._pipelines[route.name] = (route, subscription, pipeline)
+            consumer = handler_consumer(
+                call, pipeline, failures, queue=subscription.queue, metrics=self.observer.hooks
+            )
+            self._pipelines[route.name] = (route, subscription, consumer)
         self.routes = routes
         for router in self.routers:
             router.freeze(f"service {self.service!r}")
@@ -276,11 +282,11 @@ class EventBus:
             raise ConfigurationError(f"the bus cannot start consuming: it is {self.state.value}")
         if not self.consume:
             return
-        for route, subscription, pipeline in self._pipelines.values():
+        for route, subscription, consumer in self._pipelines.values():
             if not self.selects(route) or (self.consume == "broadcast" and not route.broadcast):
                 continue
             await self.transport.consume(
-                subscription, self._consumer(route, subscription, pipeline)
+                subscription, self.observer.consumer(consumer, route.name, subscription.queue)
             )
             self.consuming.add(route.name)
         self.state = BusState.CONSUMING
@@ -292,14 +298,6 @@ class EventBus:
         return route.name in (self.only or ()) or not (self.only_tags or set()).isdisjoint(
             route.tags
         )
-
-    def _consumer(self, route: EventRoute, subscription: Subscription, pipeline: ConsumeApp):  # type: ignore[no-untyped-def]
-        queue = subscription.queue
-
-        async def consume(message: Message) -> None:
-            await pipeline(Delivery(message=message, route=route, queue=queue))
-
-        return self.observer.consumer(consume, route.name, queue)
 
     async def stop_consuming(self, grace: float | None = None) -> None:
         """Stop taking messages; in-flight handlers get ``grace`` seconds (default

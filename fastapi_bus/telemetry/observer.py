@@ -1,13 +1,14 @@
 """Where the bus reports to its metrics hooks and its tracer, on publish and on consume.
 
-Built once per bus; when tracing is off, no tracing code runs for any message.
+Built once per bus; when tracing is off, no tracing code runs for any message. On consume, a
+handler's consumer (``fastapi_bus.pipeline.consumer``) calls the hooks itself; this adds the
+tracer's span around it.
 """
 
 from __future__ import annotations
 
 import time
 
-from fastapi_bus.core.logs import bind_delivery, unbind_delivery
 from fastapi_bus.core.messages import Message
 from fastapi_bus.core.metrics import Metrics, MetricsGroup
 from fastapi_bus.telemetry.tracer import Consume, MessageTracer, Send
@@ -38,24 +39,13 @@ class Observer:
         self.metrics.published(message.name, time.perf_counter() - start)
 
     def consumer(self, consume: Consume, handler: str, queue: str) -> Consume:
-        """``consume`` (one handler's pipeline), reporting each delivery: taken, settled, and
-        in a process span when tracing; the message is bound for :class:`MessageLogFilter`."""
-        hooks = self.hooks
-
-        async def observed(message: Message) -> None:
-            hooks.consumed(handler, message.name)
-            token = bind_delivery(message, handler)
-            try:
-                await consume(message)
-            finally:
-                unbind_delivery(token)
-                hooks.settled(handler, message.name)
-
+        """``consume`` (one handler's consumer, which reports to the metrics hooks itself), in
+        a process span when tracing; ``consume`` itself otherwise."""
         tracer = self.tracer
         if tracer is None:
-            return observed
+            return consume
 
         async def traced(message: Message) -> None:
-            await tracer.process(message, handler, queue, observed)
+            await tracer.process(message, handler, queue, consume)
 
         return traced

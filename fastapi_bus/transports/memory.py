@@ -62,39 +62,53 @@ class _ConsumerLoop:
         self.queue = queue
         self.consumer = consumer
         self.stopping = False
-        self.busy: set[asyncio.Task[None]] = set()
+        #: The workers waiting for a message (the others hold one, or are about to look).
+        self.idle: set[asyncio.Task[None]] = set()
         self.tasks = [asyncio.create_task(self._work()) for _ in range(workers)]
 
     async def _work(self) -> None:
         task = asyncio.current_task()
         assert task is not None
+        queue, consumer, idle = self.queue, self.consumer, self.idle
+        message: Message | None = None
         while not self.stopping:
-            message = await self.queue.get()
+            if message is None:
+                # Waits only when the queue is empty: no suspension per message otherwise.
+                message = queue.take_nowait()
+                if message is None:
+                    idle.add(task)
+                    try:
+                        message = await queue.get()
+                    finally:
+                        idle.discard(task)
             # From here on the message is ours until it is acknowledged or returned.
-            self.busy.add(task)
             try:
-                await self.consumer(message)
+                await consumer(message)
             except asyncio.CancelledError:
-                self.queue.requeue(message.replace(redelivered=True))
+                queue.requeue(message.replace(redelivered=True))
                 raise
             except Exception:
                 logger.exception(
                     "consumer of %r failed; the message goes back",
-                    self.queue.name,
+                    queue.name,
                     extra=message_extra(message),
                 )
-                self.queue.requeue(message.replace(redelivered=True))
+                queue.requeue(message.replace(redelivered=True))
+                message = None
                 # Yield, so that a message that always fails cannot starve the event loop.
                 await asyncio.sleep(0)
             else:
-                self.queue.ack()
-            finally:
-                self.busy.discard(task)
+                if self.stopping:
+                    queue.ack()
+                    return
+                # Acknowledged, and the next message taken, in one step.
+                message = queue.ack_and_take()
 
     async def stop(self, grace: float) -> None:
         self.stopping = True
+        # A worker waiting for a message holds none: it stops now. The others finish theirs.
         for task in self.tasks:
-            if task not in self.busy:
+            if task in self.idle:
                 task.cancel()
         busy = [task for task in self.tasks if not task.done()]
         if busy:
@@ -199,9 +213,10 @@ class MemoryTransport(Transport):
         return self._broker
 
     def _require_running(self) -> MemoryBroker:
-        if not self._running:
+        broker = self._broker
+        if not self._running or broker is None:
             raise TransportClosedError("the memory transport is not running")
-        return self._require_broker()
+        return broker
 
     # topology
 
@@ -232,7 +247,9 @@ class MemoryTransport(Transport):
         if not queues:
             report_unroutable(self._unroutable, message, logger)
         for queue in queues:
-            await queue.put(message)
+            # Waits only when the queue is full (backpressure).
+            if not queue.offer(message):
+                await queue.put(message)
 
     async def send(self, queue: str, message: Message, *, delay: float | None = None) -> None:
         broker = self._require_running()

@@ -15,8 +15,9 @@ from fastapi_bus.core.names import pattern_matches
 __all__ = ["MemoryBroker", "MemoryQueue"]
 
 
-def _resolve(waiter: asyncio.Future[None]) -> None:
-    """Wake ``waiter``, which may belong to another thread's event loop."""
+def _resolve(waiter: asyncio.Future[None]) -> bool:
+    """Wake ``waiter``, which may belong to another thread's event loop; False if that loop
+    is closed (nobody will see the wake-up)."""
     loop = waiter.get_loop()
     try:
         running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
@@ -25,9 +26,12 @@ def _resolve(waiter: asyncio.Future[None]) -> None:
     if running is loop:
         if not waiter.done():
             waiter.set_result(None)
-        return
-    with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits any more
+        return True
+    try:
         loop.call_soon_threadsafe(_set_if_pending, waiter)
+    except RuntimeError:  # that loop is closed: nobody waits there any more
+        return False
+    return True
 
 
 def _set_if_pending(waiter: asyncio.Future[None]) -> None:
@@ -40,7 +44,10 @@ class MemoryQueue:
 
     Safe to share between event loops in different threads (several ``TestClient`` apps on
     one named broker): state changes under a lock, and waiters are woken on their own loop.
-    Every waiter is woken on a change and checks again, so no wake-up can be lost.
+    A message added wakes one waiting consumer (waking them all made every message cost a
+    task switch per idle consumer); a consumer woken that leaves without a message, or that
+    sees more waiting, wakes the next, so no wake-up is lost. Waiting publishers are all woken
+    on a change and check again.
     """
 
     def __init__(self, name: str, maxsize: int) -> None:
@@ -56,6 +63,11 @@ class MemoryQueue:
 
     def __len__(self) -> int:
         return len(self._items)
+
+    @property
+    def waiting(self) -> int:
+        """How many consumers wait for a message."""
+        return len(self._getters)
 
     def snapshot(self) -> list[Message]:
         with self._lock:
@@ -81,42 +93,93 @@ class MemoryQueue:
             with self._lock, contextlib.suppress(ValueError):
                 waiters.remove(waiter)
 
-    async def put(self, message: Message) -> None:
+    def _wake_getter(self) -> None:
+        """Wake the consumer that has waited longest, if a message waits for one."""
         while True:
             with self._lock:
-                if not self.maxsize or len(self._items) < self.maxsize:
-                    self._items.append(message)
-                    getters = self._take(self._getters)
-                    break
-                waiter = asyncio.get_running_loop().create_future()
-                self._putters.append(waiter)
+                if not self._items or not self._getters:
+                    return
+                getter = self._getters.pop(0)
+            if _resolve(getter):
+                return
+
+    def offer(self, message: Message) -> bool:
+        """Append ``message`` if there is room, without waiting; False if the queue is full."""
+        with self._lock:
+            if self.maxsize and len(self._items) >= self.maxsize:
+                return False
+            self._items.append(message)
+            if not self._getters:
+                return True
+            getter = self._getters.pop(0)
+        if not _resolve(getter):
+            self._wake_getter()
+        return True
+
+    async def put(self, message: Message) -> None:
+        while not self.offer(message):
+            with self._lock:
+                if self.maxsize and len(self._items) >= self.maxsize:
+                    waiter = asyncio.get_running_loop().create_future()
+                    self._putters.append(waiter)
+                else:
+                    continue
             await self._wait(waiter, self._putters)
-        self._wake(getters)
 
     async def get(self) -> Message:
+        woken = False
         while True:
             with self._lock:
                 if self._items:
                     message = self._items.popleft()
                     self.unacked += 1
-                    putters = self._take(self._putters)
+                    putters = self._take(self._putters) if self._putters else []
+                    more = woken and bool(self._items) and bool(self._getters)
                     break
                 waiter = asyncio.get_running_loop().create_future()
                 self._getters.append(waiter)
-            await self._wait(waiter, self._getters)
+            try:
+                await waiter
+            except BaseException:
+                with self._lock:
+                    woken = waiter not in self._getters
+                    if not woken:
+                        self._getters.remove(waiter)
+                if woken:  # pass on the wake-up this consumer will not use
+                    self._wake_getter()
+                raise
+            woken = True
         self._wake(putters)
+        if more:
+            self._wake_getter()
         return message
 
     def ack(self) -> None:
         with self._lock:
             self.unacked -= 1
 
+    def ack_and_take(self) -> Message | None:
+        """:meth:`ack`, then :meth:`take_nowait`, in one step (a consumer's next message)."""
+        with self._lock:
+            if not self._items:
+                self.unacked -= 1
+                return None
+            message = self._items.popleft()
+            if not self._putters:
+                return message
+            putters = self._take(self._putters)
+        self._wake(putters)
+        return message
+
     def take_nowait(self) -> Message | None:
+        """The next message, now unacknowledged, or ``None`` if the queue is empty."""
         with self._lock:
             if not self._items:
                 return None
             self.unacked += 1
             message = self._items.popleft()
+            if not self._putters:
+                return message
             putters = self._take(self._putters)
         self._wake(putters)
         return message
@@ -134,8 +197,11 @@ class MemoryQueue:
         with self._lock:
             self.unacked -= 1
             self._items.appendleft(message)
-            getters = self._take(self._getters)
-        self._wake(getters)
+            if not self._getters:
+                return
+            getter = self._getters.pop(0)
+        if not _resolve(getter):
+            self._wake_getter()
 
 
 class MemoryBroker:

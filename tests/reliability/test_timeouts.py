@@ -19,6 +19,8 @@ from fastapi_bus import (
     Message,
     RetryPolicy,
 )
+from fastapi_bus.pipeline.delivery import Delivery
+from fastapi_bus.pipeline.timeouts import TimeoutMiddleware
 from tests.helpers import OrderPlaced
 from tests.utils import wait_until
 
@@ -148,3 +150,54 @@ def test_a_wrong_timeout_fails_at_declaration_naming_the_handler(bad: object) ->
 def test_a_wrong_bus_default_fails_at_construction() -> None:
     with pytest.raises(ConfigurationError, match="handler_timeout: timeout must be a positive"):
         EventBus(MemoryTransport(), service="shop", handler_timeout=-3)
+
+
+def hanging_step(seconds: float) -> TimeoutMiddleware:
+    """The timeout step around a call that hangs unless its delivery says ``quick``."""
+
+    async def call(delivery: Delivery) -> None:
+        if delivery.queue != "quick":
+            await asyncio.Event().wait()
+
+    return TimeoutMiddleware(call, seconds=seconds, label="handler 'hang'")
+
+
+def delivery(queue: str) -> Delivery:
+    events = EventRouter()
+    events.on("Hang")(noop)
+    return Delivery(Message(name="Hang", body=b"{}"), events.routes[0], queue)
+
+
+async def noop() -> None:
+    pass
+
+
+async def test_calls_that_overlap_each_time_out() -> None:
+    # The calls of one handler share one timer: it rings for the oldest, then for the next.
+    step = hanging_step(0.05)
+    first = asyncio.create_task(step(delivery("hang")))
+    await asyncio.sleep(0.02)
+    second = asyncio.create_task(step(delivery("hang")))
+    await step(delivery("quick"))
+    for task in (first, second):
+        with pytest.raises(HandlerTimeout, match="timed out"):
+            await asyncio.wait_for(task, 10)
+
+
+async def test_a_call_after_the_oldest_returned_still_times_out() -> None:
+    step = hanging_step(0.05)
+    await step(delivery("quick"))  # the timer was set for this call, which returned
+    with pytest.raises(HandlerTimeout):
+        await asyncio.wait_for(step(delivery("hang")), 10)
+
+
+def test_the_timeout_step_works_on_the_next_event_loop_too() -> None:
+    # An app's lifespan may run again on a new loop (tests do): the timer follows.
+    step = hanging_step(0.05)
+
+    async def hang() -> None:
+        with pytest.raises(HandlerTimeout):
+            await asyncio.wait_for(step(delivery("hang")), 10)
+
+    asyncio.run(hang())
+    asyncio.run(hang())

@@ -10,6 +10,7 @@ from fastapi_bus.core.exceptions import ConfigurationError, TransportClosedError
 from fastapi_bus.core.messages import Message
 from fastapi_bus.transports.base import Subscription
 from fastapi_bus.transports.memory import MemoryTransport
+from fastapi_bus.transports.memory_queues import MemoryQueue
 from tests.utils import wait_until
 
 pytestmark = pytest.mark.anyio
@@ -79,3 +80,34 @@ async def test_bad_settings_and_closed_transports_are_explained() -> None:
     transport = MemoryTransport()
     with pytest.raises(TransportClosedError):
         await transport.publish(Message(name="e", body=b"x"))
+
+
+async def test_a_message_wakes_one_waiting_consumer() -> None:
+    queue = MemoryQueue("q", maxsize=10)
+    woken: list[str] = []
+
+    async def consumer(name: str) -> None:
+        await queue.get()
+        woken.append(name)
+
+    tasks = [asyncio.create_task(consumer(name)) for name in "abc"]
+    await wait_until(lambda: queue.waiting == 3)
+    assert queue.offer(Message(name="e", body=b"1"))
+    assert queue.waiting == 2, "the other consumers sleep on"
+    await wait_until(lambda: woken == ["a"])
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def test_a_wake_up_is_passed_on_by_a_consumer_that_leaves() -> None:
+    queue = MemoryQueue("q", maxsize=10)
+    first = asyncio.create_task(queue.get())
+    await wait_until(lambda: queue.waiting == 1)
+    second = asyncio.create_task(queue.get())
+    await wait_until(lambda: queue.waiting == 2)
+    queue.offer(Message(name="e", body=b"1"))
+    first.cancel()  # woken, but cancelled before it could take the message
+    message = await asyncio.wait_for(second, 10)
+    assert message.body == b"1"
+    assert first.cancelled()

@@ -1,0 +1,80 @@
+"""A handler's consumer: what its transport calls with each message, composed once at startup.
+
+The steps, outermost first: the metrics hooks and the log context of the delivery, the failure
+step (retries, redelivery, dead letters), idempotency, the timeout, the user middleware, and
+the :class:`~.handler.HandlerCall`. Only the steps that have something to do are there: no
+timeout step without a timeout, no idempotency step unless the handler asks for it, no hook call
+for a hook nobody overrides. A handler with none of them gets the message straight into its
+call, with the retry machinery (and the :class:`~.delivery.Delivery` it works on) brought in
+only when the call raises.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from fastapi_bus.core.logs import bind_delivery, unbind_delivery
+from fastapi_bus.core.messages import Message
+from fastapi_bus.core.metrics import Metrics, MetricsGroup
+from fastapi_bus.pipeline.delivery import ConsumeApp, Delivery
+from fastapi_bus.pipeline.failures import FailureMiddleware
+from fastapi_bus.pipeline.handler import HandlerCall
+from fastapi_bus.transports.base import Consumer
+
+__all__ = ["handler_consumer", "listener"]
+
+
+def listener(metrics: Metrics, hook: str) -> Callable[..., Any] | None:
+    """``metrics``' method ``hook``, or ``None`` when it is the base class's, which does nothing
+    (in every member of a :class:`~fastapi_bus.MetricsGroup`)."""
+    if isinstance(metrics, MetricsGroup):
+        if not any(listener(member, hook) for member in metrics.members):
+            return None
+    elif getattr(type(metrics), hook) is getattr(Metrics, hook):
+        return None
+    method: Callable[..., Any] = getattr(metrics, hook)
+    return method
+
+
+def handler_consumer(
+    call: HandlerCall,
+    pipeline: ConsumeApp,
+    failures: FailureMiddleware,
+    *,
+    queue: str,
+    metrics: Metrics,
+) -> Consumer:
+    """The consumer of one handler's queue.
+
+    ``pipeline`` is what the failure step wraps (the call itself, or the steps around it);
+    ``failures`` is that step, whose :meth:`~FailureMiddleware.recover` takes over when the
+    first call raises.
+    """
+    route = call.route
+    handler = route.name
+    consumed = listener(metrics, "consumed")
+    settled = listener(metrics, "settled")
+    recover = failures.recover
+    handle: Callable[[Message], Awaitable[None]]
+    if pipeline is call:
+        handle = call.handle
+    else:
+
+        def handle(message: Message) -> Awaitable[None]:
+            return pipeline(Delivery(message=message, route=route, queue=queue))
+
+    async def consume(message: Message) -> None:
+        if consumed is not None:
+            consumed(handler, message.name)
+        token = bind_delivery(message, handler)
+        try:
+            await handle(message)
+        except Exception as exc:
+            await recover(Delivery(message=message, route=route, queue=queue), exc)
+        finally:
+            unbind_delivery(token)
+            if settled is not None:
+                settled(handler, message.name)
+
+    return consume
