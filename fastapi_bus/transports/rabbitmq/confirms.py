@@ -22,7 +22,7 @@ import aiormq.exceptions
 from fastapi_bus.core.exceptions import TransportClosedError, TransportError
 from fastapi_bus.core.logs import message_extra
 from fastapi_bus.core.messages import Message
-from fastapi_bus.transports.rabbitmq.blocking import unconfirmed, wait_unblocked
+from fastapi_bus.transports.rabbitmq.blocking import is_blocked, unconfirmed, wait_unblocked
 from fastapi_bus.transports.rabbitmq.mapping import encode
 from fastapi_bus.transports.rabbitmq.publishing import (
     PublishChannel,
@@ -117,7 +117,8 @@ class ConfirmedPublisher:
         while True:
             publisher = self._publisher()
             connection = self._connection()
-            await wait_unblocked(connection, deadline)
+            if is_blocked(connection):
+                await wait_unblocked(connection, deadline)
             remaining = deadline - loop.time()
             if remaining <= 0:
                 raise unconfirmed(connection, self._url, message.id, self.timeout, problem, sent)
