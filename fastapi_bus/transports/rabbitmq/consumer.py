@@ -5,10 +5,9 @@ fixed pool of ``limit`` workers of our own (the prefetch may be larger) takes th
 order, so that a channel closing under a call (a broker restart) does not cancel it. The consumer
 is registered through aio-pika (which restores it after a reconnection); its first delivery on a
 channel makes aiormq hand over the next ones directly, without an aio-pika message object and
-task per delivery. A call that
-returns acks its message, one that raises requeues it, and an undecodable message is
-dead-lettered. Stopping cancels the broker-side consumer, returns the deliveries that have not
-started, and gives the running calls a grace period.
+task per delivery. A call that returns acks its message, one that raises requeues it, and an
+undecodable message is dead-lettered. Stopping cancels the broker-side consumer, returns the
+deliveries that have not started, and gives the running calls a grace period.
 
 Acknowledgements of calls that return together go in one frame where that is provably safe: see
 :class:`_ChannelAcks`. Requeues and rejections are sent one by one, at once.
