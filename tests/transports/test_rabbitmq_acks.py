@@ -3,19 +3,24 @@ cover messages whose calls have returned, on the channel that delivered them.
 
 A model broker checks every frame as RabbitMQ would (an ack of a tag that is not outstanding
 closes the channel) and that a multiple ack sweeps up nothing but returned messages, whatever the
-order in which calls return, fail and are flushed."""
+order in which calls return, fail and are flushed. And the deliveries reach the workers in the
+order of their tags, also while aiormq takes over from aio-pika's callback."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
 
+import aio_pika
+import aiormq
 import pytest
+from aiormq.abc import DeliveredMessage
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pamqp.header import ContentHeader
 
 from fastapi_bus.core.messages import Message
-from fastapi_bus.transports.rabbitmq.consumer import _ChannelAcks
+from fastapi_bus.transports.rabbitmq.consumer import QueueConsumer, _ChannelAcks
 from tests.transports.test_rabbitmq import Broker, sub
 from tests.utils import wait_until
 
@@ -45,19 +50,13 @@ class ModelChannel:
         self.outstanding -= swept
         self.acked |= swept
 
+    async def basic_ack(self, delivery_tag: int, multiple: bool = False, wait: bool = True) -> None:
+        self.ack(delivery_tag, multiple)
+
     def nack(self, tag: int) -> None:
         assert tag in self.outstanding
         self.outstanding.discard(tag)
         self.requeued.add(tag)
-
-
-class FakeIncoming:
-    def __init__(self, channel: ModelChannel, tag: int) -> None:
-        self.channel = channel
-        self.delivery_tag = tag
-
-    async def ack(self, multiple: bool = False) -> None:
-        self.channel.ack(self.delivery_tag, multiple)
 
 
 def run(deliveries: int, order: list[int], fails: set[int], flushes: set[int]) -> ModelChannel:
@@ -71,7 +70,7 @@ def run(deliveries: int, order: list[int], fails: set[int], flushes: set[int]) -
                 acks.note(tag)
             else:
                 channel.returned.add(tag)
-                acks.ready[tag] = FakeIncoming(channel, tag)  # type: ignore[assignment]
+                acks.ready.add(tag)
             if step in flushes:
                 await acks.flush()
         await acks.flush()
@@ -105,7 +104,7 @@ def test_calls_that_return_in_order_are_acked_in_one_frame() -> None:
     acks = _ChannelAcks(channel)
     for tag in range(1, 6):
         channel.returned.add(tag)
-        acks.ready[tag] = FakeIncoming(channel, tag)  # type: ignore[assignment]
+        acks.ready.add(tag)
     asyncio.run(acks.flush())
     assert frames == [(5, True)]
 
@@ -122,11 +121,11 @@ def test_a_call_that_has_not_returned_holds_the_run_back() -> None:
     acks = _ChannelAcks(channel)
     for tag in (1, 2, 4, 5):  # 3 is still running
         channel.returned.add(tag)
-        acks.ready[tag] = FakeIncoming(channel, tag)  # type: ignore[assignment]
+        acks.ready.add(tag)
     asyncio.run(acks.flush())
     assert frames == [(2, True), (4, False), (5, False)]
     channel.returned.add(3)
-    acks.ready[3] = FakeIncoming(channel, 3)  # type: ignore[assignment]
+    acks.ready.add(3)
     asyncio.run(acks.flush())
     assert frames[-1] == (3, False)
     assert not channel.outstanding
@@ -159,3 +158,71 @@ async def test_failures_among_concurrent_calls_are_requeued_and_the_rest_acked_o
     assert transport.connected
     reader = await broker.start(auto_delete_topology=True)
     assert await reader.browse(queue) == []
+
+
+class FakeChannel:
+    """aiormq's channel, as far as taking deliveries over goes."""
+
+    is_closed = False
+
+    def __init__(self) -> None:
+        self.consumers: dict[str, object] = {"ctag": object()}
+
+
+def delivered(channel: FakeChannel, tag: int) -> DeliveredMessage:
+    return DeliveredMessage(
+        delivery=aiormq.spec.Basic.Deliver(
+            consumer_tag="ctag", delivery_tag=tag, routing_key="test.event"
+        ),
+        header=ContentHeader(properties=aiormq.spec.Basic.Properties()),
+        body=str(tag).encode(),
+        channel=channel,  # type: ignore[arg-type]
+    )
+
+
+def test_deliveries_keep_their_order_while_aiormq_takes_over() -> None:
+    # aio-pika's path adds a task per delivery: tag 1, delivered before the take-over, is still
+    # on its way through on_message when tags 2 and 3 come straight from aiormq.
+    async def consumer(message: Message) -> None:
+        pass
+
+    async def main() -> list[int | None]:
+        channel = FakeChannel()
+        runner = QueueConsumer("q", consumer, 1, channel=None)  # type: ignore[arg-type]
+        first = aio_pika.IncomingMessage(delivered(channel, 1))
+
+        later: list[asyncio.Future[None]] = []
+
+        async def through_aio_pika() -> None:
+            runner.take_over(channel, "ctag")
+            later.append(asyncio.ensure_future(runner.on_message(first)))
+
+        steps = [asyncio.ensure_future(through_aio_pika())]
+        steps += [asyncio.ensure_future(runner.on_delivery(delivered(channel, t))) for t in (2, 3)]
+        await asyncio.gather(*steps)
+        await asyncio.gather(*later)
+        await wait_until(lambda: len(runner._deliveries) == 3)
+        assert channel.consumers["ctag"] == runner.on_delivery
+        return [delivery.delivery_tag for delivery in runner._deliveries]
+
+    assert asyncio.run(main()) == [1, 2, 3]
+
+
+@pytest.mark.anyio
+@pytest.mark.rabbitmq
+async def test_one_worker_handles_waiting_messages_in_order(broker: Broker) -> None:
+    transport = await broker.start(auto_delete_topology=True)
+    queue = broker.queue()
+    subscription = sub(queue, prefetch=128, concurrency=1)
+    await transport.declare(subscription)
+    for n in range(300):
+        await transport.publish(Message(name="test.event", body=str(n).encode()))
+    handled: list[int] = []
+
+    async def consumer(message: Message) -> None:
+        handled.append(int(message.body))
+
+    await transport.consume(subscription, consumer)
+    await wait_until(lambda: len(handled) >= 300, timeout=60)
+    await transport.stop_consuming(grace=5)
+    assert handled == list(range(300))

@@ -12,15 +12,17 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from typing import cast
 
 import aio_pika.abc
 import aio_pika.exceptions
+import aiormq
 import aiormq.exceptions
 
 from fastapi_bus.core.exceptions import TransportClosedError, TransportError
 from fastapi_bus.core.logs import message_extra
 from fastapi_bus.core.messages import Message
-from fastapi_bus.transports.rabbitmq.blocking import unconfirmed, wait_unblocked
+from fastapi_bus.transports.rabbitmq.blocking import is_blocked, unconfirmed, wait_unblocked
 from fastapi_bus.transports.rabbitmq.mapping import encode
 from fastapi_bus.transports.rabbitmq.publishing import (
     PublishChannel,
@@ -32,6 +34,34 @@ from fastapi_bus.transports.rabbitmq.publishing import (
 __all__ = ["ConfirmedPublisher"]
 
 logger = logging.getLogger("fastapi_bus.rabbitmq")
+
+
+async def _publish(
+    publisher: aio_pika.abc.AbstractRobustChannel,
+    exchange: str,
+    routing_key: str,
+    body: bytes,
+    properties: aiormq.spec.Basic.Properties,
+    timeout: float,
+) -> None:
+    """Send one mandatory message on ``publisher`` (a channel with confirms) and wait for the
+    broker's confirm. This is what ``aio_pika.Exchange.publish`` does, minus building a message
+    object per publish, and with ``wait=False``: the frames go to the connection's writer
+    without holding the channel's lock until they are written (so that publishes in flight
+    together go out in one write), while the confirm is awaited all the same."""
+    if publisher.is_closed:
+        raise aiormq.exceptions.ChannelInvalidStateError(f"{publisher!r} closed")
+    # aiormq's channel (its abstract base does not declare ``wait``).
+    channel = cast(aiormq.Channel, await publisher.get_underlay_channel())
+    await channel.basic_publish(
+        body,
+        exchange=exchange,
+        routing_key=routing_key,
+        properties=properties,
+        mandatory=True,
+        timeout=timeout,
+        wait=False,
+    )
 
 
 class ConfirmedPublisher:
@@ -78,7 +108,7 @@ class ConfirmedPublisher:
     async def publish(self, exchange_name: str, routing_key: str, message: Message) -> None:
         """Publish ``message``; returns once RabbitMQ confirmed it. Raises ``Returned`` if no
         queue took it, ``TransportError`` if it could not be confirmed in time."""
-        amqp_message = encode(message)
+        properties = encode(message)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.timeout
         pause = 0.05
@@ -87,14 +117,15 @@ class ConfirmedPublisher:
         while True:
             publisher = self._publisher()
             connection = self._connection()
-            await wait_unblocked(connection, deadline)
+            if is_blocked(connection):
+                await wait_unblocked(connection, deadline)
             remaining = deadline - loop.time()
             if remaining <= 0:
                 raise unconfirmed(connection, self._url, message.id, self.timeout, problem, sent)
             sent = True
             try:
-                await self._channel.exchange(exchange_name).publish(
-                    amqp_message, routing_key, mandatory=True, timeout=remaining
+                await _publish(
+                    publisher, exchange_name, routing_key, message.body, properties, remaining
                 )
                 return
             except aio_pika.exceptions.PublishError:

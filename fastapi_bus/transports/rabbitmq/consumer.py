@@ -1,11 +1,13 @@
 """One subscription's deliveries, handed to its consumer callable.
 
-aio-pika calls :meth:`QueueConsumer.on_message` for each delivery, which only puts it in line:
-a fixed pool of ``limit`` workers of our own (the prefetch may be larger) takes the deliveries in
-order, so that a channel closing under a call (a broker restart) does not cancel it. A call that
-returns acks its message, one that raises requeues it, and an undecodable message is
-dead-lettered. Stopping cancels the broker-side consumer, returns the deliveries that have not
-started, and gives the running calls a grace period.
+aiormq calls :meth:`QueueConsumer.on_delivery` for each delivery, which only puts it in line: a
+fixed pool of ``limit`` workers of our own (the prefetch may be larger) takes the deliveries in
+order, so that a channel closing under a call (a broker restart) does not cancel it. The consumer
+is registered through aio-pika (which restores it after a reconnection); its first delivery on a
+channel makes aiormq hand over the next ones directly, without an aio-pika message object and
+task per delivery. A call that returns acks its message, one that raises requeues it, and an
+undecodable message is dead-lettered. Stopping cancels the broker-side consumer, returns the
+deliveries that have not started, and gives the running calls a grace period.
 
 Acknowledgements of calls that return together go in one frame where that is provably safe: see
 :class:`_ChannelAcks`. Requeues and rejections are sent one by one, at once.
@@ -22,13 +24,16 @@ from typing import Any
 
 import aio_pika.abc
 import aio_pika.exceptions
+import aiormq
+from aiormq.abc import DeliveredMessage
+from pamqp.header import ContentHeader
 
 from fastapi_bus.core.exceptions import ConfigurationError, TransportError
 from fastapi_bus.core.logs import message_extra
 from fastapi_bus.transports.base import Consumer, Subscription
 from fastapi_bus.transports.rabbitmq.connection import OPERATION_TIMEOUT
 from fastapi_bus.transports.rabbitmq.failover import quiet_attempts
-from fastapi_bus.transports.rabbitmq.mapping import decode
+from fastapi_bus.transports.rabbitmq.mapping import decode_delivered
 from fastapi_bus.transports.rabbitmq.topology import Topology, declare_queue
 
 logger = logging.getLogger("fastapi_bus.rabbitmq")
@@ -38,14 +43,24 @@ logger = logging.getLogger("fastapi_bus.rabbitmq")
 MAX_SETTLED = 10_000
 
 
-def _channel_of(incoming: aio_pika.abc.AbstractIncomingMessage) -> Any:
-    """The (AMQP) channel that delivered ``incoming``, or None if it is closed (so the broker
+def _channel_of(delivery: DeliveredMessage) -> Any:
+    """The (AMQP) channel that delivered ``delivery``, or None if it is closed (so the broker
     took the message back)."""
-    try:
-        channel = incoming.channel
-    except aio_pika.exceptions.ChannelInvalidStateError:
-        return None
+    channel = delivery.channel
     return None if channel.is_closed else channel
+
+
+def _delivered(incoming: aio_pika.abc.AbstractIncomingMessage, channel: Any) -> DeliveredMessage:
+    """aiormq's delivery for aio-pika's message ``incoming``, delivered on ``channel``."""
+    deliver = aiormq.spec.Basic.Deliver(
+        consumer_tag=incoming.consumer_tag,
+        delivery_tag=incoming.delivery_tag,
+        redelivered=bool(incoming.redelivered),
+        exchange=incoming.exchange or "",
+        routing_key=incoming.routing_key or "",
+    )
+    header = ContentHeader(body_size=len(incoming.body), properties=incoming.properties)
+    return DeliveredMessage(delivery=deliver, header=header, body=incoming.body, channel=channel)
 
 
 class _ChannelAcks:
@@ -65,7 +80,7 @@ class _ChannelAcks:
     def __init__(self, channel: Any) -> None:
         self.channel = channel  # kept alive, so that its id is not reused
         self.base = 0
-        self.ready: dict[int, aio_pika.abc.AbstractIncomingMessage] = {}
+        self.ready: set[int] = set()
         self.settled: set[int] = set()
 
     def note(self, tag: int) -> None:
@@ -74,8 +89,12 @@ class _ChannelAcks:
             self.settled.add(tag)
 
     async def flush(self) -> None:
-        """Send the acks of what is ready: the run as one frame, the rest one by one."""
-        ready, self.ready = self.ready, {}
+        """Send the acks of what is ready: the run as one frame, the rest one by one.
+
+        The frames go to the connection's writer in this order without waiting for each to be
+        written (``wait=False``): an ack is a promise about a call that has returned already,
+        and if the connection fails before it is written, the broker delivers again."""
+        ready, self.ready = self.ready, set()
         top = self.base
         run = covered = 0
         while True:
@@ -89,11 +108,12 @@ class _ChannelAcks:
                 break
             top = tag
         self.base = top
+        channel = self.channel
         if run:
-            await ready[run].ack(multiple=covered > 1)
-        for tag, incoming in ready.items():
+            await channel.basic_ack(run, multiple=covered > 1, wait=False)
+        for tag in ready:
             if tag > top:
-                await incoming.ack()
+                await channel.basic_ack(tag, wait=False)
                 self.note(tag)
         if len(self.settled) > MAX_SETTLED:
             # A call that never ends holds the run back: stop keeping count above it.
@@ -119,9 +139,12 @@ class QueueConsumer:
         self.stopping = False
         self._limit = limit
         #: Deliveries waiting for a worker, oldest first.
-        self._deliveries: collections.deque[aio_pika.abc.AbstractIncomingMessage] = (
-            collections.deque()
-        )
+        self._deliveries: collections.deque[DeliveredMessage] = collections.deque()
+        #: The channel and the delivery tag of the last delivery put in line, and how many
+        #: deliveries wait for their turn to be put in line (see :meth:`on_delivery`).
+        self._channel: Any = None
+        self._last = 0
+        self._deferred = 0
         #: Workers waiting for a delivery: each is woken by setting its future.
         self._idle: collections.deque[asyncio.Future[None]] = collections.deque()
         self._waking = 0  # workers woken that have not run yet
@@ -136,11 +159,54 @@ class QueueConsumer:
         self._workers = [asyncio.create_task(self._work()) for _ in range(self._limit)]
 
     async def on_message(self, incoming: aio_pika.abc.AbstractIncomingMessage) -> None:
-        # Called by aio-pika for every delivery, in the order of the delivery tags.
+        """aio-pika's consumer callback: called for the deliveries of a channel until the first
+        of them made aiormq call :meth:`on_delivery` instead (:meth:`take_over`)."""
+        try:
+            channel = incoming.channel
+        except aio_pika.exceptions.ChannelInvalidStateError:
+            return  # closed: the broker took it back
+        if incoming.consumer_tag is not None:
+            self.take_over(channel, incoming.consumer_tag)
+        delivery = _delivered(incoming, channel)
         if self.stopping:
-            await self._requeue(incoming)
+            await self._requeue(delivery)
             return
-        self._deliveries.append(incoming)
+        # aio-pika's task per delivery makes this one loop step later than on_delivery would
+        # have been: so it is in line before what on_delivery deferred meanwhile.
+        self._line_up(delivery)
+
+    def take_over(self, channel: Any, consumer_tag: str) -> None:
+        """Have aiormq's ``channel`` call :meth:`on_delivery` for consumer ``consumer_tag``
+        (registered through aio-pika, which registers it again after a reconnection)."""
+        consumers = getattr(channel, "consumers", None)
+        if isinstance(consumers, dict) and consumer_tag in consumers:
+            consumers[consumer_tag] = self.on_delivery
+
+    async def on_delivery(self, delivery: DeliveredMessage) -> None:
+        """aiormq's consumer callback (in a task of its own per delivery)."""
+        if self.stopping:
+            await self._requeue(delivery)
+            return
+        if (
+            delivery.channel is self._channel
+            and delivery.delivery_tag == self._last + 1
+            and not self._deferred
+        ):
+            self._line_up(delivery)
+            return
+        # Deliveries before this one on its channel may still be on their way through
+        # on_message, a loop step behind: put this one in line a step later, after them.
+        self._deferred += 1
+        asyncio.get_running_loop().call_soon(self._line_up_deferred, delivery)
+
+    def _line_up_deferred(self, delivery: DeliveredMessage) -> None:
+        self._deferred -= 1
+        self._line_up(delivery)
+
+    def _line_up(self, delivery: DeliveredMessage) -> None:
+        self._channel = delivery.channel
+        self._last = delivery.delivery_tag or 0
+        self._deliveries.append(delivery)
         if not self._waking:
             self._wake()
 
@@ -172,39 +238,40 @@ class QueueConsumer:
                     if idle.done() and not idle.cancelled():
                         self._waking -= 1
                 continue
-            incoming = deliveries.popleft()
+            delivery = deliveries.popleft()
             if deliveries and not self._waking:
                 self._wake()
             self._running.add(task)
             try:
-                await self._handle(incoming)
+                await self._handle(delivery)
             finally:
                 self._running.discard(task)
 
-    async def _handle(self, incoming: aio_pika.abc.AbstractIncomingMessage) -> None:
+    async def _handle(self, delivery: DeliveredMessage) -> None:
         try:
-            ack = await self._call(incoming)
+            ack = await self._call(delivery)
         except asyncio.CancelledError:
-            await self._requeue(incoming)
+            await self._requeue(delivery)
             raise
         if ack:
-            self._ack(incoming)
+            self._ack(delivery)
         elif ack is not None:
-            await self._requeue(incoming)
+            await self._requeue(delivery)
 
-    async def _call(self, incoming: aio_pika.abc.AbstractIncomingMessage) -> bool | None:
+    async def _call(self, delivery: DeliveredMessage) -> bool | None:
         """Run the consumer: True to ack, False to requeue, None if there is nothing to do."""
-        if _channel_of(incoming) is None:
+        channel = _channel_of(delivery)
+        if channel is None:
             # It waited through a reconnection: the broker has put it back already and delivers
             # it again on the new channel, so do not handle it twice.
             return None
         try:
-            message = decode(incoming)
+            message = decode_delivered(delivery)
         except Exception:
             logger.exception("undecodable message in %r: dead-lettered", self.queue_name)
             with contextlib.suppress(Exception):
-                await incoming.reject(requeue=False)
-                self._settled(incoming)
+                await channel.basic_reject(delivery.delivery_tag, requeue=False)
+                self._settled(delivery)
             return None
         try:
             await self.consumer(message)
@@ -219,24 +286,24 @@ class QueueConsumer:
 
     # acknowledgements
 
-    def _ack(self, incoming: aio_pika.abc.AbstractIncomingMessage) -> None:
-        """Ack ``incoming`` (its call has returned) soon, with the others that return in the
+    def _ack(self, delivery: DeliveredMessage) -> None:
+        """Ack ``delivery`` (its call has returned) soon, with the others that return in the
         same moment."""
-        channel = _channel_of(incoming)
-        tag = incoming.delivery_tag
+        channel = _channel_of(delivery)
+        tag = delivery.delivery_tag
         if channel is None or tag is None:
             return  # the broker took it back with its channel
         acks = self._acks.get(id(channel))
         if acks is None:
             acks = self._acks[id(channel)] = _ChannelAcks(channel)
-        acks.ready[tag] = incoming
+        acks.ready.add(tag)
         if self._flush is None:
             self._flush = asyncio.create_task(self._flush_acks())
 
-    def _settled(self, incoming: aio_pika.abc.AbstractIncomingMessage) -> None:
-        """Note that ``incoming`` was settled on its own (its frame is sent)."""
-        channel = _channel_of(incoming)
-        tag = incoming.delivery_tag
+    def _settled(self, delivery: DeliveredMessage) -> None:
+        """Note that ``delivery`` was settled on its own (its frame is sent)."""
+        channel = _channel_of(delivery)
+        tag = delivery.delivery_tag
         if channel is not None and tag is not None:
             acks = self._acks.get(id(channel))
             if acks is None:
@@ -274,9 +341,10 @@ class QueueConsumer:
                 exc or type(exc).__name__,
             )
 
-    async def _requeue(self, incoming: aio_pika.abc.AbstractIncomingMessage) -> None:
+    async def _requeue(self, delivery: DeliveredMessage) -> None:
+        channel: Any = delivery.channel
         try:
-            await incoming.nack(requeue=True)
+            await channel.basic_nack(delivery.delivery_tag, requeue=True)
         except Exception as exc:
             # The channel that delivered it is gone, so the broker returns it to the queue.
             logger.info(
@@ -285,7 +353,7 @@ class QueueConsumer:
                 exc or type(exc).__name__,
             )
         else:
-            self._settled(incoming)
+            self._settled(delivery)
 
     # stopping
 
@@ -362,6 +430,7 @@ async def start_consumer(
         runner.tag = await asyncio.wait_for(
             queue.consume(runner.on_message, arguments=arguments), OPERATION_TIMEOUT
         )
+        runner.take_over(await channel.get_underlay_channel(), runner.tag)
     except BaseException as exc:
         runner.halt()
         with contextlib.suppress(Exception):

@@ -13,6 +13,8 @@ from typing import Any
 
 import aio_pika
 import aio_pika.abc
+import aiormq
+from aiormq.abc import DeliveredMessage
 
 from fastapi_bus.core.messages import JSON, Message, new_id
 from fastapi_bus.core.types import Headers
@@ -25,30 +27,34 @@ _OWN_HEADERS = frozenset({CAUSATION_HEADER, ATTEMPT_HEADER, PUBLISHED_AT_HEADER}
 #: Headers RabbitMQ adds when it dead-letters or redelivers; not the application's business.
 _BROKER_HEADERS = frozenset({"x-death", "x-delivery-count"})
 _BROKER_PREFIXES = ("x-first-death-", "x-last-death-")
+_PERSISTENT = int(aio_pika.DeliveryMode.PERSISTENT)
 
 
 def _utc(value: datetime) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
 
 
-def encode(message: Message) -> aio_pika.Message:
-    """The persistent AMQP message for ``message``."""
+def encode(message: Message) -> aiormq.spec.Basic.Properties:
+    """The properties (and our headers) of the persistent AMQP message for ``message``; its
+    body is ``message.body``. Built straight as the frame's properties: publishing needs no
+    intermediate message object."""
     published_at = _utc(message.published_at)
-    headers: dict[str, Any] = dict(message.headers)
-    headers[ATTEMPT_HEADER] = message.attempt
-    # The AMQP timestamp has whole seconds only.
-    headers[PUBLISHED_AT_HEADER] = published_at.isoformat()
+    headers: dict[str, Any] = {
+        **message.headers,
+        ATTEMPT_HEADER: message.attempt,
+        # The AMQP timestamp has whole seconds only.
+        PUBLISHED_AT_HEADER: published_at.isoformat(),
+    }
     if message.causation_id is not None:
         headers[CAUSATION_HEADER] = message.causation_id
-    return aio_pika.Message(
-        message.body,
+    return aiormq.spec.Basic.Properties(
         headers=headers,
         content_type=message.content_type,
         correlation_id=message.correlation_id,
         message_id=message.id,
-        type=message.name,
+        message_type=message.name,
         timestamp=published_at,
-        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        delivery_mode=_PERSISTENT,
     )
 
 
@@ -64,7 +70,47 @@ def _text(value: Any) -> str | None:
 
 def decode(incoming: aio_pika.abc.AbstractIncomingMessage) -> Message:
     """The :class:`~fastapi_bus.Message` in a delivery, with defaults for what is missing."""
-    raw = dict(incoming.headers or {})
+    return _message(
+        incoming.body,
+        incoming.headers,
+        incoming.timestamp,
+        incoming.type,
+        incoming.routing_key,
+        incoming.message_id,
+        incoming.correlation_id,
+        incoming.content_type,
+        bool(incoming.redelivered),
+    )
+
+
+def decode_delivered(delivered: DeliveredMessage) -> Message:
+    """:func:`decode` for aiormq's delivery, read straight from the frame's properties."""
+    properties = delivered.header.properties
+    return _message(
+        delivered.body,
+        properties.headers,
+        properties.timestamp,
+        properties.message_type,
+        delivered.routing_key,
+        properties.message_id,
+        properties.correlation_id,
+        properties.content_type,
+        bool(delivered.redelivered),
+    )
+
+
+def _message(
+    body: bytes,
+    raw: Any,
+    timestamp: Any,
+    name: str | None,
+    routing_key: str | None,
+    message_id: str | None,
+    correlation_id: str | None,
+    content_type: str | None,
+    redelivered: bool,
+) -> Message:
+    raw = raw or {}
     headers: Headers = {}
     for key, value in raw.items():
         # Other x-bus-* headers (dead-letter reasons, retry state) belong to the layers above.
@@ -79,24 +125,23 @@ def decode(incoming: aio_pika.abc.AbstractIncomingMessage) -> Message:
     if stamp:
         with contextlib.suppress(ValueError):
             published_at = _utc(datetime.fromisoformat(stamp))
-    if published_at is None and isinstance(incoming.timestamp, datetime):
-        published_at = _utc(incoming.timestamp)
+    if published_at is None and isinstance(timestamp, datetime):
+        published_at = _utc(timestamp)
 
     attempt = 1
     with contextlib.suppress(TypeError, ValueError):
         attempt = max(1, int(str(raw.get(ATTEMPT_HEADER, 1))))
 
     # Foreign producers may leave out the type: the routing key is the next best name.
-    name = incoming.type or incoming.routing_key or ""
     return Message(
-        name=name,
-        body=incoming.body,
-        id=incoming.message_id or new_id(),
+        name=name or routing_key or "",
+        body=body,
+        id=message_id or new_id(),
         headers=headers,
-        correlation_id=incoming.correlation_id,
+        correlation_id=correlation_id,
         causation_id=_text(raw.get(CAUSATION_HEADER)),
         published_at=published_at or datetime.now(timezone.utc),
         attempt=attempt,
-        content_type=incoming.content_type or JSON,
-        redelivered=bool(incoming.redelivered),
+        content_type=content_type or JSON,
+        redelivered=redelivered,
     )

@@ -44,8 +44,7 @@ async def wait_for_channel(
 
 
 class PublishChannel:
-    """The transport's publishing channel (with confirms; returned messages raise) and its
-    exchange handles.
+    """The transport's publishing channel (with confirms; returned messages raise).
 
     A publish that RabbitMQ nacks is sent again on a new channel (:meth:`renew`): when a node
     dies, RabbitMQ 3.10 nacks publishes to a quorum queue until it elected a new leader, and
@@ -54,7 +53,6 @@ class PublishChannel:
 
     def __init__(self) -> None:
         self.channel: aio_pika.abc.AbstractRobustChannel | None = None
-        self._exchanges: dict[str, aio_pika.abc.AbstractExchange] = {}
         self._renewing = asyncio.Lock()
 
     async def open(
@@ -63,21 +61,12 @@ class PublishChannel:
         channel = connection.channel(publisher_confirms=True, on_return_raises=True)
         with quiet_attempts():  # its close callback's complaint when the connection drops
             await asyncio.wait_for(channel.initialize(), OPERATION_TIMEOUT)
-        self.channel, self._exchanges = channel, {"": channel.default_exchange}
+        self.channel = channel
         self._renewing = asyncio.Lock()  # of this event loop
         return channel
 
     def clear(self) -> None:
-        self.channel, self._exchanges = None, {}
-
-    def exchange(self, name: str) -> aio_pika.abc.AbstractExchange:
-        """A handle on exchange ``name`` (no round trip: it is declared elsewhere)."""
-        exchange = self._exchanges.get(name)
-        if exchange is None:
-            assert self.channel is not None
-            exchange = aio_pika.Exchange(self.channel, name, durable=False, passive=True)
-            self._exchanges[name] = exchange
-        return exchange
+        self.channel = None
 
     async def renew(
         self,
