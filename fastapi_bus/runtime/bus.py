@@ -46,6 +46,7 @@ from fastapi_bus.runtime.publishing import (
     PublishOptions,
     TransactionalOutbox,
     current_publisher,
+    free_publisher,
 )
 from fastapi_bus.runtime.registry import MAX_MESSAGE_SIZE, EventRegistry
 from fastapi_bus.telemetry import Observer, Tracing
@@ -160,6 +161,8 @@ class EventBus:
         self.observer = Observer(
             self.metrics, make_tracer(options.get("tracing"), transport.protocol)
         )
+        #: What publishes outside requests and handlers (one for all of them).
+        self._free_publisher = free_publisher(self)
         self.state = BusState.CREATED
         self.registry = EventRegistry(options.get("max_message_size", MAX_MESSAGE_SIZE))
         self.routes: list[EventRoute] = []
@@ -344,9 +347,11 @@ class EventBus:
         causation_id: str | None,
     ) -> Message:
         """:meth:`encode` with its options as arguments (what publishers call)."""
-        self._check_can_publish(event)
+        state = self.state
+        if state is not BusState.CONSUMING and state is not BusState.STARTED:
+            self._check_can_publish(event)  # raises
         message = self.registry.message(event, payload, headers, correlation_id, causation_id)
-        return self.observer.encoded(message)
+        return message if self.observer.tracer is None else self.observer.encoded(message)
 
     def _check_can_publish(self, event: Publishable) -> None:
         state = self.state
@@ -370,8 +375,13 @@ class EventBus:
 
     async def send_message(self, message: Message, *, delay: float | None = None) -> None:
         """Send an encoded message (outboxes call this when they flush)."""
-        self._check_can_publish(message.name)
-        await self.observer.send(message, delay, self.transport.publish)
+        state = self.state
+        if state is not BusState.CONSUMING and state is not BusState.STARTED:
+            self._check_can_publish(message.name)  # raises
+        if self.observer.observes_sends:
+            await self.observer.send(message, delay, self.transport.publish)
+        else:
+            await self.transport.publish(message, delay=delay)
 
     async def send_messages(self, messages: Sequence[tuple[Message, float | None]]) -> None:
         """Send encoded messages (each with its delay) in this order: an outbox flushing the
@@ -408,7 +418,7 @@ class EventBus:
     def _publisher(self) -> Publisher:
         publisher = current_publisher()
         if publisher is None or publisher._bus is not self:
-            publisher = Publisher(self)
+            publisher = self._free_publisher
         return publisher
 
     @property

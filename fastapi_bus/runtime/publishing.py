@@ -15,7 +15,7 @@ import asyncio
 import contextvars
 import enum
 import threading
-from collections.abc import Awaitable, Coroutine, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Protocol
 
@@ -324,11 +324,9 @@ class Publisher:
         return outbox.hold(message, delay)
 
 
-def _running_loop() -> asyncio.AbstractEventLoop | None:
-    try:
-        return asyncio.get_running_loop()
-    except RuntimeError:
-        return None
+#: The running event loop of this thread, or None (without raising and catching an exception
+#: when there is none, as ``asyncio.get_running_loop`` would: asked at every publish).
+_running_loop: Callable[[], asyncio.AbstractEventLoop | None] = asyncio._get_running_loop
 
 
 def _loop_of_worker_thread() -> asyncio.AbstractEventLoop | None:
@@ -337,6 +335,16 @@ def _loop_of_worker_thread() -> asyncio.AbstractEventLoop | None:
         return anyio.from_thread.run_sync(asyncio.get_running_loop)
     except RuntimeError:
         return None
+
+
+def free_publisher(bus: Sender) -> Publisher:
+    """A publisher of ``bus`` that belongs to no request or handler: it can be shared by all
+    the code that publishes outside them, in any thread."""
+    publisher = Publisher(bus)
+    # Tied to no event loop, as a publisher made in a worker thread: ``publish`` then never
+    # compares loops (a publisher made at the call could not have been made in another one).
+    publisher._loop = None
+    return publisher
 
 
 def current_publisher() -> Publisher | None:
