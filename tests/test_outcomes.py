@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import concurrent.futures
+
 from fastapi.testclient import TestClient
 
 from fastapi_bus import (
@@ -155,3 +157,20 @@ def test_a_hook_overridden_in_a_group_member_is_called() -> None:
         ("settled", "fine", "OrderPlaced"),
     ]
     assert counter.counts == {("handled", "fine"): 1}
+
+
+def test_counter_metrics_count_exactly_from_several_threads() -> None:
+    counter = CounterMetrics()
+    per_thread = 5_000
+
+    def count(_: int) -> None:
+        for _ in range(per_thread):
+            counter.handled("fine", "OrderPlaced", 0.0)
+            counter.failed("fine", "OrderPlaced", RuntimeError())
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        list(pool.map(count, range(4)))
+    assert counter.counts == {
+        ("handled", "fine"): 4 * per_thread,
+        ("failed", "fine"): 4 * per_thread,
+    }
