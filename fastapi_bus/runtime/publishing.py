@@ -90,7 +90,9 @@ class Sender(Protocol):
         causation_id: str | None,
     ) -> Message: ...
 
-    async def send_message(self, message: Message, *, delay: float | None = None) -> None: ...
+    def send_message(
+        self, message: Message, *, delay: float | None = None
+    ) -> Coroutine[Any, Any, None]: ...
 
     async def send_messages(self, messages: Sequence[tuple[Message, float | None]]) -> None: ...
 
@@ -243,7 +245,8 @@ class Publisher:
                 :meth:`publish_sync` there).
             TypeError: an unknown keyword (at the call).
         """
-        check_options(options, PublishOptions, "publish")
+        if options:
+            check_options(options, PublishOptions, "publish")
         if self._loop is not None and _running_loop() is not self._loop:
             raise PublishError(
                 "bus.publish() was called in a worker thread (a plain `def` endpoint, "
@@ -254,7 +257,7 @@ class Publisher:
 
     async def _publish(self, event: Publishable, payload: Payload, options: PublishOptions) -> str:
         message, delay = self._encode(event, payload, options)
-        session = options.get("session")
+        session = options.get("session") if options else None
         if session is not None:
             # The database transaction is the unit of work: it commits, or nothing is sent.
             await self._bus.store_message(session, message, delay=delay, key=options.get("key"))
@@ -303,6 +306,11 @@ class Publisher:
     def _encode(
         self, event: Publishable, payload: Payload, options: PublishOptions
     ) -> tuple[Message, float | None]:
+        if not options:  # the usual publish
+            message = self._bus.encode_message(
+                event, payload, None, self.correlation_id, self.causation_id
+            )
+            return message, None
         delay = options.get("delay")
         if delay is not None and delay < 0:
             raise ValueError("delay must not be negative")
@@ -319,7 +327,7 @@ class Publisher:
         """Whether the unit of work's outbox keeps ``message`` (it is sent when the work
         succeeds); raises if that work has failed."""
         outbox = self._outbox
-        if outbox is None or options.get("immediate", False):
+        if outbox is None or (options and options.get("immediate", False)):
             return False
         return outbox.hold(message, delay)
 
