@@ -15,6 +15,7 @@ from pydantic import BaseModel, field_serializer
 from fastapi_bus import (
     Bus,
     BusExtension,
+    EventBus,
     EventRouter,
     EventValidationError,
     FastAPI,
@@ -26,6 +27,7 @@ from fastapi_bus import (
     UnknownEventError,
 )
 from fastapi_bus.core.messages import new_id
+from fastapi_bus.runtime.publishing import HandlerWork
 from fastapi_bus.runtime.registry import EventRegistry
 from fastapi_bus.testing import drain, publish
 from tests.helpers import OrderPlaced, OrderShipped, Recorder, make_app, order_router
@@ -465,3 +467,28 @@ def test_websocket_endpoints_publish_at_once() -> None:
         drain(client)
     assert [e.order_id for e in recorder.events] == ["w1"]  # type: ignore[attr-defined]
     assert recorder.messages[0].correlation_id == "ws-1"
+
+
+@pytest.mark.anyio
+async def test_a_handlers_work_settles_before_or_after_its_publisher_is_made() -> None:
+    """Settling makes nothing when the handler published nothing; a publisher made after it
+    sends at once, one made before it holds its events until then."""
+    bus = EventBus(MemoryTransport(), service="shop", routers=[order_router(Recorder())])
+    await bus.start()
+    try:
+        cause = Message("OrderPlaced", b"{}")
+        idle = HandlerWork(bus, cause)
+        assert idle.settle() is None
+        await idle.publisher.publish(OrderPlaced(order_id="late", total=1))
+        assert await bus.transport.browse("shop.reserve_stock") != []
+
+        busy = HandlerWork(bus, cause)
+        await busy.publisher.publish(OrderPlaced(order_id="held", total=1))
+        assert len(await bus.transport.browse("shop.reserve_stock")) == 1
+        flush = busy.settle()
+        assert flush is not None
+        await flush
+        shipped = await bus.transport.browse("shop.reserve_stock")
+        assert [m.causation_id for m in shipped] == [cause.id, cause.id]
+    finally:
+        await bus.close()

@@ -18,9 +18,10 @@ Prometheus exporter is :class:`fastapi_bus.telemetry.prometheus.PrometheusMetric
 from __future__ import annotations
 
 import collections
-import sys
 import threading
 from collections.abc import Callable, Iterable
+
+from fastapi_bus.core.types import GIL_ENABLED
 
 __all__ = ["CounterMetrics", "Metrics", "MetricsGroup"]
 
@@ -129,8 +130,7 @@ def _atomic_counting() -> (
 ):
     """CPython's C helper of ``Counter.update``, when it counts in one step: with the GIL (a
     free-threaded build, or another Python, takes :class:`CounterMetrics`' lock instead)."""
-    is_gil_enabled = getattr(sys, "_is_gil_enabled", None)
-    if is_gil_enabled is not None and not is_gil_enabled():
+    if not GIL_ENABLED:
         return None
     try:
         from _collections import _count_elements  # type: ignore[import-not-found]

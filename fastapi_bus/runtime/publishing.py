@@ -25,7 +25,7 @@ from typing_extensions import TypedDict, Unpack
 
 from fastapi_bus.core.exceptions import PublishError
 from fastapi_bus.core.messages import Message
-from fastapi_bus.core.types import check_options
+from fastapi_bus.core.types import GIL_ENABLED, check_options
 
 __all__ = [
     "EncodeOptions",
@@ -401,8 +401,13 @@ class HandlerWork:
                 if self._publisher is None:
                     message = self._message
                     outbox = Outbox(self._bus)
-                    outbox.state = self._state
+                    # Visible before the state is read: ``commit`` (which may run meanwhile
+                    # without the lock) either finds this outbox and flushes it, or marked the
+                    # work settled before it looked, and then the outbox is born settled.
                     self._outbox = outbox
+                    state = self._state
+                    if state is not _OutboxState.OPEN:
+                        outbox.state = state
                     self._publisher = Publisher(
                         self._bus,
                         correlation_id=message.correlation_id or message.id,
@@ -434,10 +439,21 @@ class HandlerWork:
                 return
         outbox.discard()
 
-    async def commit(self) -> None:
-        with _creating:
+    def settle(self) -> Coroutine[Any, Any, None] | None:
+        """The handler returned: what sends the events it published (to await), or ``None``
+        when it published none, as most handlers: then nothing is made, and no lock taken."""
+        if GIL_ENABLED:
+            # Marked before looking for an outbox: see ``publisher``.
+            self._state = _OutboxState.SENT
             outbox = self._outbox
-            if outbox is None:
+        else:
+            with _creating:
                 self._state = _OutboxState.SENT
-                return
-        await outbox.flush()
+                outbox = self._outbox
+        return None if outbox is None else outbox.flush()
+
+    async def commit(self) -> None:
+        """The handler returned: send the events it published, in order."""
+        flush = self.settle()
+        if flush is not None:
+            await flush
