@@ -7,6 +7,7 @@ import concurrent.futures
 from fastapi.testclient import TestClient
 
 from fastapi_bus import (
+    Bus,
     BusExtension,
     CounterMetrics,
     EventRouter,
@@ -174,3 +175,36 @@ def test_counter_metrics_count_exactly_from_several_threads() -> None:
         ("handled", "fine"): 4 * per_thread,
         ("failed", "fine"): 4 * per_thread,
     }
+
+
+def test_the_published_hook_is_told_of_every_event_sent() -> None:
+    """Whether sent one by one or a request's events together, each is reported once."""
+
+    class Published(Metrics):
+        def __init__(self) -> None:
+            self.events: list[str] = []
+
+        def published(self, event: str, seconds: float) -> None:
+            assert seconds >= 0
+            self.events.append(event)
+
+    events = EventRouter()
+
+    @events.on(OrderPlaced)
+    async def fine(event: OrderPlaced) -> None:
+        pass
+
+    hook = Published()
+    app = FastAPI()
+    app.include_extension(BusExtension(routers=[events], service="shop", metrics=hook))
+
+    @app.post("/two")
+    async def two(bus: Bus) -> None:
+        await bus.publish(OrderPlaced(order_id="1", total=1))
+        await bus.publish(OrderPlaced(order_id="2", total=2))
+
+    with TestClient(app) as client:
+        publish(client, OrderPlaced(order_id="0", total=0))
+        assert client.post("/two").status_code == 200
+        drain(client)
+    assert hook.events == ["OrderPlaced"] * 3

@@ -401,9 +401,10 @@ class EventBus:
             self._check_can_publish(message.name)
         start = time.perf_counter()
         await self.transport.publish_many(messages)
-        elapsed = time.perf_counter() - start
-        for message, _ in messages:
-            self.observer.metrics.published(message.name, elapsed)
+        if self.observer.observes_sends:  # a ``published`` hook (not tracing: see above)
+            elapsed = time.perf_counter() - start
+            for message, _ in messages:
+                self.observer.metrics.published(message.name, elapsed)
 
     def publish(
         self, event: Publishable, payload: Payload = None, **options: Unpack[PublishOptions]
