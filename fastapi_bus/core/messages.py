@@ -42,8 +42,8 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_ids.clear)
 
 
-def _now() -> datetime:
-    return datetime.now(timezone.utc)
+_clock = datetime.now
+_UTC = timezone.utc
 
 
 @dataclasses.dataclass(frozen=True, init=False)
@@ -101,7 +101,7 @@ class Message:
             headers={} if headers is None else headers,
             correlation_id=correlation_id,
             causation_id=causation_id,
-            published_at=_now() if published_at is None else published_at,
+            published_at=_clock(_UTC) if published_at is None else published_at,
             attempt=attempt,
             content_type=content_type,
             redelivered=redelivered,
