@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import concurrent.futures
+
 from fastapi.testclient import TestClient
 
 from fastapi_bus import (
+    Bus,
     BusExtension,
     CounterMetrics,
     EventRouter,
@@ -155,3 +158,53 @@ def test_a_hook_overridden_in_a_group_member_is_called() -> None:
         ("settled", "fine", "OrderPlaced"),
     ]
     assert counter.counts == {("handled", "fine"): 1}
+
+
+def test_counter_metrics_count_exactly_from_several_threads() -> None:
+    counter = CounterMetrics()
+    per_thread = 5_000
+
+    def count(_: int) -> None:
+        for _ in range(per_thread):
+            counter.handled("fine", "OrderPlaced", 0.0)
+            counter.failed("fine", "OrderPlaced", RuntimeError())
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        list(pool.map(count, range(4)))
+    assert counter.counts == {
+        ("handled", "fine"): 4 * per_thread,
+        ("failed", "fine"): 4 * per_thread,
+    }
+
+
+def test_the_published_hook_is_told_of_every_event_sent() -> None:
+    """Whether sent one by one or a request's events together, each is reported once."""
+
+    class Published(Metrics):
+        def __init__(self) -> None:
+            self.events: list[str] = []
+
+        def published(self, event: str, seconds: float) -> None:
+            assert seconds >= 0
+            self.events.append(event)
+
+    events = EventRouter()
+
+    @events.on(OrderPlaced)
+    async def fine(event: OrderPlaced) -> None:
+        pass
+
+    hook = Published()
+    app = FastAPI()
+    app.include_extension(BusExtension(routers=[events], service="shop", metrics=hook))
+
+    @app.post("/two")
+    async def two(bus: Bus) -> None:
+        await bus.publish(OrderPlaced(order_id="1", total=1))
+        await bus.publish(OrderPlaced(order_id="2", total=2))
+
+    with TestClient(app) as client:
+        publish(client, OrderPlaced(order_id="0", total=0))
+        assert client.post("/two").status_code == 200
+        drain(client)
+    assert hook.events == ["OrderPlaced"] * 3

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -9,11 +10,12 @@ import pytest
 from fastapi import BackgroundTasks, HTTPException, WebSocket
 from fastapi.responses import JSONResponse
 from fastapi.testclient import TestClient
-from pydantic import BaseModel
+from pydantic import BaseModel, field_serializer
 
 from fastapi_bus import (
     Bus,
     BusExtension,
+    EventBus,
     EventRouter,
     EventValidationError,
     FastAPI,
@@ -24,6 +26,9 @@ from fastapi_bus import (
     RetryPolicy,
     UnknownEventError,
 )
+from fastapi_bus.core.messages import new_id
+from fastapi_bus.runtime.publishing import HandlerWork
+from fastapi_bus.runtime.registry import EventRegistry
 from fastapi_bus.testing import drain, publish
 from tests.helpers import OrderPlaced, OrderShipped, Recorder, make_app, order_router
 
@@ -202,6 +207,44 @@ def test_unknown_event_name_is_refused_and_nothing_sent() -> None:
     assert "OrderPlacd" in str(errors[0]) and "publishes" in str(errors[0])
     assert "total" in str(errors[1])
     assert len(errors) == 6
+
+
+def test_message_ids_are_unique_across_threads() -> None:
+    """Ids are made ahead in a pool: threads taking them at once never get the same one."""
+    per_thread = 5_000
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        batches = list(pool.map(lambda _: [new_id() for _ in range(per_thread)], range(4)))
+    ids = [i for batch in batches for i in batch]
+    assert len(set(ids)) == len(ids) == 4 * per_thread
+    assert all(len(i) == 32 and int(i, 16) >= 0 for i in ids)
+
+
+def test_every_publish_of_a_class_validates_its_own_bytes() -> None:
+    """What is worked out once per class (its name, its model) does not skip the validation
+    of each event's bytes."""
+
+    class Rounded(BaseModel):
+        total: float
+
+        @field_serializer("total")
+        def words(self, total: float) -> Any:
+            return "lots" if total > 100 else total
+
+    registry = EventRegistry()
+    registry.add("OrderPlaced", OrderPlaced, "test")
+    for _ in range(2):
+        assert registry.encode(OrderPlaced(order_id="1", total=1)).name == "OrderPlaced"
+        assert registry.encode(Rounded(total=1)).body == b'{"total":1.0}'
+    changed = OrderPlaced(order_id="1", total=1)
+    changed.total = "x"  # type: ignore[assignment]
+    refused = [
+        OrderPlaced.model_construct(order_id="1", total="x"),
+        changed,
+        Rounded(total=101),
+    ]
+    for event in refused:
+        with pytest.raises(EventValidationError):
+            registry.encode(event)
 
 
 def test_publishes_declares_the_name_a_model_is_sent_under() -> None:
@@ -424,3 +467,28 @@ def test_websocket_endpoints_publish_at_once() -> None:
         drain(client)
     assert [e.order_id for e in recorder.events] == ["w1"]  # type: ignore[attr-defined]
     assert recorder.messages[0].correlation_id == "ws-1"
+
+
+@pytest.mark.anyio
+async def test_a_handlers_work_settles_before_or_after_its_publisher_is_made() -> None:
+    """Settling makes nothing when the handler published nothing; a publisher made after it
+    sends at once, one made before it holds its events until then."""
+    bus = EventBus(MemoryTransport(), service="shop", routers=[order_router(Recorder())])
+    await bus.start()
+    try:
+        cause = Message("OrderPlaced", b"{}")
+        idle = HandlerWork(bus, cause)
+        assert idle.settle() is None
+        await idle.publisher.publish(OrderPlaced(order_id="late", total=1))
+        assert await bus.transport.browse("shop.reserve_stock") != []
+
+        busy = HandlerWork(bus, cause)
+        await busy.publisher.publish(OrderPlaced(order_id="held", total=1))
+        assert len(await bus.transport.browse("shop.reserve_stock")) == 1
+        flush = busy.settle()
+        assert flush is not None
+        await flush
+        shipped = await bus.transport.browse("shop.reserve_stock")
+        assert [m.causation_id for m in shipped] == [cause.id, cause.id]
+    finally:
+        await bus.close()

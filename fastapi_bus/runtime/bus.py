@@ -46,6 +46,7 @@ from fastapi_bus.runtime.publishing import (
     PublishOptions,
     TransactionalOutbox,
     current_publisher,
+    free_publisher,
 )
 from fastapi_bus.runtime.registry import MAX_MESSAGE_SIZE, EventRegistry
 from fastapi_bus.telemetry import Observer, Tracing
@@ -160,6 +161,8 @@ class EventBus:
         self.observer = Observer(
             self.metrics, make_tracer(options.get("tracing"), transport.protocol)
         )
+        #: What publishes outside requests and handlers (one for all of them).
+        self._free_publisher = free_publisher(self)
         self.state = BusState.CREATED
         self.registry = EventRegistry(options.get("max_message_size", MAX_MESSAGE_SIZE))
         self.routes: list[EventRoute] = []
@@ -344,9 +347,11 @@ class EventBus:
         causation_id: str | None,
     ) -> Message:
         """:meth:`encode` with its options as arguments (what publishers call)."""
-        self._check_can_publish(event)
+        state = self.state
+        if state is not BusState.CONSUMING and state is not BusState.STARTED:
+            self._check_can_publish(event)  # raises
         message = self.registry.message(event, payload, headers, correlation_id, causation_id)
-        return self.observer.encoded(message)
+        return message if self.observer.tracer is None else self.observer.encoded(message)
 
     def _check_can_publish(self, event: Publishable) -> None:
         state = self.state
@@ -368,10 +373,18 @@ class EventBus:
             )
         await self.outbox.add(session, message, delay=delay, key=key)
 
-    async def send_message(self, message: Message, *, delay: float | None = None) -> None:
-        """Send an encoded message (outboxes call this when they flush)."""
-        self._check_can_publish(message.name)
-        await self.observer.send(message, delay, self.transport.publish)
+    def send_message(
+        self, message: Message, *, delay: float | None = None
+    ) -> Coroutine[Any, Any, None]:
+        """Send an encoded message (outboxes call this when they flush); raises at the call if
+        the bus is not running. Not itself a coroutine function: what it returns is the
+        transport's publish when nothing observes the send, one coroutine less per publish."""
+        state = self.state
+        if state is not BusState.CONSUMING and state is not BusState.STARTED:
+            self._check_can_publish(message.name)  # raises
+        if self.observer.observes_sends:
+            return self.observer.send(message, delay, self.transport.publish)
+        return self.transport.publish(message, delay=delay)
 
     async def send_messages(self, messages: Sequence[tuple[Message, float | None]]) -> None:
         """Send encoded messages (each with its delay) in this order: an outbox flushing the
@@ -388,9 +401,10 @@ class EventBus:
             self._check_can_publish(message.name)
         start = time.perf_counter()
         await self.transport.publish_many(messages)
-        elapsed = time.perf_counter() - start
-        for message, _ in messages:
-            self.observer.metrics.published(message.name, elapsed)
+        if self.observer.observes_sends:  # a ``published`` hook (not tracing: see above)
+            elapsed = time.perf_counter() - start
+            for message, _ in messages:
+                self.observer.metrics.published(message.name, elapsed)
 
     def publish(
         self, event: Publishable, payload: Payload = None, **options: Unpack[PublishOptions]
@@ -408,7 +422,7 @@ class EventBus:
     def _publisher(self) -> Publisher:
         publisher = current_publisher()
         if publisher is None or publisher._bus is not self:
-            publisher = Publisher(self)
+            publisher = self._free_publisher
         return publisher
 
     @property

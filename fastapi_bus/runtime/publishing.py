@@ -15,7 +15,7 @@ import asyncio
 import contextvars
 import enum
 import threading
-from collections.abc import Awaitable, Coroutine, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Protocol
 
@@ -25,7 +25,7 @@ from typing_extensions import TypedDict, Unpack
 
 from fastapi_bus.core.exceptions import PublishError
 from fastapi_bus.core.messages import Message
-from fastapi_bus.core.types import check_options
+from fastapi_bus.core.types import GIL_ENABLED, check_options
 
 __all__ = [
     "EncodeOptions",
@@ -90,7 +90,9 @@ class Sender(Protocol):
         causation_id: str | None,
     ) -> Message: ...
 
-    async def send_message(self, message: Message, *, delay: float | None = None) -> None: ...
+    def send_message(
+        self, message: Message, *, delay: float | None = None
+    ) -> Coroutine[Any, Any, None]: ...
 
     async def send_messages(self, messages: Sequence[tuple[Message, float | None]]) -> None: ...
 
@@ -243,7 +245,8 @@ class Publisher:
                 :meth:`publish_sync` there).
             TypeError: an unknown keyword (at the call).
         """
-        check_options(options, PublishOptions, "publish")
+        if options:
+            check_options(options, PublishOptions, "publish")
         if self._loop is not None and _running_loop() is not self._loop:
             raise PublishError(
                 "bus.publish() was called in a worker thread (a plain `def` endpoint, "
@@ -254,7 +257,7 @@ class Publisher:
 
     async def _publish(self, event: Publishable, payload: Payload, options: PublishOptions) -> str:
         message, delay = self._encode(event, payload, options)
-        session = options.get("session")
+        session = options.get("session") if options else None
         if session is not None:
             # The database transaction is the unit of work: it commits, or nothing is sent.
             await self._bus.store_message(session, message, delay=delay, key=options.get("key"))
@@ -303,6 +306,11 @@ class Publisher:
     def _encode(
         self, event: Publishable, payload: Payload, options: PublishOptions
     ) -> tuple[Message, float | None]:
+        if not options:  # the usual publish
+            message = self._bus.encode_message(
+                event, payload, None, self.correlation_id, self.causation_id
+            )
+            return message, None
         delay = options.get("delay")
         if delay is not None and delay < 0:
             raise ValueError("delay must not be negative")
@@ -319,16 +327,14 @@ class Publisher:
         """Whether the unit of work's outbox keeps ``message`` (it is sent when the work
         succeeds); raises if that work has failed."""
         outbox = self._outbox
-        if outbox is None or options.get("immediate", False):
+        if outbox is None or (options and options.get("immediate", False)):
             return False
         return outbox.hold(message, delay)
 
 
-def _running_loop() -> asyncio.AbstractEventLoop | None:
-    try:
-        return asyncio.get_running_loop()
-    except RuntimeError:
-        return None
+#: The running event loop of this thread, or None (without raising and catching an exception
+#: when there is none, as ``asyncio.get_running_loop`` would: asked at every publish).
+_running_loop: Callable[[], asyncio.AbstractEventLoop | None] = asyncio._get_running_loop
 
 
 def _loop_of_worker_thread() -> asyncio.AbstractEventLoop | None:
@@ -337,6 +343,16 @@ def _loop_of_worker_thread() -> asyncio.AbstractEventLoop | None:
         return anyio.from_thread.run_sync(asyncio.get_running_loop)
     except RuntimeError:
         return None
+
+
+def free_publisher(bus: Sender) -> Publisher:
+    """A publisher of ``bus`` that belongs to no request or handler: it can be shared by all
+    the code that publishes outside them, in any thread."""
+    publisher = Publisher(bus)
+    # Tied to no event loop, as a publisher made in a worker thread: ``publish`` then never
+    # compares loops (a publisher made at the call could not have been made in another one).
+    publisher._loop = None
+    return publisher
 
 
 def current_publisher() -> Publisher | None:
@@ -385,8 +401,13 @@ class HandlerWork:
                 if self._publisher is None:
                     message = self._message
                     outbox = Outbox(self._bus)
-                    outbox.state = self._state
+                    # Visible before the state is read: ``commit`` (which may run meanwhile
+                    # without the lock) either finds this outbox and flushes it, or marked the
+                    # work settled before it looked, and then the outbox is born settled.
                     self._outbox = outbox
+                    state = self._state
+                    if state is not _OutboxState.OPEN:
+                        outbox.state = state
                     self._publisher = Publisher(
                         self._bus,
                         correlation_id=message.correlation_id or message.id,
@@ -418,10 +439,21 @@ class HandlerWork:
                 return
         outbox.discard()
 
-    async def commit(self) -> None:
-        with _creating:
+    def settle(self) -> Coroutine[Any, Any, None] | None:
+        """The handler returned: what sends the events it published (to await), or ``None``
+        when it published none, as most handlers: then nothing is made, and no lock taken."""
+        if GIL_ENABLED:
+            # Marked before looking for an outbox: see ``publisher``.
+            self._state = _OutboxState.SENT
             outbox = self._outbox
-            if outbox is None:
+        else:
+            with _creating:
                 self._state = _OutboxState.SENT
-                return
-        await outbox.flush()
+                outbox = self._outbox
+        return None if outbox is None else outbox.flush()
+
+    async def commit(self) -> None:
+        """The handler returned: send the events it published, in order."""
+        flush = self.settle()
+        if flush is not None:
+            await flush

@@ -46,6 +46,9 @@ class EventRegistry:
         self.models: dict[str, type[BaseModel]] = {}
         self._sources: dict[str, str] = {}
         self._names: dict[type[BaseModel], list[str]] = {}
+        #: For each class of instance published so far: its event name, and the model that
+        #: validates its bytes (worked out once, not at every publish).
+        self._published: dict[type[BaseModel], tuple[str, type[BaseModel]]] = {}
 
     def add(self, name: str, model: type[BaseModel], source: str) -> None:
         known = self.models.get(name)
@@ -55,6 +58,7 @@ class EventRegistry:
                 f"{self._sources[name]}) and {_qualname(model)} (by {source})"
             )
         if known is None:
+            self._published.clear()
             self.models[name] = model
             self._sources[name] = source
             self._names.setdefault(model, []).append(name)
@@ -92,11 +96,16 @@ class EventRegistry:
         causation_id: str | None,
     ) -> Message:
         """:meth:`encode` with its options as arguments (what every publish calls)."""
-        if isinstance(event, BaseModel):
+        known = self._published.get(type(event))  # type: ignore[arg-type]
+        if known is not None and payload is None:
+            name, model = known
+            body = _checked_body(name, event, model)  # type: ignore[arg-type]
+        elif isinstance(event, BaseModel):
             if payload is not None:
                 raise PublishError("pass either a model instance, or a name and a payload")
             name = self.name_for(type(event))
             body = self._validated_body(name, event)
+            self._published[type(event)] = (name, self.models.get(name) or type(event))
         elif isinstance(event, str):
             validate_event_name(event)
             body = self._validated_body(event, payload)
@@ -112,10 +121,12 @@ class EventRegistry:
                 f"({limit:,} bytes); nothing was sent. Publish a reference to the data (a URL, "
                 "a storage key) instead, or raise the bus's max_message_size"
             )
-        text_headers = dict(headers) if headers else {}
-        for key, value in text_headers.items():
-            if not isinstance(key, str) or not isinstance(value, str):
-                raise PublishError(f"headers must be text to text, got {key!r}: {value!r}")
+        text_headers: dict[str, str] = {}
+        if headers:
+            text_headers = dict(headers)
+            for key, value in text_headers.items():
+                if not isinstance(key, str) or not isinstance(value, str):
+                    raise PublishError(f"headers must be text to text, got {key!r}: {value!r}")
         return Message(name, body, None, text_headers, correlation_id, causation_id)
 
     def _validated_body(self, name: str, payload: Payload) -> bytes:
@@ -125,14 +136,8 @@ class EventRegistry:
                 raise EventValidationError(
                     f"event {name!r} takes {_qualname(model)}, got {_qualname(type(payload))}"
                 )
-            model = model or type(payload)
-            try:
-                # Serialising with ``warnings="error"`` doubled the cost of publishing; a field
-                # holding a value of the wrong type is caught by the validation below.
-                body = payload.model_dump_json(by_alias=True, warnings=False).encode()
-            except PydanticSerializationError as exc:
-                raise EventValidationError(f"event {name!r} cannot be serialized: {exc}") from exc
-        elif model is None:
+            return _checked_body(name, payload, model or type(payload))
+        if model is None:
             raise UnknownEventError(
                 f"event {name!r} is not declared: no handler takes it and no router declares it "
                 "with router.publishes(name, Model); publish a model instance instead"
@@ -147,12 +152,24 @@ class EventRegistry:
             except ValidationError as exc:
                 raise EventValidationError(f"event {name!r} is invalid: {exc}") from exc
             return instance.model_dump_json(by_alias=True).encode()
-        # Validate exactly the bytes that consumers will validate.
-        try:
-            model.model_validate_json(body)
-        except ValidationError as exc:
-            raise EventValidationError(f"event {name!r} is invalid: {exc}") from exc
-        return body
+
+
+def _checked_body(name: str, event: BaseModel, model: type[BaseModel]) -> bytes:
+    """``event`` as JSON, once ``model`` validated exactly those bytes (what consumers will
+    validate): an event changed after it was made, or built with ``model_construct``, or whose
+    serializer writes what does not validate back, is refused here."""
+    try:
+        # ``model_dump_json`` without its ``str`` round trip. Serialising with
+        # ``warnings="error"`` doubled the cost of publishing; a field holding a value of the
+        # wrong type is caught by the validation below.
+        body: bytes = event.__pydantic_serializer__.to_json(event, by_alias=True, warnings=False)
+    except PydanticSerializationError as exc:
+        raise EventValidationError(f"event {name!r} cannot be serialized: {exc}") from exc
+    try:
+        model.__pydantic_validator__.validate_json(body)
+    except ValidationError as exc:
+        raise EventValidationError(f"event {name!r} is invalid: {exc}") from exc
+    return body
 
 
 def _qualname(model: type) -> str:

@@ -24,6 +24,9 @@ class Observer:
         self.tracer = tracer
         #: What the pipeline reports to: the metrics, and the tracer's hooks when tracing.
         self.hooks: Metrics = metrics if tracer is None else MetricsGroup(metrics, tracer)
+        #: Whether :meth:`send` does anything besides sending: a publish span, or a
+        #: ``published`` hook to time the send for (the default hooks do nothing with it).
+        self.observes_sends = tracer is not None or _overrides(metrics, "published")
 
     def encoded(self, message: Message) -> Message:
         """A message just encoded, in its publisher's context."""
@@ -49,3 +52,10 @@ class Observer:
             await tracer.process(message, handler, queue, consume)
 
         return traced
+
+
+def _overrides(metrics: Metrics, hook: str) -> bool:
+    """Whether ``metrics`` does something in ``hook`` (it is not :class:`Metrics`' own)."""
+    if hook in vars(metrics):
+        return True
+    return getattr(type(metrics), hook) is not getattr(Metrics, hook)
