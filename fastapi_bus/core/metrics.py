@@ -19,9 +19,6 @@ from __future__ import annotations
 
 import collections
 import threading
-from collections.abc import Callable, Iterable
-
-from fastapi_bus.core.types import GIL_ENABLED
 
 __all__ = ["CounterMetrics", "Metrics", "MetricsGroup"]
 
@@ -62,11 +59,6 @@ class CounterMetrics(Metrics):
         self._lock = threading.Lock()
 
     def _count(self, outcome: str, handler: str) -> None:
-        if _count_elements is not None:
-            # One step (C code running under the GIL: no other thread runs between reading
-            # the count and writing it back), so no count is lost and no lock is needed.
-            _count_elements(self.counts, ((outcome, handler),))
-            return
         with self._lock:
             self.counts[outcome, handler] += 1
 
@@ -123,20 +115,3 @@ class MetricsGroup(Metrics):
     def skipped(self, handler: str, event: str) -> None:
         for member in self.members:
             member.skipped(handler, event)
-
-
-def _atomic_counting() -> (
-    Callable[[collections.Counter[tuple[str, str]], Iterable[object]], None] | None
-):
-    """CPython's C helper of ``Counter.update``, when it counts in one step: with the GIL (a
-    free-threaded build, or another Python, takes :class:`CounterMetrics`' lock instead)."""
-    if not GIL_ENABLED:
-        return None
-    try:
-        from _collections import _count_elements  # type: ignore[import-not-found]
-    except ImportError:
-        return None
-    return _count_elements  # type: ignore[no-any-return]
-
-
-_count_elements = _atomic_counting()
