@@ -5,6 +5,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.utils import MEASURED
+
 # The RabbitMQ extra needs Python 3.11+: where it is not installed, the tests of the transport
 # and those that describe amqp:// apps cannot even load.
 if importlib.util.find_spec("redis") is None:
@@ -40,6 +42,23 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         group = next((group for name, group in _SHARED_SERVERS.items() if name in names), None)
         if group is not None:
             item.add_marker(pytest.mark.xdist_group(group))
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """The lines the fault suite measured (tests/faults), at the end of the run. Here, not in
+    tests/faults/conftest.py: under pytest-xdist, the process that prints never loads that."""
+    lines = [
+        value
+        for outcome in ("passed", "failed")
+        for test in terminalreporter.stats.get(outcome, [])
+        if getattr(test, "when", None) == "call"
+        for name, value in getattr(test, "user_properties", ())
+        if name == MEASURED
+    ]
+    if lines:
+        terminalreporter.section("fault suite: what was measured")
+        for line in lines:
+            terminalreporter.write_line(str(line))
 
 
 @pytest.fixture

@@ -39,6 +39,9 @@ async def wait_until_async(
         await asyncio.sleep(0.01)
 
 
+#: The name of a test report's property that holds a line the fault suite measured.
+MEASURED = "fault suite report"
+
 #: For tests that build (not connect) an amqp:// app: the RabbitMQ extra needs Python 3.11+.
 needs_aio_pika = pytest.mark.skipif(
     importlib.util.find_spec("aio_pika") is None, reason="the rabbitmq extra is not installed"

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.rabbitmq_nodes import Cluster, RabbitNode, rabbitmq_installed, stop_all
+from tests.utils import MEASURED
 
 
 def _require_rabbitmq() -> None:
@@ -62,35 +63,17 @@ def rounds(default: int) -> int:
     return int(os.environ.get("FAULTS_ROUNDS", str(default)))
 
 
-_REPORT = "fault suite report"
-
-
 @pytest.fixture
 def report(request: pytest.FixtureRequest) -> Callable[[str], None]:
     """Record one measured line: shown in the terminal summary (it travels with the test's
-    report, so it also comes back from pytest-xdist's processes), and appended to the file
-    named by ``FAULTS_REPORT`` if set."""
+    report, so it also comes back from pytest-xdist's processes; tests/conftest.py prints it),
+    and appended to the file named by ``FAULTS_REPORT`` if set."""
 
     def add(line: str) -> None:
-        request.node.user_properties.append((_REPORT, line))
+        request.node.user_properties.append((MEASURED, line))
         path = os.environ.get("FAULTS_REPORT")
         if path:
             with open(path, "a") as sink:
                 sink.write(line + "\n")
 
     return add
-
-
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    lines = [
-        value
-        for outcome in ("passed", "failed")
-        for test in terminalreporter.stats.get(outcome, [])
-        if getattr(test, "when", None) == "call"
-        for name, value in getattr(test, "user_properties", ())
-        if name == _REPORT
-    ]
-    if lines:
-        terminalreporter.section("fault suite: what was measured")
-        for line in lines:
-            terminalreporter.write_line(str(line))
