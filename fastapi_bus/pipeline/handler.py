@@ -45,8 +45,9 @@ class UnitOfWork(Protocol):
     def discard(self) -> None:
         """The call failed: drop what it published."""
 
-    async def commit(self) -> None:
-        """The call succeeded: send what it published, in order."""
+    def settle(self) -> Awaitable[None] | None:
+        """The call succeeded: what sends the events it published, in order (to await), or
+        ``None`` when it published none."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,7 +119,9 @@ class HandlerCall:
                     if isinstance(exc, Exception):
                         failed(handler, message.name, exc)
                     raise
-            await work.commit()
+            flush = work.settle()
+            if flush is not None:
+                await flush
             handled(handler, message.name, clock() - start)
 
         return handle
