@@ -45,6 +45,21 @@ _SHOWN = 60
 Headers = list[tuple[str, bytes]]
 
 
+#: Event names encoded once (a process publishes few names, each many times).
+_names: dict[str, bytes] = {}
+#: How many encoded names :data:`_names` keeps.
+_NAMES_KEPT = 1024
+
+
+def _name_bytes(name: str) -> bytes:
+    encoded = _names.get(name)
+    if encoded is None:
+        encoded = name.encode()
+        if len(_names) < _NAMES_KEPT:
+            _names[name] = encoded
+    return encoded
+
+
 def encode(message: Message) -> Headers:
     """The record headers that carry ``message``'s fields (its body is the record's value)."""
     published_at = message.published_at
@@ -52,7 +67,7 @@ def encode(message: Message) -> Headers:
         published_at = published_at.replace(tzinfo=timezone.utc)
     headers: Headers = [
         (_ID, message.id.encode()),
-        (_NAME, message.name.encode()),
+        (_NAME, _name_bytes(message.name)),
         (_AT, published_at.isoformat().encode()),
     ]
     if message.correlation_id is not None:
@@ -75,7 +90,8 @@ def partition_key(message: Message) -> bytes:
     Records with one key go to one partition, so they keep their order: by default every
     event of one name stays in publish order; a key per aggregate (an order id) spreads one
     event over the partitions and keeps each aggregate's events in order."""
-    return (message.headers.get(KEY_HEADER) or message.name).encode()
+    key = message.headers.get(KEY_HEADER)
+    return key.encode() if key else _name_bytes(message.name)
 
 
 def decode(
