@@ -11,7 +11,13 @@ it. Each round checks afterwards that the topic holds exactly N records. Two way
 * ``--window 1``: one event at a time, each awaited before the next (``send_and_wait``, and
   ``await bus.publish(...)``);
 * ``--window W`` (default 100): W sends in flight at once, awaited together, then the next W
-  (``send`` and ``asyncio.gather`` for the plain producer, ``gather`` of ``bus.publish``).
+  (``send`` and ``asyncio.gather`` of the futures for the plain producer, ``gather`` of
+  ``bus.publish``).
+
+``gather`` of W ``bus.publish`` calls runs each in a task of its own, as concurrent requests
+of a web app do; so with a window, the ``plain tasks`` side does the same with the plain
+producer (``gather`` of W ``send_and_wait`` calls), and ``fastapi-bus`` and ``transport`` are
+compared with it as well as with ``plain``.
 
 The plain producer sends the same records as the bus: the model's JSON, the record key the bus
 uses (the event name) and the headers the bus writes (a new message id, the event name, the
@@ -81,9 +87,12 @@ async def count_records(bootstrap: str, topic: str, expected: int) -> int:
         await consumer.stop()
 
 
-async def plain(bootstrap: str, events: int, window: int, cpu: list[float] | None = None) -> float:
+async def plain(
+    bootstrap: str, events: int, window: int, cpu: list[float] | None = None, tasks: bool = False
+) -> float:
     """Seconds for a plain AIOKafkaProducer to send ``events`` events, ``window`` at once
-    (the CPU seconds of this process meanwhile go to ``cpu``)."""
+    (the CPU seconds of this process meanwhile go to ``cpu``); ``tasks``: the window's sends
+    as concurrent ``send_and_wait`` calls (a task each, under ``asyncio.gather``)."""
     topic = f"bench-plain-{uuid.uuid4().hex[:8]}"
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
@@ -106,6 +115,14 @@ async def plain(bootstrap: str, events: int, window: int, cpu: list[float] | Non
             for n in range(events):
                 body = Tick(n=n, payload=PAYLOAD).model_dump_json().encode()
                 await producer.send_and_wait(topic, body, key=key, headers=headers())
+        elif tasks:
+
+            async def one(n: int) -> None:
+                body = Tick(n=n, payload=PAYLOAD).model_dump_json().encode()
+                await producer.send_and_wait(topic, body, key=key, headers=headers())
+
+            for first in range(0, events, window):
+                await asyncio.gather(*(one(n) for n in range(first, min(first + window, events))))
         else:
             for first in range(0, events, window):
                 sent = []
@@ -216,6 +233,10 @@ async def run(bootstrap: str, args: argparse.Namespace) -> dict[str, float]:
         sides["publish_many"] = lambda: transport_only(
             bootstrap, args.events, args.window, cpu["publish_many"], many=True
         )
+        cpu["plain tasks"] = []
+        sides["plain tasks"] = lambda: plain(
+            bootstrap, args.events, args.window, cpu["plain tasks"], tasks=True
+        )
     times: dict[str, list[float]] = {name: [] for name in sides}
     for _ in range(args.rounds):
         for name, side in sides.items():  # interleaved, so noise hits every side alike
@@ -224,9 +245,11 @@ async def run(bootstrap: str, args: argparse.Namespace) -> dict[str, float]:
     # CPU per event: steadier than rates on a busy machine (it does not count waiting).
     per_event = {name: statistics.median(c) / args.events * 1e6 for name, c in cpu.items()}
     print(f"{args.events} events, {args.rounds} rounds, window {args.window}, acks=all (medians)")
+    tasks = "plain tasks" in rates
     for name, rate in rates.items():
+        versus = f"   {rate / rates['plain tasks']:.2f}x plain tasks" if tasks else ""
         print(
-            f"  {name:12} {rate:9,.0f} events/s   {rate / rates['plain']:.2f}x plain   "
+            f"  {name:12} {rate:9,.0f} events/s   {rate / rates['plain']:.2f}x plain{versus}   "
             f"{per_event[name]:5.1f} us CPU/event"
         )
     return rates
