@@ -139,8 +139,10 @@ class KafkaTransport(Transport):
             "enable_auto_commit": False,
             "auto_offset_reset": "earliest",
             "metadata_max_age_ms": 5000,
-            # A broker may hold a fetch this long while some partitions are empty (Tansu does,
-            # although others have records): short waits keep delivery prompt.
+            # A broker holds a fetch of partitions with nothing new up to this long, and
+            # aiokafka sends the next fetch to that broker only after it: short waits keep
+            # delivery prompt (with aiokafka's 500 ms, reading 20,000 waiting records on
+            # Tansu took 3-5 times as long; 20 ms or 5 ms were no faster than 100).
             "fetch_max_wait_ms": 100,
             **self._client_options,
             **options,
