@@ -93,6 +93,8 @@ def test_a_message_travels_as_value_and_headers() -> None:
     assert (foreign.name, foreign.body, foreign.headers) == ("x", b"raw", {"source": "other"})
 
 
+#: The headers most records carry, in the order the bus writes them.
+THREE = ("bus-id", "bus-name", "bus-at")
 #: Records the bus cannot read: a header, and what the dead-letter reason says about it.
 MALFORMED = [
     (("bus-attempt", b"abc"), "'bus-attempt' is not a whole number of 1 or more: b'abc'"),
@@ -119,6 +121,31 @@ def test_a_malformed_header_is_reported_not_raised(header: tuple[str, bytes], re
     assert decode(b"{}", headers) == message.replace(
         id=decode(b"{}", headers).id, published_at=decode(b"{}", headers).published_at
     )
+
+
+@pytest.mark.parametrize(("header", "reason"), [m for m in MALFORMED if m[0][0] in THREE])
+def test_a_malformed_header_of_the_usual_three_is_reported(
+    header: tuple[str, bytes], reason: str
+) -> None:
+    # A record with just the headers most records carry is read on a shorter path.
+    usual = encode(Message(name="orders.placed", body=b"{}"))
+    assert [key for key, _ in usual] == list(THREE)
+    headers = [header if key == header[0] else (key, raw) for key, raw in usual]
+    message, problem = read(b"{}", headers)
+    assert problem is not None and reason in problem
+    assert message.name == ("" if header[0] == "bus-name" else "orders.placed")
+
+
+def test_the_usual_three_headers_are_read_as_written() -> None:
+    sent = Message(name="orders.placed", body=b"{}")
+    assert read(sent.body, encode(sent)) == (sent, None)
+    naive = [(k, v) for k, v in encode(sent) if k != "bus-at"] + [
+        ("bus-at", b"2026-01-02T03:04:05")
+    ]
+    message, problem = read(b"{}", naive)
+    assert problem is None and message.published_at.tzinfo is not None
+    blank = [(k, b"" if k == "bus-id" else v) for k, v in encode(sent)]
+    assert read(b"{}", blank)[0].id not in ("", sent.id)  # a new id, as for a record without
 
 
 def test_well_formed_records_have_no_problem() -> None:

@@ -117,6 +117,19 @@ def read(
     own headers is not UTF-8 text. The message is still made, with the malformed header's
     field as if it were missing (and a header's text decoded with U+FFFD for bad bytes), so
     that it can be shown and dead-lettered."""
+    if len(headers) == 3:
+        # What most records carry (a first delivery, JSON, no ids of a cause): read at once.
+        (k_id, r_id), (k_name, r_name), (k_at, r_at) = headers
+        if k_id == _ID and k_name == _NAME and k_at == _AT and r_id and r_name and r_at:
+            try:
+                the_id, the_name = r_id.decode(), r_name.decode()
+                the_time = datetime.fromisoformat(r_at.decode())
+            except ValueError:  # UnicodeDecodeError too: read below, to say what is wrong
+                pass
+            else:
+                if the_time.tzinfo is None:
+                    the_time = the_time.replace(tzinfo=timezone.utc)
+                return Message(the_name, value or b"", the_id, {}, None, None, the_time), None
     message_id = message_name = correlation_id = causation_id = None
     content_type = JSON
     published_at: datetime | None = None
