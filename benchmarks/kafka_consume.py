@@ -11,7 +11,9 @@ pydantic and commit all of them, and the CPU time this process spent meanwhile p
 (steadier than the rates on a busy machine):
 
 * ``plain``: one group consumer, ``getmany(max_records=prefetch)``, validate each, then commit
-  the batch's offsets;
+  the batch's offsets. It reads what a queue of the bus reads, with the options the bus gives
+  its consumers (:data:`CONSUMER_OPTIONS`): the event's topic and an empty topic of 3
+  partitions beside it (a queue's own topic, where its retries go);
 * ``fastapi-bus``: an ``EventBus`` on ``KafkaTransport`` with one handler taking the model;
 * ``transport``: ``KafkaTransport.consume`` alone, with a callable that validates each message
   as the plain loop does (what the transport costs, without the bus's handler pipeline).
@@ -39,6 +41,13 @@ from fastapi_bus.transports.kafka import KafkaTransport
 from fastapi_bus.transports.kafka.mapping import encode, partition_key
 
 GROUP_OPTIONS = {"session_timeout_ms": 6000, "heartbeat_interval_ms": 300}
+#: What KafkaTransport gives its group consumers besides ``GROUP_OPTIONS``.
+CONSUMER_OPTIONS = {
+    "enable_auto_commit": False,
+    "auto_offset_reset": "earliest",
+    "metadata_max_age_ms": 5000,
+    "fetch_max_wait_ms": 100,
+}
 
 
 class Tick(BaseModel):
@@ -95,14 +104,15 @@ async def plain(
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
     topic = f"bench-plain-{uuid.uuid4().hex[:8]}"
+    retries = f"{topic}-retries"
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
-    await admin.create_topics([NewTopic(topic, 3, 1)])
+    await admin.create_topics([NewTopic(topic, 3, 1), NewTopic(retries, 3, 1)])
     await admin.close()
     await fill(bootstrap, topic, events)
     consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=bootstrap, group_id=topic, enable_auto_commit=False,
-        auto_offset_reset="earliest", **GROUP_OPTIONS,
+        topic, retries, bootstrap_servers=bootstrap, group_id=topic,
+        **CONSUMER_OPTIONS, **GROUP_OPTIONS,
     )  # fmt: skip
     await consumer.start()
     clock = Clock(events)

@@ -11,12 +11,25 @@ it. Each round checks afterwards that the topic holds exactly N records. Two way
 * ``--window 1``: one event at a time, each awaited before the next (``send_and_wait``, and
   ``await bus.publish(...)``);
 * ``--window W`` (default 100): W sends in flight at once, awaited together, then the next W
-  (``send`` and ``asyncio.gather`` for the plain producer, ``gather`` of ``bus.publish``).
+  (``send`` and ``asyncio.gather`` of the futures for the plain producer, ``gather`` of
+  ``bus.publish``).
 
-The plain producer sends the model's JSON with the record key the bus would use (the event
-name); the bus also writes its headers (message id, event name, time). A third side,
-``transport``, calls ``KafkaTransport.publish`` with a message made from the model's JSON: what
-the transport costs by itself, without the bus's encoding and validation of the event.
+``gather`` of W ``bus.publish`` calls runs each in a task of its own, as concurrent requests
+of a web app do; so with a window, the ``plain tasks`` side does the same with the plain
+producer (``gather`` of W ``send_and_wait`` calls), and ``fastapi-bus`` and ``transport`` are
+compared with it as well as with ``plain``.
+
+The plain producer sends the same records as the bus: the model's JSON, the record key the bus
+uses (the event name) and the headers the bus writes (a new message id, the event name, the
+time), made inline with ``os.urandom`` and ``datetime.now``; the producer options are the bus's
+(``acks="all"``, aiokafka's defaults otherwise). Two more sides show what the transport costs
+by itself, without the bus's encoding and validation of the event, with messages made from
+the model's JSON:
+
+* ``transport``: ``KafkaTransport.publish``, as the bus calls it (with ``--window W``, W
+  concurrent calls under ``asyncio.gather``: a task each, as concurrent requests have);
+* ``publish_many``: ``KafkaTransport.publish_many`` of each window (the transport's pipelined
+  call, what the bus's outbox uses: no task per message, like the plain side's ``send``).
 """
 
 from __future__ import annotations
@@ -24,11 +37,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import statistics
 import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
+from datetime import datetime, timezone
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -72,9 +87,12 @@ async def count_records(bootstrap: str, topic: str, expected: int) -> int:
         await consumer.stop()
 
 
-async def plain(bootstrap: str, events: int, window: int, cpu: list[float] | None = None) -> float:
+async def plain(
+    bootstrap: str, events: int, window: int, cpu: list[float] | None = None, tasks: bool = False
+) -> float:
     """Seconds for a plain AIOKafkaProducer to send ``events`` events, ``window`` at once
-    (the CPU seconds of this process meanwhile go to ``cpu``)."""
+    (the CPU seconds of this process meanwhile go to ``cpu``); ``tasks``: the window's sends
+    as concurrent ``send_and_wait`` calls (a task each, under ``asyncio.gather``)."""
     topic = f"bench-plain-{uuid.uuid4().hex[:8]}"
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
@@ -85,18 +103,32 @@ async def plain(bootstrap: str, events: int, window: int, cpu: list[float] | Non
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
     await producer.start()
     key = b"Tick"
+
+    def headers() -> list[tuple[str, bytes]]:
+        """What the bus writes: a message id, the event name, the time."""
+        now = datetime.now(timezone.utc).isoformat().encode()
+        return [("bus-id", os.urandom(16).hex().encode()), ("bus-name", key), ("bus-at", now)]
+
     try:
         start, start_cpu = time.perf_counter(), time.process_time()
         if window <= 1:
             for n in range(events):
                 body = Tick(n=n, payload=PAYLOAD).model_dump_json().encode()
-                await producer.send_and_wait(topic, body, key=key)
+                await producer.send_and_wait(topic, body, key=key, headers=headers())
+        elif tasks:
+
+            async def one(n: int) -> None:
+                body = Tick(n=n, payload=PAYLOAD).model_dump_json().encode()
+                await producer.send_and_wait(topic, body, key=key, headers=headers())
+
+            for first in range(0, events, window):
+                await asyncio.gather(*(one(n) for n in range(first, min(first + window, events))))
         else:
             for first in range(0, events, window):
                 sent = []
                 for n in range(first, min(first + window, events)):
                     body = Tick(n=n, payload=PAYLOAD).model_dump_json().encode()
-                    sent.append(await producer.send(topic, body, key=key))
+                    sent.append(await producer.send(topic, body, key=key, headers=headers()))
                 await asyncio.gather(*sent)
         elapsed = time.perf_counter() - start
         if cpu is not None:
@@ -137,11 +169,11 @@ async def bus(bootstrap: str, events: int, window: int, cpu: list[float] | None 
 
 
 async def transport_only(
-    bootstrap: str, events: int, window: int, cpu: list[float] | None = None
+    bootstrap: str, events: int, window: int, cpu: list[float] | None = None, many: bool = False
 ) -> float:
     """Like :func:`bus`, without the bus: ``KafkaTransport.publish`` of a message made from the
     model's JSON (what the transport costs by itself, without encoding and validating the
-    event and the publisher's bookkeeping)."""
+    event and the publisher's bookkeeping). ``many``: each window in one ``publish_many``."""
     transport = KafkaTransport(f"kafka://{bootstrap}", prefix=f"bench-{uuid.uuid4().hex[:8]}")
     await transport.start()
 
@@ -156,12 +188,11 @@ async def transport_only(
                 await transport.publish(message(n))
         else:
             for first in range(0, events, window):
-                await asyncio.gather(
-                    *(
-                        transport.publish(message(n))
-                        for n in range(first, min(first + window, events))
-                    )
-                )
+                numbers = range(first, min(first + window, events))
+                if many:
+                    await transport.publish_many([(message(n), None) for n in numbers])
+                else:
+                    await asyncio.gather(*(transport.publish(message(n)) for n in numbers))
         elapsed = time.perf_counter() - start
         if cpu is not None:
             cpu.append(time.process_time() - start_cpu)
@@ -197,6 +228,15 @@ async def run(bootstrap: str, args: argparse.Namespace) -> dict[str, float]:
         "fastapi-bus": lambda: bus(bootstrap, args.events, args.window, cpu["fastapi-bus"]),
         "transport": lambda: transport_only(bootstrap, args.events, args.window, cpu["transport"]),
     }
+    if args.window > 1:
+        cpu["publish_many"] = []
+        sides["publish_many"] = lambda: transport_only(
+            bootstrap, args.events, args.window, cpu["publish_many"], many=True
+        )
+        cpu["plain tasks"] = []
+        sides["plain tasks"] = lambda: plain(
+            bootstrap, args.events, args.window, cpu["plain tasks"], tasks=True
+        )
     times: dict[str, list[float]] = {name: [] for name in sides}
     for _ in range(args.rounds):
         for name, side in sides.items():  # interleaved, so noise hits every side alike
@@ -205,9 +245,11 @@ async def run(bootstrap: str, args: argparse.Namespace) -> dict[str, float]:
     # CPU per event: steadier than rates on a busy machine (it does not count waiting).
     per_event = {name: statistics.median(c) / args.events * 1e6 for name, c in cpu.items()}
     print(f"{args.events} events, {args.rounds} rounds, window {args.window}, acks=all (medians)")
+    tasks = "plain tasks" in rates
     for name, rate in rates.items():
+        versus = f"   {rate / rates['plain tasks']:.2f}x plain tasks" if tasks else ""
         print(
-            f"  {name:12} {rate:9,.0f} events/s   {rate / rates['plain']:.2f}x plain   "
+            f"  {name:12} {rate:9,.0f} events/s   {rate / rates['plain']:.2f}x plain{versus}   "
             f"{per_event[name]:5.1f} us CPU/event"
         )
     return rates

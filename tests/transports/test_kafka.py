@@ -93,6 +93,8 @@ def test_a_message_travels_as_value_and_headers() -> None:
     assert (foreign.name, foreign.body, foreign.headers) == ("x", b"raw", {"source": "other"})
 
 
+#: The headers most records carry, in the order the bus writes them.
+THREE = ("bus-id", "bus-name", "bus-at")
 #: Records the bus cannot read: a header, and what the dead-letter reason says about it.
 MALFORMED = [
     (("bus-attempt", b"abc"), "'bus-attempt' is not a whole number of 1 or more: b'abc'"),
@@ -119,6 +121,31 @@ def test_a_malformed_header_is_reported_not_raised(header: tuple[str, bytes], re
     assert decode(b"{}", headers) == message.replace(
         id=decode(b"{}", headers).id, published_at=decode(b"{}", headers).published_at
     )
+
+
+@pytest.mark.parametrize(("header", "reason"), [m for m in MALFORMED if m[0][0] in THREE])
+def test_a_malformed_header_of_the_usual_three_is_reported(
+    header: tuple[str, bytes], reason: str
+) -> None:
+    # A record with just the headers most records carry is read on a shorter path.
+    usual = encode(Message(name="orders.placed", body=b"{}"))
+    assert [key for key, _ in usual] == list(THREE)
+    headers = [header if key == header[0] else (key, raw) for key, raw in usual]
+    message, problem = read(b"{}", headers)
+    assert problem is not None and reason in problem
+    assert message.name == ("" if header[0] == "bus-name" else "orders.placed")
+
+
+def test_the_usual_three_headers_are_read_as_written() -> None:
+    sent = Message(name="orders.placed", body=b"{}")
+    assert read(sent.body, encode(sent)) == (sent, None)
+    naive = [(k, v) for k, v in encode(sent) if k != "bus-at"] + [
+        ("bus-at", b"2026-01-02T03:04:05")
+    ]
+    message, problem = read(b"{}", naive)
+    assert problem is None and message.published_at.tzinfo is not None
+    blank = [(k, b"" if k == "bus-id" else v) for k, v in encode(sent)]
+    assert read(b"{}", blank)[0].id not in ("", sent.id)  # a new id, as for a record without
 
 
 def test_well_formed_records_have_no_problem() -> None:
@@ -418,6 +445,8 @@ class _Producer:
         self.room.set()
         self.handed: list[bytes | None] = []
         self.refused: set[bytes] = set()
+        #: Kafka's answer to the records handed over from now on, if it refuses them.
+        self.later: Exception | None = None
 
     async def send(self, topic: str, value: bytes | None, **_: object) -> asyncio.Future[None]:
         await self.room.wait()
@@ -425,7 +454,10 @@ class _Producer:
             raise ValueError(f"too large: {value!r}")
         self.handed.append(value)
         answer: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        answer.set_result(None)
+        if self.later is not None:
+            answer.set_exception(self.later)
+        else:
+            answer.set_result(None)
         return answer
 
 
@@ -433,21 +465,39 @@ async def test_records_that_wait_for_room_are_handed_over_together_in_order() ->
     producer = _Producer()
     handoff = Handoff(producer)
     producer.room.clear()  # the batch is full: the first send waits, the others queue up
-    calls = [asyncio.ensure_future(handoff.hand("t", str(n).encode(), [], None)) for n in range(6)]
-    producer.refused.add(b"3")
+    first = asyncio.ensure_future(handoff.hand("t", b"0", [], None))
     await asyncio.sleep(0)
-    calls[4].cancel()  # gone before its turn: not sent
+    # Queued behind the first: each call gives the future of its answer at once.
+    answers = [await handoff.hand("t", str(n).encode(), [], None) for n in range(1, 6)]
+    producer.refused.add(b"3")
+    answers[3].cancel()  # record 4's publisher is gone before its turn: not sent
     await asyncio.sleep(0)
     assert producer.handed == []
     producer.room.set()
-    results = await asyncio.gather(*calls, return_exceptions=True)
+    await (await first)
+    results = await asyncio.gather(*answers, return_exceptions=True)
     assert producer.handed == [b"0", b"1", b"2", b"5"]
-    assert isinstance(results[3], ValueError)
-    assert isinstance(results[4], asyncio.CancelledError)
-    assert all(isinstance(r, asyncio.Future) for i, r in enumerate(results) if i not in (3, 4))
+    assert isinstance(results[2], ValueError)  # record 3: refused, through its answer
+    assert isinstance(results[3], asyncio.CancelledError)
+    assert [results[0], results[1], results[4]] == [None, None, None]  # Kafka's answers
     # Free again: the next record is handed over at once, by its own call.
     await handoff.hand("t", b"6", [], None)
     assert producer.handed[-1] == b"6"
+    await handoff.close()
+
+
+async def test_a_queued_record_gets_kafkas_refusal_through_its_answer() -> None:
+    producer = _Producer()
+    handoff = Handoff(producer)
+    producer.room.clear()
+    first = asyncio.ensure_future(handoff.hand("t", b"0", [], None))
+    await asyncio.sleep(0)
+    answer = await handoff.hand("t", b"1", [], None)
+    producer.later = ValueError("not taken")  # Kafka refuses the records from now on
+    producer.room.set()
+    await first
+    with pytest.raises(ValueError, match="not taken"):
+        await answer
     await handoff.close()
 
 

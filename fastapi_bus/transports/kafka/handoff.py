@@ -7,7 +7,9 @@ another), and they must not take turns either: a lock wakes one waiter per event
 and the producer sends each turn's few records as a request of their own. So, per topic, one
 call hands its record to the producer; records that come while it waits queue up behind it,
 and one task hands all of them over, in order, as soon as there is room, in as few requests
-as the batches allow. Each caller gets the future of Kafka's answer for its own record.
+as the batches allow. Each caller gets the future of Kafka's answer for its own record at
+once, queued or not, so that a publish waits for one thing only (its answer), not for its turn
+and then for its answer.
 """
 
 from __future__ import annotations
@@ -21,8 +23,8 @@ from aiokafka import AIOKafkaProducer
 __all__ = ["Handoff", "Headers"]
 
 Headers = list[tuple[str, bytes]]
-#: A record waiting for its turn: value, headers, key, and the future of its Kafka future.
-_Waiting = tuple[bytes | None, Headers, bytes | None, "asyncio.Future[asyncio.Future[Any]]"]
+#: A record waiting for its turn: value, headers, key, and the future of Kafka's answer.
+_Waiting = tuple[bytes | None, Headers, bytes | None, "asyncio.Future[Any]"]
 
 
 class _Lane:
@@ -33,6 +35,28 @@ class _Lane:
         self.busy = False
         self.waiting: deque[_Waiting] = deque()
         self.pump: asyncio.Task[None] | None = None
+
+
+class _Relay:
+    """Passes Kafka's answer to a record on to the future its publisher awaits."""
+
+    __slots__ = ("_answer",)
+
+    def __init__(self, answer: asyncio.Future[Any]) -> None:
+        self._answer = answer
+
+    def __call__(self, sent: asyncio.Future[Any]) -> None:
+        answer = self._answer
+        if sent.cancelled():
+            answer.cancel()
+            return
+        error = sent.exception()  # retrieved, even if nobody awaits the answer any more
+        if answer.done():
+            return  # its publisher was cancelled after the record was handed over
+        if error is not None:
+            answer.set_exception(error)
+        else:
+            answer.set_result(sent.result())
 
 
 class Handoff:
@@ -47,14 +71,18 @@ class Handoff:
     ) -> asyncio.Future[Any]:
         """Put the record in the producer's batch, after every record handed before it to
         ``topic``; returns the future of Kafka's answer (awaiting it raises if Kafka did not
-        take the record)."""
+        take the record, or if the producer refused it).
+
+        If records of ``topic`` are waiting for room, the record queues up behind them and
+        the future comes at once; cancelling it before the record's turn keeps the record
+        from being sent."""
         lane = self._lanes.get(topic)
         if lane is None:
             lane = self._lanes[topic] = _Lane()
         if lane.busy:
-            turn: asyncio.Future[asyncio.Future[Any]] = asyncio.get_running_loop().create_future()
-            lane.waiting.append((value, headers, key, turn))
-            return await turn
+            answer: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            lane.waiting.append((value, headers, key, answer))
+            return answer
         lane.busy = True
         try:
             # Returns without waiting unless the partition's batch is full.
@@ -72,25 +100,24 @@ class Handoff:
         """Hand the records that queued up while the producer waited, oldest first."""
         send = self._producer.send
         waiting = lane.waiting
-        turn: asyncio.Future[asyncio.Future[Any]] | None = None
+        answer: asyncio.Future[Any] | None = None
         try:
             while waiting:
-                value, headers, key, turn = waiting.popleft()
-                if turn.done():
+                value, headers, key, answer = waiting.popleft()
+                if answer.done():
                     continue  # its publisher was cancelled: not sent
                 try:
                     sent = await send(topic, value, key=key, headers=headers)
                 except Exception as exc:
-                    if not turn.done():
-                        turn.set_exception(exc)
+                    if not answer.done():
+                        answer.set_exception(exc)
                 else:
-                    if not turn.done():
-                        turn.set_result(sent)
-                turn = None
+                    sent.add_done_callback(_Relay(answer))
+                answer = None
         finally:
             # Cancelled (the loop is closing): the records not handed over are not sent.
-            if turn is not None:
-                turn.cancel()
+            if answer is not None:
+                answer.cancel()
             while waiting:
                 waiting.popleft()[3].cancel()
             lane.busy = False

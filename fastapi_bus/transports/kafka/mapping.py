@@ -45,6 +45,21 @@ _SHOWN = 60
 Headers = list[tuple[str, bytes]]
 
 
+#: Event names encoded once (a process publishes few names, each many times).
+_names: dict[str, bytes] = {}
+#: How many encoded names :data:`_names` keeps.
+_NAMES_KEPT = 1024
+
+
+def _name_bytes(name: str) -> bytes:
+    encoded = _names.get(name)
+    if encoded is None:
+        encoded = name.encode()
+        if len(_names) < _NAMES_KEPT:
+            _names[name] = encoded
+    return encoded
+
+
 def encode(message: Message) -> Headers:
     """The record headers that carry ``message``'s fields (its body is the record's value)."""
     published_at = message.published_at
@@ -52,7 +67,7 @@ def encode(message: Message) -> Headers:
         published_at = published_at.replace(tzinfo=timezone.utc)
     headers: Headers = [
         (_ID, message.id.encode()),
-        (_NAME, message.name.encode()),
+        (_NAME, _name_bytes(message.name)),
         (_AT, published_at.isoformat().encode()),
     ]
     if message.correlation_id is not None:
@@ -75,7 +90,8 @@ def partition_key(message: Message) -> bytes:
     Records with one key go to one partition, so they keep their order: by default every
     event of one name stays in publish order; a key per aggregate (an order id) spreads one
     event over the partitions and keeps each aggregate's events in order."""
-    return (message.headers.get(KEY_HEADER) or message.name).encode()
+    key = message.headers.get(KEY_HEADER)
+    return key.encode() if key else _name_bytes(message.name)
 
 
 def decode(
@@ -101,6 +117,19 @@ def read(
     own headers is not UTF-8 text. The message is still made, with the malformed header's
     field as if it were missing (and a header's text decoded with U+FFFD for bad bytes), so
     that it can be shown and dead-lettered."""
+    if len(headers) == 3:
+        # What most records carry (a first delivery, JSON, no ids of a cause): read at once.
+        (k_id, r_id), (k_name, r_name), (k_at, r_at) = headers
+        if k_id == _ID and k_name == _NAME and k_at == _AT and r_id and r_name and r_at:
+            try:
+                the_id, the_name = r_id.decode(), r_name.decode()
+                the_time = datetime.fromisoformat(r_at.decode())
+            except ValueError:  # UnicodeDecodeError too: read below, to say what is wrong
+                pass
+            else:
+                if the_time.tzinfo is None:
+                    the_time = the_time.replace(tzinfo=timezone.utc)
+                return Message(the_name, value or b"", the_id, {}, None, None, the_time), None
     message_id = message_name = correlation_id = causation_id = None
     content_type = JSON
     published_at: datetime | None = None
