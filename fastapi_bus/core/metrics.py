@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import collections
 import threading
+from collections.abc import Callable
+from typing import Any
 
-__all__ = ["CounterMetrics", "Metrics", "MetricsGroup"]
+__all__ = ["CounterMetrics", "Metrics", "MetricsGroup", "listener", "times_handling"]
 
 
 class Metrics:
@@ -63,7 +65,9 @@ class CounterMetrics(Metrics):
             self.counts[outcome, handler] += 1
 
     def handled(self, handler: str, event: str, seconds: float) -> None:
-        self._count("handled", handler)
+        # ``_count``, written out: called for every message handled.
+        with self._lock:
+            self.counts["handled", handler] += 1
 
     def failed(self, handler: str, event: str, exception: BaseException) -> None:
         self._count("failed", handler)
@@ -76,6 +80,26 @@ class CounterMetrics(Metrics):
 
     def skipped(self, handler: str, event: str) -> None:
         self._count("skipped", handler)
+
+
+def listener(metrics: Metrics, hook: str) -> Callable[..., Any] | None:
+    """``metrics``' method ``hook``, or ``None`` when it is the base class's, which does nothing
+    (in every member of a :class:`MetricsGroup`)."""
+    if isinstance(metrics, MetricsGroup):
+        if not any(listener(member, hook) for member in metrics.members):
+            return None
+    elif getattr(type(metrics), hook) is getattr(Metrics, hook):
+        return None
+    method: Callable[..., Any] = getattr(metrics, hook)
+    return method
+
+
+def times_handling(metrics: Metrics) -> bool:
+    """Whether ``metrics``' ``handled`` hook may read its ``seconds`` (the clock is read around
+    each handler call only then): not the base class's, nor :class:`CounterMetrics`'."""
+    if isinstance(metrics, MetricsGroup):
+        return any(times_handling(member) for member in metrics.members)
+    return type(metrics).handled not in (Metrics.handled, CounterMetrics.handled)
 
 
 class MetricsGroup(Metrics):

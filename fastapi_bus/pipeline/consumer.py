@@ -12,29 +12,16 @@ only when the call raises.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 from fastapi_bus.core.logs import bind_delivery, unbind_delivery
 from fastapi_bus.core.messages import Message
-from fastapi_bus.core.metrics import Metrics, MetricsGroup
+from fastapi_bus.core.metrics import Metrics, listener
 from fastapi_bus.pipeline.delivery import ConsumeApp, Delivery
 from fastapi_bus.pipeline.failures import FailureMiddleware
 from fastapi_bus.pipeline.handler import HandlerCall
 from fastapi_bus.transports.base import Consumer
 
 __all__ = ["handler_consumer", "listener"]
-
-
-def listener(metrics: Metrics, hook: str) -> Callable[..., Any] | None:
-    """``metrics``' method ``hook``, or ``None`` when it is the base class's, which does nothing
-    (in every member of a :class:`~fastapi_bus.MetricsGroup`)."""
-    if isinstance(metrics, MetricsGroup):
-        if not any(listener(member, hook) for member in metrics.members):
-            return None
-    elif getattr(type(metrics), hook) is getattr(Metrics, hook):
-        return None
-    method: Callable[..., Any] = getattr(metrics, hook)
-    return method
 
 
 def handler_consumer(

@@ -12,7 +12,7 @@ from types import TracebackType
 from typing import Any, Protocol
 
 from fastapi_bus.core.messages import Message
-from fastapi_bus.core.metrics import Metrics
+from fastapi_bus.core.metrics import Metrics, listener, times_handling
 from fastapi_bus.core.types import AnyCallable
 from fastapi_bus.pipeline.decoding import Decoder, check_size
 from fastapi_bus.pipeline.delivery import Delivery, HandlerInfo
@@ -93,7 +93,9 @@ class HandlerCall:
         limit = env.max_message_size
         decode = self.decode if self.wants_event else None
         open_work = env.open_work
-        handled = env.metrics.handled
+        handled = listener(env.metrics, "handled")
+        #: No clock read around the call when no ``handled`` hook reads the seconds.
+        timed = times_handling(env.metrics)
         failed = env.metrics.failed
         handler = self.route.name
         direct = self.direct
@@ -106,7 +108,7 @@ class HandlerCall:
                 check_size(message, limit)  # raises
             event = decode(message) if decode is not None else None
             work = open_work(message)
-            start = clock()
+            start = clock() if timed else 0.0
             with work:
                 try:
                     if direct is not None:
@@ -122,6 +124,7 @@ class HandlerCall:
             flush = work.settle()
             if flush is not None:
                 await flush
-            handled(handler, message.name, clock() - start)
+            if handled is not None:
+                handled(handler, message.name, clock() - start if timed else 0.0)
 
         return handle

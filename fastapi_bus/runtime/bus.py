@@ -411,7 +411,10 @@ class EventBus:
     ) -> Coroutine[Any, Any, str]:
         """Publish an event; inside a request or a handler, it joins that unit of work (see
         :meth:`Publisher.publish`, which takes the same options). Returns the message id."""
-        return self._publisher().publish(event, payload, **options)
+        publisher = current_publisher()  # ``_publisher``, written out: called at every publish
+        if publisher is None or publisher._bus is not self:
+            publisher = self._free_publisher
+        return publisher.publish(event, payload, **options)
 
     def publish_sync(
         self, event: Publishable, payload: Payload = None, **options: Unpack[PublishOptions]

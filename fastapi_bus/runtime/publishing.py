@@ -253,7 +253,18 @@ class Publisher:
                 "dependency or handler, or a sync background task), where it cannot be "
                 "awaited: call bus.publish_sync(...) there, or make the function `async def`"
             )
+        if not options:  # the usual publish: no option to look up
+            return self._publish_plain(event, payload)
         return self._publish(event, payload, options)
+
+    async def _publish_plain(self, event: Publishable, payload: Payload) -> str:
+        """:meth:`_publish` without options."""
+        bus = self._bus
+        message = bus.encode_message(event, payload, None, self.correlation_id, self.causation_id)
+        outbox = self._outbox
+        if outbox is None or not outbox.hold(message, None):
+            await bus.send_message(message)
+        return message.id
 
     async def _publish(self, event: Publishable, payload: Payload, options: PublishOptions) -> str:
         message, delay = self._encode(event, payload, options)

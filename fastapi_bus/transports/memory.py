@@ -236,20 +236,41 @@ class MemoryTransport(Transport):
     # publishing
 
     async def publish(self, message: Message, *, delay: float | None = None) -> None:
-        broker = self._require_running()
+        broker = self._broker
+        if not self._running or broker is None:
+            broker = self._require_running()  # raises
         if delay:
             self._later(delay, self._route, broker, message)
             return
-        await self._route(broker, message)
+        # ``_route`` without a coroutine of its own unless a queue is full.
+        full = self._offer(broker, message)
+        if full:
+            await self._put_all(full, message)
 
-    async def _route(self, broker: MemoryBroker, message: Message) -> None:
+    def _offer(self, broker: MemoryBroker, message: Message) -> list[MemoryQueue] | None:
+        """Add ``message`` to the queues its name routes to that have room; the others."""
+        full = None
         queues = broker.route(message.name)
         if not queues:
             report_unroutable(self._unroutable, message, logger)
         for queue in queues:
-            # Waits only when the queue is full (backpressure).
             if not queue.offer(message):
-                await queue.put(message)
+                if full is None:
+                    full = [queue]
+                else:
+                    full.append(queue)
+        return full
+
+    @staticmethod
+    async def _put_all(queues: list[MemoryQueue], message: Message) -> None:
+        for queue in queues:
+            # Waits for room (backpressure).
+            await queue.put(message)
+
+    async def _route(self, broker: MemoryBroker, message: Message) -> None:
+        full = self._offer(broker, message)
+        if full:
+            await self._put_all(full, message)
 
     async def send(self, queue: str, message: Message, *, delay: float | None = None) -> None:
         broker = self._require_running()
