@@ -5,8 +5,9 @@ step (retries, redelivery, dead letters), idempotency, the timeout, the user mid
 the :class:`~.handler.HandlerCall`. Only the steps that have something to do are there: no
 timeout step without a timeout, no idempotency step unless the handler asks for it, no hook call
 for a hook nobody overrides. A handler with none of them gets the message straight into its
-call, with the retry machinery (and the :class:`~.delivery.Delivery` it works on) brought in
-only when the call raises.
+call (which then binds the log context itself: one coroutine per message), with the retry
+machinery (and the :class:`~.delivery.Delivery` it works on) brought in only when the call
+raises.
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ def handler_consumer(
     settled = listener(metrics, "settled")
     recover = failures.recover
     handle: Callable[[Message], Awaitable[None]]
+    if pipeline is call and consumed is None and settled is None:
+        return call.consumer(recover, queue)
     if pipeline is call:
         handle = call.handle
     else:

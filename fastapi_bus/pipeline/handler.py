@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from types import TracebackType
 from typing import Any, Protocol
 
+from fastapi_bus.core.logs import bind_delivery, unbind_delivery
 from fastapi_bus.core.messages import Message
 from fastapi_bus.core.metrics import Metrics, listener, times_handling
 from fastapi_bus.core.types import AnyCallable
@@ -87,8 +88,21 @@ class HandlerCall:
     async def __call__(self, delivery: Delivery) -> None:
         await self.handle(delivery.message)
 
-    def _compile(self) -> Callable[[Message], Awaitable[None]]:
+    def consumer(
+        self, recover: Callable[[Delivery, Exception], Awaitable[None]], queue: str
+    ) -> Callable[[Message], Awaitable[None]]:
+        """The whole consumer of a handler with no other step around its call: the call in
+        the log context of the delivery, and ``recover`` (the failure step) when it raises.
+        One coroutine per message instead of two."""
+        return self._compile(recover, queue)
+
+    def _compile(
+        self,
+        recover: Callable[[Delivery, Exception], Awaitable[None]] | None = None,
+        queue: str = "",
+    ) -> Callable[[Message], Awaitable[None]]:
         # What every message needs is looked up once, here: the call reads only local names.
+        route = self.route
         env = self.env
         limit = env.max_message_size
         decode = self.decode if self.wants_event else None
@@ -104,27 +118,37 @@ class HandlerCall:
         clock = time.perf_counter
 
         async def handle(message: Message) -> None:
-            if limit is not None and len(message.body) > limit:
-                check_size(message, limit)  # raises
-            event = decode(message) if decode is not None else None
-            work = open_work(message)
-            start = clock() if timed else 0.0
-            with work:
-                try:
-                    if direct is not None:
-                        await direct(event, message)
-                    else:
-                        ctx = SolveContext(message=message, work=work, overrides=overrides())
-                        await solve(plan, event, ctx)
-                except BaseException as exc:
-                    work.discard()
-                    if isinstance(exc, Exception):
-                        failed(handler, message.name, exc)
+            # As a consumer (``recover`` given): in the log context of the delivery.
+            token = bind_delivery(message, handler) if recover is not None else None
+            try:
+                if limit is not None and len(message.body) > limit:
+                    check_size(message, limit)  # raises
+                event = decode(message) if decode is not None else None
+                work = open_work(message)
+                start = clock() if timed else 0.0
+                with work:
+                    try:
+                        if direct is not None:
+                            await direct(event, message)
+                        else:
+                            ctx = SolveContext(message=message, work=work, overrides=overrides())
+                            await solve(plan, event, ctx)
+                    except BaseException as exc:
+                        work.discard()
+                        if isinstance(exc, Exception):
+                            failed(handler, message.name, exc)
+                        raise
+                flush = work.settle()
+                if flush is not None:
+                    await flush
+                if handled is not None:
+                    handled(handler, message.name, clock() - start if timed else 0.0)
+            except Exception as exc:
+                if recover is None:
                     raise
-            flush = work.settle()
-            if flush is not None:
-                await flush
-            if handled is not None:
-                handled(handler, message.name, clock() - start if timed else 0.0)
+                await recover(Delivery(message=message, route=route, queue=queue), exc)
+            finally:
+                if token is not None:
+                    unbind_delivery(token)
 
         return handle

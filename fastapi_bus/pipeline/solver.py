@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import inspect
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AsyncExitStack
@@ -165,6 +166,13 @@ def direct_call(plan: HandlerPlan) -> Callable[[Any, Message], Awaitable[Any]] |
     messages = [param.name for param in dependant.params if param.kind is ParamKind.MESSAGE]
     if not defaults and not messages and len(events) == 1:
         (event_name,) = events
+        if _only_positional_parameter(call, event_name):
+            # ``handler(event)``: a call with keywords builds a dict at every message.
+
+            def event_positional(event: Any, message: Message) -> Awaitable[Any]:
+                return call(event)  # type: ignore[no-any-return]
+
+            return event_positional
 
         def event_only(event: Any, message: Message) -> Awaitable[Any]:
             return call(**{event_name: event})  # type: ignore[no-any-return]
@@ -180,6 +188,19 @@ def direct_call(plan: HandlerPlan) -> Callable[[Any, Message], Awaitable[Any]] |
         return call(**kwargs)  # type: ignore[no-any-return]
 
     return direct
+
+
+def _only_positional_parameter(call: Any, name: str) -> bool:
+    """Whether ``name`` is the one parameter of ``call``, and it can be passed by position."""
+    try:
+        parameters = list(inspect.signature(call).parameters.values())
+    except (TypeError, ValueError):
+        return False
+    return (
+        len(parameters) == 1
+        and parameters[0].name == name
+        and parameters[0].kind is inspect.Parameter.POSITIONAL_OR_KEYWORD
+    )
 
 
 async def solve(plan: HandlerPlan, event: Any, ctx: SolveContext) -> Any:
