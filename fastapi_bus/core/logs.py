@@ -17,10 +17,18 @@ from __future__ import annotations
 
 import contextvars
 import logging
+from collections.abc import Callable
 
 from fastapi_bus.core.messages import Message
 
-__all__ = ["LOG_FIELDS", "MessageLogFilter", "bind_delivery", "message_extra", "unbind_delivery"]
+__all__ = [
+    "LOG_FIELDS",
+    "MessageLogFilter",
+    "bind_delivery",
+    "delivery_context",
+    "message_extra",
+    "unbind_delivery",
+]
 
 #: The attributes :func:`message_extra` adds to a log record.
 LOG_FIELDS = ("message_id", "event_name", "handler", "correlation_id")
@@ -46,8 +54,11 @@ def bind_delivery(message: Message, handler: str) -> contextvars.Token[tuple[Mes
     return _delivery.set((message, handler))
 
 
-def unbind_delivery(token: contextvars.Token[tuple[Message, str] | None]) -> None:
-    _delivery.reset(token)
+#: Undoes :func:`bind_delivery` (the variable's own ``reset``: no call in between).
+unbind_delivery: Callable[[contextvars.Token[tuple[Message, str] | None]], None] = _delivery.reset
+#: What :func:`bind_delivery` sets, for a consumer's hot path to set ``(message, handler)``
+#: itself.
+delivery_context = _delivery
 
 
 class MessageLogFilter(logging.Filter):

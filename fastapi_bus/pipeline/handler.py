@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from types import TracebackType
 from typing import Any, Protocol
 
-from fastapi_bus.core.logs import bind_delivery, unbind_delivery
+from fastapi_bus.core.logs import delivery_context
 from fastapi_bus.core.messages import Message
 from fastapi_bus.core.metrics import Metrics, listener, times_handling
 from fastapi_bus.core.types import AnyCallable
@@ -116,10 +116,11 @@ class HandlerCall:
         plan = self.plan
         overrides = env.overrides
         clock = time.perf_counter
+        bind, unbind = delivery_context.set, delivery_context.reset
 
         async def handle(message: Message) -> None:
             # As a consumer (``recover`` given): in the log context of the delivery.
-            token = bind_delivery(message, handler) if recover is not None else None
+            token = bind((message, handler)) if recover is not None else None
             try:
                 if limit is not None and len(message.body) > limit:
                     check_size(message, limit)  # raises
@@ -149,6 +150,6 @@ class HandlerCall:
                 await recover(Delivery(message=message, route=route, queue=queue), exc)
             finally:
                 if token is not None:
-                    unbind_delivery(token)
+                    unbind(token)
 
         return handle

@@ -414,6 +414,8 @@ class EventBus:
         publisher = current_publisher()  # ``_publisher``, written out: called at every publish
         if publisher is None or publisher._bus is not self:
             publisher = self._free_publisher
+        if not options:
+            return publisher.publish(event, payload)
         return publisher.publish(event, payload, **options)
 
     def publish_sync(

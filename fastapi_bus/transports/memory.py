@@ -250,7 +250,10 @@ class MemoryTransport(Transport):
     def _offer(self, broker: MemoryBroker, message: Message) -> list[MemoryQueue] | None:
         """Add ``message`` to the queues its name routes to that have room; the others."""
         full = None
-        queues = broker.route(message.name)
+        name = message.name
+        queues = broker.routes.get(name)  # ``route``, without a call once worked out
+        if queues is None:
+            queues = broker.route(name)
         if not queues:
             report_unroutable(self._unroutable, message, logger)
         for queue in queues:

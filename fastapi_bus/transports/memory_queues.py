@@ -212,30 +212,30 @@ class MemoryBroker:
         self.queues: dict[str, MemoryQueue] = {}
         #: The queues each event name routes to, worked out once per name until the
         #: queues or their bindings change.
-        self._routes: dict[str, list[MemoryQueue]] = {}
+        self.routes: dict[str, list[MemoryQueue]] = {}
 
     def queue(self, name: str) -> MemoryQueue:
         queue = self.queues.get(name)
         if queue is None:
             queue = self.queues[name] = MemoryQueue(name, self.max_queue_size)
-            self._routes = {}
+            self.routes = {}
         return queue
 
     def bind(self, name: str, patterns: Iterable[str]) -> MemoryQueue:
         """The queue ``name`` (made if new), bound to ``patterns`` as well."""
         queue = self.queue(name)
         queue.patterns.update(patterns)
-        self._routes = {}
+        self.routes = {}
         return queue
 
     def remove(self, name: str) -> None:
         if self.queues.pop(name, None) is not None:
-            self._routes = {}
+            self.routes = {}
 
     def route(self, name: str) -> list[MemoryQueue]:
         # A change in another thread replaces the cache: one worked out meanwhile goes into
         # the old one, never into the new.
-        routes = self._routes
+        routes = self.routes
         queues = routes.get(name)
         if queues is None:
             queues = [
