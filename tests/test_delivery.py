@@ -49,6 +49,25 @@ def test_every_handler_gets_each_event_once_across_routers() -> None:
     assert sorted(seen) == ["invoice 1", "invoice 2", "reserve 1", "reserve 2"]
 
 
+def test_handlers_get_the_event_by_position_or_by_keyword() -> None:
+    seen: list[str] = []
+    router = EventRouter()
+
+    @router.on(OrderPlaced)
+    async def positional(event: OrderPlaced) -> None:
+        seen.append(f"positional {event.order_id}")
+
+    @router.on(OrderPlaced)
+    async def keyword_only(*, order: OrderPlaced) -> None:
+        seen.append(f"keyword {order.order_id}")
+
+    app, _ = make_app(router)
+    with TestClient(app) as client:
+        publish(client, OrderPlaced(order_id="1", total=1))
+        drain(client)
+    assert sorted(seen) == ["keyword 1", "positional 1"]
+
+
 def test_wildcard_handlers_match_by_pattern() -> None:
     seen: list[tuple[str, str]] = []
     events = EventRouter(prefix="orders")
