@@ -65,9 +65,7 @@ class CounterMetrics(Metrics):
             self.counts[outcome, handler] += 1
 
     def handled(self, handler: str, event: str, seconds: float) -> None:
-        # ``_count``, written out: called for every message handled.
-        with self._lock:
-            self.counts["handled", handler] += 1
+        self._count("handled", handler)
 
     def failed(self, handler: str, event: str, exception: BaseException) -> None:
         self._count("failed", handler)

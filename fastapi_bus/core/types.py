@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 import types
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -14,11 +13,6 @@ Headers = dict[str, str]
 
 #: Any callable a user registers: a handler or a dependency.
 AnyCallable = Callable[..., Any]
-
-#: Whether threads take turns under the GIL (not a free-threaded build): then no other thread
-#: runs in the middle of a step of C code, and each thread sees the others' writes in the
-#: order they were made.
-GIL_ENABLED: bool = getattr(sys, "_is_gil_enabled", lambda: True)()
 
 
 def is_class(tp: object) -> bool:

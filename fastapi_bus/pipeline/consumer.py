@@ -22,7 +22,7 @@ from fastapi_bus.pipeline.failures import FailureMiddleware
 from fastapi_bus.pipeline.handler import HandlerCall
 from fastapi_bus.transports.base import Consumer
 
-__all__ = ["handler_consumer", "listener"]
+__all__ = ["handler_consumer"]
 
 
 def handler_consumer(

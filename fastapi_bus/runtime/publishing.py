@@ -25,7 +25,7 @@ from typing_extensions import TypedDict, Unpack
 
 from fastapi_bus.core.exceptions import PublishError
 from fastapi_bus.core.messages import Message
-from fastapi_bus.core.types import GIL_ENABLED, check_options
+from fastapi_bus.core.types import check_options
 
 __all__ = [
     "EncodeOptions",
@@ -245,26 +245,14 @@ class Publisher:
                 :meth:`publish_sync` there).
             TypeError: an unknown keyword (at the call).
         """
-        if options:
-            check_options(options, PublishOptions, "publish")
+        check_options(options, PublishOptions, "publish")
         if self._loop is not None and _running_loop() is not self._loop:
             raise PublishError(
                 "bus.publish() was called in a worker thread (a plain `def` endpoint, "
                 "dependency or handler, or a sync background task), where it cannot be "
                 "awaited: call bus.publish_sync(...) there, or make the function `async def`"
             )
-        if not options:  # the usual publish: no option to look up
-            return self._publish_plain(event, payload)
         return self._publish(event, payload, options)
-
-    async def _publish_plain(self, event: Publishable, payload: Payload) -> str:
-        """:meth:`_publish` without options."""
-        bus = self._bus
-        message = bus.encode_message(event, payload, None, self.correlation_id, self.causation_id)
-        outbox = self._outbox
-        if outbox is None or not outbox.hold(message, None):
-            await bus.send_message(message)
-        return message.id
 
     async def _publish(self, event: Publishable, payload: Payload, options: PublishOptions) -> str:
         message, delay = self._encode(event, payload, options)
@@ -412,13 +400,9 @@ class HandlerWork:
                 if self._publisher is None:
                     message = self._message
                     outbox = Outbox(self._bus)
-                    # Visible before the state is read: ``commit`` (which may run meanwhile
-                    # without the lock) either finds this outbox and flushes it, or marked the
-                    # work settled before it looked, and then the outbox is born settled.
+                    # Settled or discarded before the first publish: the outbox is born so.
+                    outbox.state = self._state
                     self._outbox = outbox
-                    state = self._state
-                    if state is not _OutboxState.OPEN:
-                        outbox.state = state
                     self._publisher = Publisher(
                         self._bus,
                         correlation_id=message.correlation_id or message.id,
@@ -452,19 +436,8 @@ class HandlerWork:
 
     def settle(self) -> Coroutine[Any, Any, None] | None:
         """The handler returned: what sends the events it published (to await), or ``None``
-        when it published none, as most handlers: then nothing is made, and no lock taken."""
-        if GIL_ENABLED:
-            # Marked before looking for an outbox: see ``publisher``.
+        when it published none, as most handlers: then nothing is made."""
+        with _creating:
             self._state = _OutboxState.SENT
             outbox = self._outbox
-        else:
-            with _creating:
-                self._state = _OutboxState.SENT
-                outbox = self._outbox
         return None if outbox is None else outbox.flush()
-
-    async def commit(self) -> None:
-        """The handler returned: send the events it published, in order."""
-        flush = self.settle()
-        if flush is not None:
-            await flush
