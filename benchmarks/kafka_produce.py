@@ -36,13 +36,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
 import statistics
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -208,18 +207,6 @@ async def check(bootstrap: str, topic: str, expected: int) -> None:
         raise SystemExit(f"{topic} holds {found} records, not {expected}")
 
 
-@contextlib.contextmanager
-def broker(bootstrap: str | None) -> Iterator[str]:
-    if bootstrap:
-        yield bootstrap
-        return
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from tests.kafka_broker import tansu
-
-    with tansu() as started:
-        yield started
-
-
 async def run(bootstrap: str, args: argparse.Namespace) -> dict[str, float]:
     """Interleaved rounds of both sides; prints and returns the median rates (events/s)."""
     cpu: dict[str, list[float]] = {"plain": [], "fastapi-bus": [], "transport": []}
@@ -262,6 +249,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--window", type=int, default=100, help="sends in flight at once")
     args = parser.parse_args()
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from benchmarks.kafka_consume import broker  # the given broker, or a Tansu of our own
+
     with broker(args.bootstrap) as bootstrap:
         asyncio.run(run(bootstrap, args))
 
