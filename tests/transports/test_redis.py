@@ -97,6 +97,42 @@ async def test_a_dead_consumers_message_is_claimed_by_another(
         await transport.close(grace=1)
 
 
+async def test_dead_consumers_leave_the_group_once_they_hold_nothing(
+    redis_url: str, redis_prefix: str, consumers: Consumers
+) -> None:
+    transport = RedisTransport(redis_url, prefix=redis_prefix, claim_idle=0.5)
+    await transport.start()
+    client = redis.asyncio.Redis.from_url(redis_url)
+    stream = f"{{{redis_prefix}}}:q:work"
+    try:
+        # A consumer process killed holding a message, a consumer that never read anything,
+        # and one that took a message and was never heard of again.
+        doomed = consumers.start("doomed", "hang")
+        await transport.publish(Message(name="work.item", body=b"1"))
+        await wait_until(lambda: "started 1" in lines(doomed), timeout=30)
+        consumers.processes[-1].kill()
+        consumers.processes[-1].wait()
+        await client.xgroup_createconsumer(stream, "bus", "ghost")
+        await transport.publish(Message(name="work.item", body=b"2"))
+        assert await client.xreadgroup("bus", "holder", {stream: ">"}, count=1)
+        got: list[bytes] = []
+
+        async def survivor(message: Message) -> None:
+            got.append(message.body)
+
+        await transport.consume(WORK, survivor)
+
+        async def others() -> list[str]:
+            listed = await client.xinfo_consumers(stream, "bus")
+            return [n for info in listed if (n := info["name"].decode()) != transport._name]
+
+        await wait_until_async(others, 0, 30)
+        await wait_until(lambda: sorted(got) == [b"1", b"2"], what="both claimed messages")
+    finally:
+        await client.aclose()
+        await transport.close(grace=1)
+
+
 async def test_a_message_that_kills_its_consumers_is_dead_lettered(
     redis_url: str, redis_prefix: str, consumers: Consumers
 ) -> None:
@@ -111,6 +147,28 @@ async def test_a_message_that_kills_its_consumers_is_dead_lettered(
         assert got == []
         assert await transport.browse("work") == []
     finally:
+        await transport.close(grace=1)
+
+
+async def test_pruning_keeps_a_consumer_that_holds_entries(
+    redis_url: str, redis_prefix: str
+) -> None:
+    transport = RedisTransport(redis_url, prefix=redis_prefix)
+    await transport.start()
+    client = redis.asyncio.Redis.from_url(redis_url)
+    stream = f"{{{redis_prefix}}}:q:work"
+    try:
+        await transport.declare(WORK)
+        await client.xgroup_createconsumer(stream, "bus", "ghost")
+        await transport.publish(Message(name="work.item", body=b"1"))
+        assert await client.xreadgroup("bus", "holder", {stream: ">"}, count=1)
+        session = transport._session
+        assert session is not None
+        assert await session.prune_consumers(stream, "nobody", -1) == 1
+        (left,) = await client.xinfo_consumers(stream, "bus")
+        assert (left["name"], left["pending"]) == (b"holder", 1)
+    finally:
+        await client.aclose()
         await transport.close(grace=1)
 
 

@@ -13,7 +13,8 @@ them there: every consumer claims entries that have been idle longer than ``clai
 (``XAUTOCLAIM``) and handles them as redeliveries, with the delivery count added to the
 message's attempt; one delivered more than ``max_deliveries`` times goes to the dead-letter
 stream instead (it kills its consumers). Live consumers renew their claim on what they are
-handling, so a slow handler does not lose its message to another consumer.
+handling, so a slow handler does not lose its message to another consumer. A dead consumer's
+name leaves the group once it holds nothing and has been idle for ``claim_idle``.
 """
 
 from __future__ import annotations
@@ -316,6 +317,7 @@ class StreamConsumer:
             try:
                 await self._renew()
                 await self._reclaim()
+                await self._prune()
             except Exception as exc:
                 if not self.stopping:
                     logger.debug("claiming on %r failed: %s", self.queue, exc)
@@ -351,6 +353,13 @@ class StreamConsumer:
                     self._start(entry_id, fields, max(deliveries, 2))
             if start in (b"0-0", "0-0") or not entries:
                 return
+
+    async def _prune(self) -> None:
+        """Remove the consumers that died holding nothing (or whose entries were claimed
+        since), so that the group lists only consumers that may still be alive."""
+        removed = await self._session.prune_consumers(self._stream, self._name, self._claim_idle_ms)
+        if removed:
+            logger.info("removed %d dead consumer(s) from the group of %r", removed, self.queue)
 
     async def _give_up(self, entry_id: bytes | str, fields: Any, deliveries: int) -> None:
         """Dead-letter a message whose consumers kept dying before they acknowledged it."""

@@ -15,6 +15,7 @@ __all__ = [
     "GROUP",
     "MOVE",
     "MOVE_DUE",
+    "PRUNE",
     "READ",
     "ROUTE",
     "SEND",
@@ -221,4 +222,22 @@ for _, entry in ipairs(reply[1][2]) do
   end
 end
 return {table.concat(index, ' '), table.concat(data)}
+"""
+
+# KEYS: stream. ARGV: group, the calling consumer, idle ms. Removes the group's other consumers
+# that hold nothing and have been idle longer than that (consumers of processes that died): one
+# that holds entries stays until they are claimed, and a live consumer that is removed is
+# added back by its next read. Returns how many were removed.
+PRUNE = """
+local removed = 0
+for _, consumer in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])) do
+  local info = {}
+  for i = 1, #consumer, 2 do info[consumer[i]] = consumer[i + 1] end
+  if info['name'] ~= ARGV[2] and tonumber(info['pending']) == 0
+      and tonumber(info['idle']) > tonumber(ARGV[3]) then
+    redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], info['name'])
+    removed = removed + 1
+  end
+end
+return removed
 """

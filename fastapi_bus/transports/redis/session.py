@@ -47,6 +47,7 @@ class Session:
         self._ack = client.register_script(scripts.ACK)
         self._move = client.register_script(scripts.MOVE)
         self._read = client.register_script(scripts.READ)
+        self._prune = client.register_script(scripts.PRUNE)
 
     @property
     def connected(self) -> bool:
@@ -76,6 +77,11 @@ class Session:
     async def move(self, stream: str, entry_id: bytes | str, value: bytes, target: str) -> None:
         """Replace entry ``entry_id`` of ``stream`` by ``value`` at the end of ``target``."""
         await self._move(keys=[stream, target], args=[GROUP, entry_id, value])
+
+    async def prune_consumers(self, stream: str, keep: str, idle_ms: int) -> int:
+        """Remove the consumers of ``stream``'s group, other than ``keep``, that hold nothing
+        and have been idle longer than ``idle_ms``; how many were removed."""
+        return int(await self._prune(keys=[stream], args=[GROUP, keep, idle_ms]))
 
     async def forget_consumer(self, stream: str, name: str) -> None:
         """Remove consumer ``name`` from the group, if it holds nothing (a consumer that still

@@ -87,7 +87,9 @@ class RedisTransport(Transport):
             services that talk to each other use the same one.
         claim_idle: seconds after which a message held by a consumer that stopped answering
             (its process died) is handed to another consumer. Live consumers renew their claim
-            on what they handle, so a slow handler keeps its message.
+            on what they handle, so a slow handler keeps its message. A consumer that holds
+            nothing and has been idle this long leaves its group's consumer list (a live one
+            that was only quiet is added back by its next read).
         max_deliveries: a message claimed from dead consumers more often than this goes to the
             dead-letter queue (it is likely what kills them).
         connect_timeout: how many seconds ``start()`` keeps retrying an unreachable server.
