@@ -7,7 +7,7 @@ resident set is its own.
   ``EventBus`` imports (``fastapi_bus`` and its RabbitMQ transport; its handler uses no FastAPI
   feature, so FastAPI is never imported), and a second fastapi-bus child also builds a FastAPI
   app with the bus's ``FastAPI`` class first, as a worker that loads the web app does: the
-  two rows tell what FastAPI's import adds (about 12 MiB);
+  two rows tell what FastAPI's import adds (about 7 MiB);
 * ``--soak SECONDS``: the child publishes and consumes a steady 1,000 events/s (the latency
   workload) for that long and reports its resident set (``VmRSS``) a tenth of the way in and
   at the end: a consumer that leaks grows between the two.
