@@ -2,8 +2,12 @@
 resident set is its own.
 
 * peak: the child consumes N waiting events from a classic queue (the consume workload) and
-  reports its peak resident set (``VmHWM``), imports included: the plain child imports aio-pika
-  and pydantic, the fastapi-bus one the bus (and so FastAPI) too;
+  reports its peak resident set (``VmHWM``), imports included. The plain child imports
+  aio-pika and pydantic. The fastapi-bus child imports what a worker module built on an
+  ``EventBus`` imports (``fastapi_bus`` and its RabbitMQ transport; its handler uses no FastAPI
+  feature, so FastAPI is never imported), and a second fastapi-bus child also builds a FastAPI
+  app with the bus's ``FastAPI`` class first, as a worker that loads the web app does: the
+  two rows tell what FastAPI's import adds (about 7 MiB);
 * ``--soak SECONDS``: the child publishes and consumes a steady 1,000 events/s (the latency
   workload) for that long and reports its resident set (``VmRSS``) a tenth of the way in and
   at the end: a consumer that leaks grows between the two.
@@ -29,13 +33,25 @@ def status(field: str) -> float:
     raise RuntimeError(f"no {field} in /proc/self/status")
 
 
+#: The children of the peak rows: the plain driver, a worker built on an EventBus, and a
+#: worker that also builds a FastAPI app (as one whose target is the web app does).
+SIDES = ("plain", "bus", "bus-fastapi")
+
+
 async def child(side: str, url: str, events: int, soak: float, rate: int) -> dict[str, float]:
     from benchmarks import latency, rabbit_consume
 
     timeout = Config(events=events).timeout()
     if not soak:
+        if side == "bus-fastapi":
+            from fastapi_bus import FastAPI
+
+            FastAPI()
         consume = rabbit_consume.plain if side == "plain" else rabbit_consume.bus
         await consume(url, events, "classic", timeout)
+        loaded = "fastapi" in sys.modules
+        if loaded != (side == "bus-fastapi"):
+            raise RuntimeError(f"the {side} child {'imported' if loaded else 'lacks'} FastAPI")
         return {"peak": status("VmHWM")}
     samples: list[float] = []
 
@@ -66,18 +82,19 @@ async def in_child(side: str, config: Config, soak: float) -> dict[str, float]:
 
 
 async def run(config: Config) -> list[Row]:
-    peaks: dict[str, list[float]] = {"plain": [], "bus": []}
+    peaks: dict[str, list[float]] = {side: [] for side in SIDES}
     for _ in range(config.rounds):
         for side in peaks:
             peaks[side].append((await in_child(side, config, 0))["peak"])
     rows = [
         Row(
-            f"RabbitMQ consumer process, {config.events:,} events",
+            f"RabbitMQ consumer process, {config.events:,} events{what}",
             "peak RSS MiB",
             median(peaks["plain"]),
-            median(peaks["bus"]),
+            median(peaks[side]),
             higher_is_better=False,
         )
+        for side, what in (("bus", ""), ("bus-fastapi", ", the worker loads a FastAPI app"))
     ]
     if config.soak:
         soaked = {side: await in_child(side, config, config.soak) for side in ("plain", "bus")}

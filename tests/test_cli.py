@@ -17,10 +17,19 @@ from typing import Any
 
 import pytest
 from fastapi import FastAPI
+from pydantic import BaseModel
 from typer.testing import CliRunner, Result
 
-from fastapi_bus import BusExtension, ConfigurationError, EventRouter, MemoryTransport, get_bus
+from fastapi_bus import (
+    BusExtension,
+    BusState,
+    ConfigurationError,
+    EventRouter,
+    MemoryTransport,
+    get_bus,
+)
 from fastapi_bus.cli import app as cli
+from fastapi_bus.cli.loading import bus_lifespan
 from fastapi_bus.cli.worker import apply_connect_timeout
 from fastapi_bus.ops.health import HealthServer
 from fastapi_bus.ops.worker import Lifespan, StartupError, configure_bus, select_handlers
@@ -378,6 +387,56 @@ async def test_the_lifespan_driver_shares_state_and_shuts_down() -> None:
     assert driver.state == {"pool": "ready"}
     assert await driver.shutdown() is True
     assert steps == ["startup", "shutdown"]
+
+
+def test_the_commands_take_an_event_bus_as_their_target() -> None:
+    result = invoke("events", "tests.bus_worker:bus", "--json")
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.stdout)
+    assert info["service"] == "worker-tests"
+    assert [handler["name"] for handler in info["handlers"]] == ["record_order"]
+    document = invoke("asyncapi", "tests.bus_worker:bus")
+    assert document.exit_code == 0, document.output
+    assert json.loads(document.stdout)["info"]["title"] == "worker-tests"
+
+
+class Ping(BaseModel):
+    n: int
+
+
+@pytest.mark.anyio
+async def test_a_bare_bus_runs_through_the_lifespan_driver() -> None:
+    seen: list[int] = []
+    events = EventRouter()
+
+    @events.on(Ping)
+    async def ping(event: Ping) -> None:
+        seen.append(event.n)
+
+    bus = EventBus(MemoryTransport(), service="bare", routers=[events])
+    driver = Lifespan(bus_lifespan(bus))
+    await driver.startup()
+    started = bus.state
+    await bus.publish(Ping(n=1))
+    await bus.wait_idle()
+    assert await driver.shutdown() is True
+    assert (started, bus.state, seen) == (BusState.CONSUMING, BusState.CLOSED, [1])
+
+
+@pytest.mark.anyio
+async def test_a_bare_bus_that_cannot_start_fails_the_lifespan_in_one_line() -> None:
+    routers = [EventRouter(), EventRouter()]
+    for router in routers:
+
+        @router.on(Ping)
+        async def ping(event: Ping) -> None: ...
+
+    bus = EventBus(MemoryTransport(), service="bare", routers=routers)
+    with pytest.raises(StartupError) as caught:
+        await Lifespan(bus_lifespan(bus)).startup()
+    assert "two handlers named 'ping'" in str(caught.value)
+    assert "\n" not in str(caught.value)
+    assert bus.state is BusState.CLOSED
 
 
 @pytest.mark.anyio

@@ -76,11 +76,13 @@ def answers(port: int, path: str, status: int) -> bool:
 class Process:
     """A ``fastapi-bus worker`` child; its stderr goes to a file the test can read."""
 
-    def __init__(self, args: list[str], env: dict[str, str], stderr: Path) -> None:
+    def __init__(
+        self, args: list[str], env: dict[str, str], stderr: Path, target: str = TARGET
+    ) -> None:
         self.stderr = stderr
         with stderr.open("wb") as sink:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "fastapi_bus.cli", "worker", TARGET, *args],
+                [sys.executable, "-m", "fastapi_bus.cli", "worker", target, *args],
                 cwd=ROOT,
                 env=env,
                 stdin=subprocess.DEVNULL,
@@ -135,14 +137,16 @@ class Deployment:
         }
         self.processes: list[Process] = []
 
-    def worker(self, *args: str, url: str | None = None, metrics: bool = False) -> Process:
+    def worker(
+        self, *args: str, url: str | None = None, metrics: bool = False, target: str = TARGET
+    ) -> Process:
         stderr = self.tmp / f"worker-{len(self.processes)}.err"
         env = {**os.environ, **self.env}
         if url is not None:
             env["FASTAPI_BUS_TEST_URL"] = url
         if metrics:
             env["FASTAPI_BUS_TEST_METRICS"] = "1"
-        process = Process(list(args), env, stderr)
+        process = Process(list(args), env, stderr, target)
         self.processes.append(process)
         return process
 
@@ -221,6 +225,25 @@ def test_the_web_publishes_and_the_worker_handles(deployment: Deployment) -> Non
     worker.send(signal.SIGTERM)
     assert worker.wait() == 0
     assert deployment.pids("shutdown") == [worker.pid]
+
+
+@pytest.mark.rabbitmq
+def test_a_worker_runs_a_bare_event_bus_without_importing_fastapi(deployment: Deployment) -> None:
+    # The web app publishes; the worker module builds only an EventBus on the same service.
+    worker = deployment.worker(target="tests.bus_worker:bus")
+    worker.wait_for_output("worker ready")
+    with deployment.web() as client:
+        for order in ("o1", "o2"):
+            assert client.post(f"/orders/{order}").status_code == 200
+        wait_until_sync(lambda: len(deployment.rows("order")) == 2, TIMEOUT, what="2 orders")
+
+    assert sorted(deployment.rows("order")) == [
+        (worker.pid, "order", "o1", "no-fastapi"),
+        (worker.pid, "order", "o2", "no-fastapi"),
+    ]
+    worker.send(signal.SIGTERM)
+    assert worker.wait() == 0
+    assert "fastapi-bus stopped" in worker.output()
 
 
 @pytest.mark.rabbitmq

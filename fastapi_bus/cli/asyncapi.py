@@ -7,7 +7,6 @@ from typing import Annotated
 
 import typer
 
-from fastapi_bus.asyncapi.docs import asyncapi_yaml
 from fastapi_bus.asyncapi.generate import get_asyncapi
 from fastapi_bus.cli.loading import Factory
 from fastapi_bus.cli.worker import load_target
@@ -34,6 +33,10 @@ def asyncapi(
         typer.echo(f"Error: {exc}", err=True)
         raise typer.Exit(1) from None
     if yaml:
+        # Imported here: the module serves the document over HTTP too, so it imports FastAPI,
+        # which a worker built on an EventBus alone does not need.
+        from fastapi_bus.asyncapi.docs import asyncapi_yaml
+
         typer.echo(asyncapi_yaml(document), nl=False)
     else:
         typer.echo(json.dumps(document, indent=2, ensure_ascii=False))

@@ -8,12 +8,9 @@ import inspect
 import re
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
-from rich.console import Console
-from rich.progress import Progress
-from rich.table import Table
 
 from fastapi_bus.cli.loading import Factory
 from fastapi_bus.cli.publish import _quiet
@@ -23,11 +20,23 @@ from fastapi_bus.ops.lifespan import describe_error
 from fastapi_bus.runtime.bus import EventBus
 from fastapi_bus.runtime.deadletters import DeadLetter, DeadLetterQueue, Filters
 
+if TYPE_CHECKING:
+    from rich.console import Console
+
 __all__ = ["dlq"]
 
 dlq = typer.Typer(help="Look at, replay and purge dead-lettered messages.", no_args_is_help=True)
-console = Console()
 T = TypeVar("T")
+
+
+@functools.cache
+def _console() -> Console:
+    """The terminal, through rich: imported when a command prints (not by a worker, which
+    loads the command line too)."""
+    from rich.console import Console
+
+    return Console()
+
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
@@ -167,6 +176,8 @@ def list_(
         connect_timeout=connect_timeout,
         factory=factory,
     )
+    from rich.table import Table
+
     table = Table("message id", "event", "handler", "attempts", "failed at", "reason")
     for letter in letters:
         failed = (
@@ -176,6 +187,7 @@ def list_(
             letter.message.id, letter.message.name, letter.handler, str(letter.attempts), failed,
             letter.reason.splitlines()[0][:80] if letter.reason else "",
         )  # fmt: skip
+    console = _console()
     console.print(table)
     console.print(f"{len(letters)} dead letter(s)")
 
@@ -212,6 +224,7 @@ def _print_letter(letter: DeadLetter) -> None:
         ("exception", letter.exception_type), ("message", letter.exception_message),
         ("reason", letter.reason),
     ]  # fmt: skip
+    console = _console()
     for name, value in fields:
         console.print(f"[bold]{name}:[/bold] {'' if value is None else value}", markup=True)
     console.print("[bold]headers:[/bold]")
@@ -230,7 +243,9 @@ def _bulk(
 ) -> int:
     async def work(queue: DeadLetterQueue) -> int:
         total = len(await queue.list(limit=10_000_000, **filters))
-        with Progress(console=console, transient=True) as bar:
+        from rich.progress import Progress
+
+        with Progress(console=_console(), transient=True) as bar:
             task = bar.add_task(f"{verb}...", total=total)
             method = queue.replay if verb == "replaying" else queue.purge
             return await method(**filters, progress=lambda done: bar.update(task, completed=done))
@@ -249,7 +264,7 @@ def replay(
 ) -> None:
     """Send dead letters back to their handler's queue, keeping their message ids."""
     done = _bulk(target, "replaying", filters, connect_timeout, factory)
-    console.print(f"replayed {done} message(s)")
+    _console().print(f"replayed {done} message(s)")
 
 
 @dlq.command()
@@ -265,4 +280,4 @@ def purge(
     if not yes:
         typer.confirm("Delete the matching dead letters for good?", abort=True)
     done = _bulk(target, "purging", filters, connect_timeout, factory)
-    console.print(f"purged {done} message(s)")
+    _console().print(f"purged {done} message(s)")

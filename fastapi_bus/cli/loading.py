@@ -1,19 +1,27 @@
-"""Finding the app (``module:attribute``) and its bus, with errors a person can act on."""
+"""Finding the app (``module:attribute``) and its bus, with errors a person can act on.
+
+The target is a FastAPI app with the bus installed, or an :class:`~fastapi_bus.EventBus`
+itself: a worker module that builds only the bus never imports FastAPI (see
+:func:`bus_lifespan`).
+"""
 
 from __future__ import annotations
 
 import importlib
 import os
 import sys
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 import typer
 
 from fastapi_bus.core.exceptions import ConfigurationError
+from fastapi_bus.ops.lifespan import describe_error
 from fastapi_bus.runtime.bus import EventBus
-from fastapi_bus.web.extension import get_bus
 
-__all__ = ["Factory", "load_app", "load_bus"]
+__all__ = ["Factory", "bus_lifespan", "load_app", "load_bus"]
+
+ASGIMessage = dict[str, Any]
 
 Factory = Annotated[
     bool,
@@ -54,9 +62,60 @@ def load_app(target: str, factory: bool = False) -> Any:
     return obj
 
 
+def bus_lifespan(
+    bus: EventBus,
+) -> Callable[
+    [
+        dict[str, Any],
+        Callable[[], Awaitable[ASGIMessage]],
+        Callable[[ASGIMessage], Awaitable[None]],
+    ],
+    Awaitable[None],
+]:
+    """An ASGI app that has only a lifespan, which runs ``bus`` the way
+    :class:`~fastapi_bus.BusExtension` runs it with an app: at startup it connects, declares
+    the topology and starts the consumers; at shutdown it lets the running handlers finish
+    (within the bus's grace period) and disconnects. What a worker drives for a bare bus."""
+
+    async def app(
+        scope: dict[str, Any],
+        receive: Callable[[], Awaitable[ASGIMessage]],
+        send: Callable[[ASGIMessage], Awaitable[None]],
+    ) -> None:
+        if scope["type"] != "lifespan":
+            raise RuntimeError(f"{bus!r} serves no {scope['type']!r}: it has only a lifespan")
+        await receive()  # lifespan.startup
+        try:
+            await bus.start()
+            await bus.start_consuming()
+        except BaseException as exc:
+            await bus.close(grace=0)
+            await send({"type": "lifespan.startup.failed", "message": describe_error(exc)})
+            raise
+        await send({"type": "lifespan.startup.complete"})
+        await receive()  # lifespan.shutdown
+        try:
+            try:
+                await bus.stop_consuming()
+            finally:
+                await bus.close()
+        except BaseException as exc:
+            await send({"type": "lifespan.shutdown.failed", "message": describe_error(exc)})
+            raise
+        await send({"type": "lifespan.shutdown.complete"})
+
+    return app
+
+
 def load_bus(target: str, factory: bool = False) -> tuple[Any, EventBus]:
-    """The app at ``target`` (or that the factory ``target`` returns) and its bus."""
+    """The app at ``target`` (or that the factory ``target`` returns) and its bus. For an
+    :class:`~fastapi_bus.EventBus` target, the app is :func:`bus_lifespan` of it."""
     app = load_app(target, factory)
+    if isinstance(app, EventBus):
+        return bus_lifespan(app), app
+    # Imported here: a worker whose target is an EventBus does not import FastAPI.
+    from fastapi_bus.web.extension import get_bus
+
     try:
         return app, get_bus(app)
     except (ConfigurationError, AttributeError):
@@ -67,5 +126,5 @@ def load_bus(target: str, factory: bool = False) -> tuple[Any, EventBus]:
         )
         raise typer.BadParameter(
             f"{target!r} has no fastapi-bus: install it with "
-            f"app.include_extension(BusExtension(...)){hint}"
+            f"app.include_extension(BusExtension(...)), or point at an EventBus{hint}"
         ) from None

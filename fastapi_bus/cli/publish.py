@@ -11,8 +11,6 @@ from typing import Annotated, Any
 
 import typer
 from pydantic import ValidationError
-from rich.console import Console
-from rich.table import Table
 
 from fastapi_bus.cli.loading import Factory
 from fastapi_bus.cli.worker import ConnectTimeout, Target, apply_connect_timeout, fail, load_target
@@ -183,6 +181,9 @@ def events(
     if as_json:
         typer.echo(json.dumps(info, indent=2))
         return
+    from rich.console import Console
+    from rich.table import Table
+
     console = Console()
     console.print(f"service [bold]{info['service']}[/bold] on {info['broker']}")
     table = Table("event", "model", "handlers", title="Events")

@@ -27,24 +27,60 @@ import inspect
 import logging
 import sys
 from collections.abc import Callable, Sequence
-from typing import Annotated, Any, get_args, get_origin
-
-from fastapi import params
-from fastapi.security import SecurityScopes
-from starlette.background import BackgroundTasks
-from starlette.requests import HTTPConnection
-from starlette.responses import Response
+from typing import TYPE_CHECKING, Annotated, Any, cast, get_args, get_origin
 
 from fastapi_bus.core.exceptions import ConfigurationError
 from fastapi_bus.core.messages import Message
 from fastapi_bus.core.types import AnyCallable, is_class
 from fastapi_bus.pipeline.provided import is_publisher_provider
 
-__all__ = ["Dependant", "HandlerPlan", "ParamKind", "analyze_handler", "event_type_of"]
+if TYPE_CHECKING:
+    from fastapi import params
+
+__all__ = [
+    "Dependant",
+    "HandlerPlan",
+    "ParamKind",
+    "analyze_handler",
+    "event_type_of",
+    "loaded_classes",
+]
 
 logger = logging.getLogger("fastapi_bus.pipeline.dependencies")
 
-_HTTP_ONLY_TYPES: tuple[type, ...] = (HTTPConnection, Response, BackgroundTasks, SecurityScopes)
+#: FastAPI's dependency marker (``Depends(...)``, ``Security(...)``).
+_DEPENDS = (("fastapi.params", "Depends"),)
+#: Markers of request parameters (``Query``, ``Header``, ``Body``...).
+_HTTP_MARKERS = (("fastapi.params", "Param"), ("fastapi.params", "Body"))
+#: Types FastAPI fills from the HTTP request.
+_HTTP_ONLY_TYPES = (
+    ("starlette.requests", "HTTPConnection"),
+    ("starlette.responses", "Response"),
+    ("starlette.background", "BackgroundTasks"),
+    ("fastapi.security", "SecurityScopes"),
+)
+
+
+def loaded_classes(names: Sequence[tuple[str, str]]) -> tuple[type, ...]:
+    """The classes ``(module, name)`` whose module is imported already, for ``isinstance`` and
+    ``issubclass``.
+
+    FastAPI's markers and the request types are looked up rather than imported: nothing can be
+    an instance or a subclass of a class whose module was never imported, so a worker whose
+    handlers use none of them does not import FastAPI (about 7 MiB of memory) at all.
+    """
+    found: list[type] = []
+    for module_name, name in names:
+        module = sys.modules.get(module_name)
+        cls = getattr(module, name, None) if module is not None else None
+        if isinstance(cls, type):
+            found.append(cls)
+    return tuple(found)
+
+
+def _depends_types() -> tuple[type[params.Depends], ...]:
+    return cast("tuple[type[params.Depends], ...]", loaded_classes(_DEPENDS))
+
 
 #: How many analysed callables are remembered (overrides are analysed when first used).
 _ANALYSIS_CACHE_SIZE = 4096
@@ -241,16 +277,18 @@ def _classify(
     name: str, parameter: inspect.Parameter, hint: Any, owner: str, *, handler: bool
 ) -> Param:
     inner, metadata = _unwrap_annotated(hint)
+    depends_types = _depends_types()
+    http_markers = loaded_classes(_HTTP_MARKERS)
     depends: params.Depends | None = None
     for item in metadata:
-        if isinstance(item, params.Depends):
+        if isinstance(item, depends_types):
             depends = item
-        elif isinstance(item, (params.Param, params.Body)):
+        elif isinstance(item, http_markers):
             return _fail_http(owner, name, item)
     default = parameter.default
-    if isinstance(default, params.Depends):
+    if isinstance(default, depends_types):
         depends = default
-    elif isinstance(default, (params.Param, params.Body)):
+    elif isinstance(default, http_markers):
         return _fail_http(owner, name, default)
     if parameter.kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD):
         raise ConfigurationError(
@@ -271,7 +309,7 @@ def _classify(
     if is_class(inner):
         if issubclass(inner, Message):
             return Param(name, ParamKind.MESSAGE, annotation=inner)
-        if issubclass(inner, _HTTP_ONLY_TYPES):
+        if issubclass(inner, loaded_classes(_HTTP_ONLY_TYPES)):
             raise _http_only(owner, name, f"a {inner.__name__}")
     if handler and parameter.default is inspect.Parameter.empty:
         # The event is the one plain parameter without a default. Keep Annotated metadata (a
@@ -412,8 +450,9 @@ def analyze_handler(
             "parameter, and the others must be Depends(...) or Message"
         )
     extra: list[Param] = []
+    depends_types = _depends_types()
     for index, depends in enumerate(dependencies):
-        if not isinstance(depends, params.Depends) or depends.dependency is None:
+        if not isinstance(depends, depends_types) or depends.dependency is None:
             raise ConfigurationError(
                 f"{label}: dependencies[{index}] must be Depends(callable), got {depends!r}"
             )

@@ -11,10 +11,9 @@ import inspect
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AsyncExitStack
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio.to_thread
-from fastapi import params
 
 from fastapi_bus.core.exceptions import ConfigurationError
 from fastapi_bus.core.messages import Message
@@ -29,6 +28,9 @@ from fastapi_bus.pipeline.dependencies import (
     describe,
 )
 from fastapi_bus.pipeline.provided import is_publisher_provider
+
+if TYPE_CHECKING:
+    from fastapi import params
 
 __all__ = ["SolveContext", "solve"]
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from fastapi import params
 from pydantic import BaseModel
 from typing_extensions import TypedDict
 
@@ -15,6 +14,9 @@ from fastapi_bus.core.names import is_pattern
 from fastapi_bus.core.types import AnyCallable
 from fastapi_bus.pipeline.dependencies import HandlerPlan, analyze_handler
 from fastapi_bus.pipeline.policy import RetryPolicy
+
+if TYPE_CHECKING:
+    from fastapi import params
 
 __all__ = ["EventDeclaration", "EventRoute", "HandlerOptions"]
 

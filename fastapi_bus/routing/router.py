@@ -5,9 +5,8 @@ from __future__ import annotations
 import dataclasses
 import inspect
 from collections.abc import Callable, Sequence
-from typing import Any, ForwardRef, TypeVar
+from typing import TYPE_CHECKING, Any, ForwardRef, TypeVar
 
-from fastapi import params
 from pydantic import BaseModel, PydanticUserError, TypeAdapter
 from typing_extensions import Unpack
 
@@ -23,6 +22,9 @@ from fastapi_bus.routing.route import (
     HandlerOptions,
     describe_callable,
 )
+
+if TYPE_CHECKING:
+    from fastapi import params
 
 __all__ = ["EventRouter"]
 

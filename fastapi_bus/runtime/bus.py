@@ -10,9 +10,8 @@ import os
 import time
 from collections.abc import Coroutine, Mapping, Sequence
 from datetime import datetime, timezone
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from fastapi import params
 from typing_extensions import TypedDict, Unpack
 
 from fastapi_bus.core import headers as H
@@ -52,6 +51,9 @@ from fastapi_bus.runtime.registry import MAX_MESSAGE_SIZE, EventRegistry
 from fastapi_bus.telemetry import Observer, Tracing
 from fastapi_bus.telemetry.tracing import make_tracer
 from fastapi_bus.transports.base import Consumer, Subscription, Transport
+
+if TYPE_CHECKING:
+    from fastapi import params
 
 __all__ = ["CONSUME_ENV", "BusState", "Consume", "EventBus", "EventRegistry"]
 

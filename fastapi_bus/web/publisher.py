@@ -13,14 +13,16 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends
+from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.types import Message as ASGIMessage
 
+from fastapi_bus.core.exceptions import ConfigurationError
 from fastapi_bus.core.messages import new_id
-from fastapi_bus.pipeline.provided import SCOPE_KEY, get_publisher
+from fastapi_bus.pipeline.provided import SCOPE_KEY, register_publisher_provider
 from fastapi_bus.runtime.publishing import (
     Outbox,
     Publisher,
@@ -33,6 +35,23 @@ __all__ = ["Bus", "PublisherMiddleware", "get_publisher"]
 
 REQUEST_ID_HEADER = b"x-request-id"
 
+
+async def get_publisher(connection: HTTPConnection) -> Any:
+    """FastAPI dependency behind :data:`~fastapi_bus.Bus`: the request's publisher (in a
+    handler, the resolver passes the handler's own publisher instead).
+
+    ``async`` although it awaits nothing: FastAPI runs a plain ``def`` dependency in a worker
+    thread, a hop that cost more than the rest of publishing one event."""
+    publisher = connection.scope.get(SCOPE_KEY)
+    if publisher is None:
+        raise ConfigurationError(
+            "no fastapi-bus on this app: install it with "
+            "app.include_extension(BusExtension(...)) before the app starts"
+        )
+    return publisher
+
+
+register_publisher_provider(get_publisher)
 
 #: Declare ``bus: Bus`` in an endpoint or a handler to publish events.
 Bus = Annotated[Publisher, Depends(get_publisher)]
