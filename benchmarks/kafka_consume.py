@@ -233,8 +233,7 @@ def report(
         for other in against:
             ratios = [b / a for a, b in zip(times[name], times[other], strict=True)]
             versus += (
-                f"   {statistics.median(ratios):.2f}x {other} "
-                f"({min(ratios):.2f}-{max(ratios):.2f})"
+                f"   {statistics.median(ratios):.2f}x {other} ({min(ratios):.2f}-{max(ratios):.2f})"
             )
         print(f"  {name:12} {rate:9,.0f} events/s{versus}   {per_event[name]:5.1f} us CPU/event")
     return rates
