@@ -17,6 +17,14 @@ pydantic and commit all of them, and the CPU time this process spent meanwhile p
 * ``fastapi-bus``: an ``EventBus`` on ``KafkaTransport`` with one handler taking the model;
 * ``transport``: ``KafkaTransport.consume`` alone, with a callable that validates each message
   as the plain loop does (what the transport costs, without the bus's handler pipeline).
+
+Each round runs every side once, starting one side later than the round before; a ratio is
+the median of the rounds' own ratios (the sides of one round saw the same machine), printed
+with its range. Each side's rate is printed with its range too: ``plain``'s own moves a lot
+from one round to the next, as a run of 20,000 events is timed over a fraction of a second,
+in which one fetch the broker holds (up to ``fetch_max_wait_ms``) or a busy moment of the
+machine weighs a lot. More rounds (``--rounds 7``) and events (``--events 60000``) give
+steadier medians.
 """
 
 from __future__ import annotations
@@ -235,7 +243,11 @@ def report(
             versus += (
                 f"   {statistics.median(ratios):.2f}x {other} ({min(ratios):.2f}-{max(ratios):.2f})"
             )
-        print(f"  {name:12} {rate:9,.0f} events/s{versus}   {per_event[name]:5.1f} us CPU/event")
+        low, high = events / max(times[name]), events / min(times[name])
+        print(
+            f"  {name:12} {rate:9,.0f} ({low:7,.0f}-{high:7,.0f}) events/s{versus}   "
+            f"{per_event[name]:5.1f} us CPU/event"
+        )
     return rates
 
 
