@@ -7,8 +7,12 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from pydantic import BaseModel
 
 from fastapi_bus import (
@@ -17,6 +21,7 @@ from fastapi_bus import (
     EventValidationError,
     Message,
     Metrics,
+    Tracing,
     UnknownEventError,
 )
 from fastapi_bus.transports.base import Transport
@@ -62,7 +67,10 @@ async def running() -> AsyncIterator[list[EventBus]]:
 
 
 async def recording_bus(
-    transport: Callable[[], Transport], running: list[EventBus], seen: list[Message]
+    transport: Callable[[], Transport],
+    running: list[EventBus],
+    seen: list[Message],
+    tracing: Tracing | None = None,
 ) -> tuple[EventBus, Published]:
     """A running bus whose one handler (one call at a time) records every ``Placed``."""
     events = EventRouter()
@@ -73,7 +81,11 @@ async def recording_bus(
 
     metrics = Published()
     bus = EventBus(
-        transport(), service=f"svc{uuid.uuid4().hex[:8]}", routers=[events], metrics=metrics
+        transport(),
+        service=f"svc{uuid.uuid4().hex[:8]}",
+        routers=[events],
+        metrics=metrics,
+        tracing=tracing,
     )
     await bus.start()
     running.append(bus)
@@ -127,3 +139,32 @@ async def test_one_invalid_event_sends_none(
     await wait_until(lambda: len(seen) == 1, what="the event published afterwards")
     assert [Placed.model_validate_json(m.body).order_id for m in seen] == ["after"]
     assert metrics.events == ["Placed"]
+
+
+async def test_with_tracing_each_event_has_its_publish_span_and_its_process_span_under_it(
+    transport: Callable[[], Transport], running: list[EventBus]
+) -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    seen: list[Message] = []
+    bus, metrics = await recording_bus(transport, running, seen, Tracing(provider))
+
+    ids = await bus.publish_many([Placed(order_id=str(n), total=n) for n in range(5)])
+
+    await wait_until(lambda: len(seen) == 5, what="5 deliveries")
+    sends = [s for s in exporter.get_finished_spans() if s.name == "publish Placed"]
+    assert [(s.attributes or {}).get("messaging.message.id") for s in sends] == ids
+    send_of = {(s.attributes or {}).get("messaging.message.id"): s for s in sends}
+    process_name = f"process {bus.queue_for(bus.routes[0])}"
+
+    def processed() -> list[Any]:
+        return [s for s in exporter.get_finished_spans() if s.name == process_name]
+
+    await wait_until(lambda: len(processed()) == 5, what="5 process spans")
+    for span in processed():
+        parent = send_of[(span.attributes or {}).get("messaging.message.id")].get_span_context()
+        assert span.parent is not None and parent is not None
+        assert span.parent.span_id == parent.span_id
+    assert metrics.events == ["Placed"] * 5
+    provider.shutdown()
