@@ -17,6 +17,14 @@ pydantic and commit all of them, and the CPU time this process spent meanwhile p
 * ``fastapi-bus``: an ``EventBus`` on ``KafkaTransport`` with one handler taking the model;
 * ``transport``: ``KafkaTransport.consume`` alone, with a callable that validates each message
   as the plain loop does (what the transport costs, without the bus's handler pipeline).
+
+Each round runs every side once, starting one side later than the round before; a ratio is
+the median of the rounds' own ratios (the sides of one round saw the same machine), printed
+with its range. Each side's rate is printed with its range too: ``plain``'s own moves a lot
+from one round to the next, as a run of 20,000 events is timed over a fraction of a second,
+in which one fetch the broker holds (up to ``fetch_max_wait_ms``) or a busy moment of the
+machine weighs a lot. More rounds (``--rounds 7``) and events (``--events 60000``) give
+steadier medians.
 """
 
 from __future__ import annotations
@@ -202,6 +210,47 @@ def broker(bootstrap: str | None) -> Iterator[str]:
         yield started
 
 
+async def rounds(
+    sides: dict[str, Callable[[], Awaitable[float]]], count: int
+) -> dict[str, list[float]]:
+    """Each side's seconds in each of ``count`` rounds. Every round runs every side once, and
+    each round starts one side later than the one before, so that no side always runs first
+    (or right after the same other side) while the broker's state grows over the run."""
+    names = list(sides)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for round_ in range(count):
+        shift = round_ % len(names)
+        for name in names[shift:] + names[:shift]:
+            times[name].append(await sides[name]())
+    return times
+
+
+def report(
+    times: dict[str, list[float]],
+    cpu: dict[str, list[float]],
+    events: int,
+    against: tuple[str, ...] = ("plain",),
+) -> dict[str, float]:
+    """Print each side's median rate; its ratio to each side of ``against``, as the median of
+    the ratios of the rounds (the sides of one round saw the same machine), with their range;
+    and the median CPU time per event. Returns the median rates."""
+    rates = {name: events / statistics.median(t) for name, t in times.items()}
+    per_event = {name: statistics.median(c) / events * 1e6 for name, c in cpu.items()}
+    for name, rate in rates.items():
+        versus = ""
+        for other in against:
+            ratios = [b / a for a, b in zip(times[name], times[other], strict=True)]
+            versus += (
+                f"   {statistics.median(ratios):.2f}x {other} ({min(ratios):.2f}-{max(ratios):.2f})"
+            )
+        low, high = events / max(times[name]), events / min(times[name])
+        print(
+            f"  {name:12} {rate:9,.0f} ({low:7,.0f}-{high:7,.0f}) events/s{versus}   "
+            f"{per_event[name]:5.1f} us CPU/event"
+        )
+    return rates
+
+
 async def run(bootstrap: str, args: argparse.Namespace) -> None:
     cpu: dict[str, list[float]] = {"plain": [], "fastapi-bus": [], "transport": []}
     sides: dict[str, Callable[[], Awaitable[float]]] = {
@@ -211,19 +260,10 @@ async def run(bootstrap: str, args: argparse.Namespace) -> None:
             bootstrap, args.events, args.prefetch, cpu["transport"]
         ),
     }
-    times: dict[str, list[float]] = {name: [] for name in sides}
-    for _ in range(args.rounds):
-        for name, side in sides.items():  # interleaved, so noise hits every side alike
-            times[name].append(await side())
-    rates = {name: args.events / statistics.median(t) for name, t in times.items()}
-    # CPU per event: steadier than rates on a busy machine (it does not count waiting).
-    per_event = {name: statistics.median(c) / args.events * 1e6 for name, c in cpu.items()}
+    times = await rounds(sides, args.rounds)  # interleaved, so noise hits every side alike
     print(f"{args.events} events, {args.rounds} rounds, prefetch {args.prefetch} (medians)")
-    for name, rate in rates.items():
-        print(
-            f"  {name:12} {rate:9,.0f} events/s   {rate / rates['plain']:.2f}x plain   "
-            f"{per_event[name]:5.1f} us CPU/event"
-        )
+    # CPU per event: steadier than rates on a busy machine (it does not count waiting).
+    report(times, cpu, args.events)
 
 
 def main() -> None:

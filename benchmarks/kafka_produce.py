@@ -30,6 +30,10 @@ the model's JSON:
   concurrent calls under ``asyncio.gather``: a task each, as concurrent requests have);
 * ``publish_many``: ``KafkaTransport.publish_many`` of each window (the transport's pipelined
   call, what the bus's outbox uses: no task per message, like the plain side's ``send``).
+
+With a window, ``bus many`` is the bus's own batch call: ``EventBus.publish_many`` of each
+window's models (validated, encoded, then handed to ``KafkaTransport.publish_many``), the
+bus's counterpart of the ``plain`` side.
 """
 
 from __future__ import annotations
@@ -37,7 +41,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import statistics
 import sys
 import time
 import uuid
@@ -138,9 +141,12 @@ async def plain(
     return elapsed
 
 
-async def bus(bootstrap: str, events: int, window: int, cpu: list[float] | None = None) -> float:
+async def bus(
+    bootstrap: str, events: int, window: int, cpu: list[float] | None = None, many: bool = False
+) -> float:
     """Seconds for ``EventBus.publish`` on KafkaTransport to publish ``events`` events (the
-    CPU seconds of this process meanwhile go to ``cpu``)."""
+    CPU seconds of this process meanwhile go to ``cpu``). ``many``: each window in one
+    ``EventBus.publish_many``."""
     transport = KafkaTransport(f"kafka://{bootstrap}", prefix=f"bench-{uuid.uuid4().hex[:8]}")
     the_bus = EventBus(transport, service="bench")
     await the_bus.start()
@@ -150,6 +156,11 @@ async def bus(bootstrap: str, events: int, window: int, cpu: list[float] | None 
         if window <= 1:
             for n in range(events):
                 await the_bus.publish(Tick(n=n, payload=PAYLOAD))
+        elif many:
+            for first in range(0, events, window):
+                await the_bus.publish_many(
+                    [Tick(n=n, payload=PAYLOAD) for n in range(first, min(first + window, events))]
+                )
         else:
             for first in range(0, events, window):
                 await asyncio.gather(
@@ -216,6 +227,10 @@ async def run(bootstrap: str, args: argparse.Namespace) -> dict[str, float]:
         "transport": lambda: transport_only(bootstrap, args.events, args.window, cpu["transport"]),
     }
     if args.window > 1:
+        cpu["bus many"] = []
+        sides["bus many"] = lambda: bus(
+            bootstrap, args.events, args.window, cpu["bus many"], many=True
+        )
         cpu["publish_many"] = []
         sides["publish_many"] = lambda: transport_only(
             bootstrap, args.events, args.window, cpu["publish_many"], many=True
@@ -224,22 +239,13 @@ async def run(bootstrap: str, args: argparse.Namespace) -> dict[str, float]:
         sides["plain tasks"] = lambda: plain(
             bootstrap, args.events, args.window, cpu["plain tasks"], tasks=True
         )
-    times: dict[str, list[float]] = {name: [] for name in sides}
-    for _ in range(args.rounds):
-        for name, side in sides.items():  # interleaved, so noise hits every side alike
-            times[name].append(await side())
-    rates = {name: args.events / statistics.median(t) for name, t in times.items()}
-    # CPU per event: steadier than rates on a busy machine (it does not count waiting).
-    per_event = {name: statistics.median(c) / args.events * 1e6 for name, c in cpu.items()}
+    from benchmarks.kafka_consume import report, rounds
+
+    times = await rounds(sides, args.rounds)  # interleaved, so noise hits every side alike
     print(f"{args.events} events, {args.rounds} rounds, window {args.window}, acks=all (medians)")
-    tasks = "plain tasks" in rates
-    for name, rate in rates.items():
-        versus = f"   {rate / rates['plain tasks']:.2f}x plain tasks" if tasks else ""
-        print(
-            f"  {name:12} {rate:9,.0f} events/s   {rate / rates['plain']:.2f}x plain{versus}   "
-            f"{per_event[name]:5.1f} us CPU/event"
-        )
-    return rates
+    # CPU per event: steadier than rates on a busy machine (it does not count waiting).
+    against = ("plain", "plain tasks") if "plain tasks" in sides else ("plain",)
+    return report(times, cpu, args.events, against)
 
 
 def main() -> None:

@@ -10,8 +10,9 @@ from __future__ import annotations
 import contextlib
 import sys
 from pathlib import Path
+from statistics import median
 
-from benchmarks.common import PREFETCH, Config, Row, SkipWorkload, interleaved
+from benchmarks.common import PREFETCH, Config, Row, SkipWorkload
 from benchmarks.redis_suite import checked
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -37,8 +38,7 @@ async def run(config: Config) -> list[Row]:
     n, timeout = config.events, config.timeout()
     with contextlib.ExitStack() as stack:
         bootstrap = stack.enter_context(kafka_consume.broker(config.kafka_bootstrap))
-        medians = await interleaved(
-            config.rounds,
+        times = await kafka_consume.rounds(  # each round starts with another side
             {
                 "plain": lambda: checked(
                     "plain aiokafka", n, timeout,
@@ -49,7 +49,9 @@ async def run(config: Config) -> list[Row]:
                     lambda: kafka_consume.bus(bootstrap, n, PREFETCH), kafka_consume,
                 ),
             },
+            config.rounds,
         )  # fmt: skip
+    medians = {name: median(values) for name, values in times.items()}
     return [
         Row(
             "Kafka consume, Tansu broker" if config.kafka_bootstrap is None else "Kafka consume",

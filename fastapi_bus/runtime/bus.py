@@ -8,7 +8,7 @@ import functools
 import logging
 import os
 import time
-from collections.abc import Coroutine, Mapping, Sequence
+from collections.abc import Coroutine, Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -42,6 +42,8 @@ from fastapi_bus.runtime.publishing import (
     Payload,
     Publishable,
     Publisher,
+    PublishItem,
+    PublishManyOptions,
     PublishOptions,
     TransactionalOutbox,
     current_publisher,
@@ -419,6 +421,14 @@ class EventBus:
         if not options:
             return publisher.publish(event, payload)
         return publisher.publish(event, payload, **options)
+
+    def publish_many(
+        self, events: Iterable[PublishItem], **options: Unpack[PublishManyOptions]
+    ) -> Coroutine[Any, Any, list[str]]:
+        """Validate several events, then publish all of them in this order (see
+        :meth:`Publisher.publish_many`, which takes the same options); inside a request or a
+        handler, they join that unit of work. Returns their message ids, in the same order."""
+        return self._publisher().publish_many(events, **options)
 
     def publish_sync(
         self, event: Publishable, payload: Payload = None, **options: Unpack[PublishOptions]

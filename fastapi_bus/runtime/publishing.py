@@ -15,7 +15,7 @@ import asyncio
 import contextvars
 import enum
 import threading
-from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Protocol
 
@@ -31,6 +31,7 @@ __all__ = [
     "EncodeOptions",
     "HandlerWork",
     "Outbox",
+    "PublishManyOptions",
     "PublishOptions",
     "Publisher",
     "SendMessage",
@@ -44,6 +45,8 @@ Publishable = BaseModel | str
 #: The payload that follows an event name: a dict (validated against the event's model) or a
 #: model instance.
 Payload = BaseModel | Mapping[str, Any] | None
+#: One event of ``publish_many``: a model instance, or an event name and its payload.
+PublishItem = BaseModel | tuple[str, Payload]
 
 
 class MessageOptions(TypedDict, total=False):
@@ -75,6 +78,26 @@ class PublishOptions(MessageOptions, total=False):
     session: Any
     #: With ``session``: events with the same key are sent in the order they were published.
     key: str | None
+
+
+class PublishManyOptions(TypedDict, total=False):
+    """The keyword options of ``publish_many`` (see :meth:`Publisher.publish_many`): those of
+    ``publish``, for every event; ``headers`` and ``key`` may also be worked out per event."""
+
+    #: Extra text headers; or a function of each item that returns its headers (or ``None``).
+    headers: Mapping[str, str] | Callable[[Any], Mapping[str, str] | None] | None
+    #: Default: the current request's or message's.
+    correlation_id: str | None
+    #: Seconds; the events are delivered no earlier than this.
+    delay: float | None
+    #: Send now, even inside a request or handler that may still fail.
+    immediate: bool
+    #: A SQLAlchemy ``AsyncSession``: write the events to the transactional outbox in the
+    #: session's transaction.
+    session: Any
+    #: With ``session``: the ordering key of every event, or a function of each item that
+    #: returns its key (or ``None``).
+    key: str | Callable[[Any], str | None] | None
 
 
 class Sender(Protocol):
@@ -172,6 +195,22 @@ class Outbox:
             self._pending.append((message, delay))
             return True
 
+    def hold_all(self, messages: Sequence[tuple[Message, float | None]]) -> bool:
+        """:meth:`hold` for several messages at once: all of them, or (once the outbox was
+        flushed) none."""
+        with _holding:
+            if self.state is _OutboxState.DISCARDED:
+                names = ", ".join(sorted({message.name for message, _ in messages}))
+                raise PublishError(
+                    f"not publishing {len(messages)} event(s) ({names}): the request or handler "
+                    "they belong to failed, so its events are not sent (pass immediate=True to "
+                    "send anyway)"
+                )
+            if self.state is _OutboxState.SENT:
+                return False
+            self._pending += messages
+            return True
+
     async def flush(self) -> None:
         """Send everything held, in order. Later publishes go straight out."""
         with _holding:
@@ -263,6 +302,96 @@ class Publisher:
         elif not self._held(message, delay, options):
             await self._bus.send_message(message, delay=delay)
         return message.id
+
+    def publish_many(
+        self, events: Iterable[PublishItem], **options: Unpack[PublishManyOptions]
+    ) -> Coroutine[Any, Any, list[str]]:
+        """Validate several events, then publish all of them, in this order; returns (once
+        awaited) their message ids, in the same order.
+
+        ```python
+        await bus.publish_many([OrderPlaced(order_id="1"), OrderPlaced(order_id="2")])
+        await bus.publish_many([("OrderPlaced", {"order_id": "3"}), ShippingRequested(...)])
+        ```
+
+        Every event is validated before any is sent: if one does not validate, none is sent.
+        The options are those of :meth:`publish` and apply to every event; ``headers`` (and
+        ``key``, with ``session``) may also be a function called with each item, which returns
+        that event's headers (or key): ``headers=lambda e: {"partition-key": e.order_id}``.
+
+        Inside a request or a handler, the events join its unit of work, as with
+        :meth:`publish`: all of them are held until it succeeds, then sent with its other
+        events, in order. Otherwise (or with ``immediate=True``) they are sent now, and this
+        returns once the broker has taken every one. Transports that can keep several in flight
+        in order (Kafka) send them together, waiting for the broker about once; the others send
+        them one by one. Should the broker refuse one, this raises; the events before it were
+        sent, and where several were in flight, some after it may have been too.
+
+        Args:
+            events: model instances, or ``(name, payload)`` pairs, as :meth:`publish` takes
+                them.
+            headers: extra text headers, or a function of each item that returns them.
+            correlation_id: default: the current request's or message's.
+            delay: seconds; the events are delivered no earlier than this.
+            immediate: send now, even inside a request or handler that may still fail.
+            session: write the events to the transactional outbox, in the session's transaction.
+            key: with ``session``: the ordering key, or a function of each item that returns it.
+
+        Raises what :meth:`publish` raises (before anything is sent, for the validation of any
+        of the events), and :class:`TypeError` for an item that is neither a model instance nor
+        a ``(name, payload)`` pair.
+        """
+        check_options(options, PublishManyOptions, "publish_many")
+        if isinstance(events, (str, BaseModel)):
+            raise TypeError("publish_many() takes a list of events; to publish one, use publish()")
+        if self._loop is not None and _running_loop() is not self._loop:
+            raise PublishError(
+                "bus.publish_many() was called in a worker thread (a plain `def` endpoint, "
+                "dependency or handler, or a sync background task), where it cannot be "
+                "awaited: call bus.publish_sync(...) for each event there, or make the "
+                "function `async def`"
+            )
+        return self._publish_many(list(events), options)
+
+    async def _publish_many(
+        self, items: list[PublishItem], options: PublishManyOptions
+    ) -> list[str]:
+        delay = options.get("delay")
+        if delay is not None and delay < 0:
+            raise ValueError("delay must not be negative")
+        headers = options.get("headers")
+        correlation_id = options.get("correlation_id") or self.correlation_id
+        encode = self._bus.encode_message
+        causation_id = self.causation_id
+        messages: list[tuple[Message, float | None]] = []
+        for item in items:
+            event: Publishable
+            payload: Payload
+            if isinstance(item, BaseModel):
+                event, payload = item, None
+            elif isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str):
+                event, payload = item
+            else:
+                raise TypeError(
+                    f"publish_many() takes model instances or (name, payload) pairs, got {item!r}"
+                )
+            extra = headers(item) if callable(headers) else headers
+            message = encode(event, payload, extra, correlation_id, causation_id)
+            messages.append((message, delay))
+        ids = [message.id for message, _ in messages]
+        if not messages:
+            return ids
+        session = options.get("session")
+        if session is not None:
+            key = options.get("key")
+            keys = [key(item) for item in items] if callable(key) else [key] * len(items)
+            for (message, _), each in zip(messages, keys, strict=True):
+                await self._bus.store_message(session, message, delay=delay, key=each)
+            return ids
+        outbox = self._outbox
+        if outbox is None or options.get("immediate", False) or not outbox.hold_all(messages):
+            await self._bus.send_messages(messages)
+        return ids
 
     def publish_sync(
         self, event: Publishable, payload: Payload = None, **options: Unpack[PublishOptions]
