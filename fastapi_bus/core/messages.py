@@ -127,7 +127,12 @@ class Message(_Lazy):
         fields = self.__dict__
         fields["name"] = name
         fields["body"] = body
-        fields["id"] = new_id() if id is None else id
+        if id is None:
+            try:
+                id = _ids.popleft()  # ``new_id()``, without its call
+            except IndexError:
+                id = new_id()
+        fields["id"] = id
         if headers is not None:
             fields["_headers"] = headers
         fields["correlation_id"] = correlation_id
