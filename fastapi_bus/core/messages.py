@@ -35,7 +35,10 @@ def new_id() -> str:
         return _ids.popleft()
     except IndexError:
         digits = os.urandom(16 * _IDS_PER_READ).hex()
-        _ids.extend(digits[start : start + 32] for start in range(32, len(digits), 32))
+        # Cut into 32 digits each without a Python step per id.
+        size = len(digits)
+        cuts = map(slice, range(32, size, 32), range(64, size + 1, 32))
+        _ids.extend(map(digits.__getitem__, cuts))
         return digits[:32]
 
 
@@ -49,33 +52,8 @@ _from_timestamp = datetime.fromtimestamp
 _UTC = timezone.utc
 
 
-class _Lazy:
-    """The two fields of :class:`Message` made on first read: most messages are sent and
-    handled without anyone reading their publish time as a ``datetime`` (a clock read as a
-    number is a third of the cost), and most carry no headers. A message whose fields are all
-    text, bytes and numbers holds no container, so the garbage collector leaves it alone (see
-    :func:`message_state`)."""
-
-    @property
-    def headers(self) -> Headers:
-        fields = self.__dict__
-        headers: Headers | None = fields.get("_headers")
-        if headers is None:
-            # ``setdefault``: threads that read it first at once all get the same dict.
-            headers = fields.setdefault("_headers", {})
-        return headers
-
-    @property
-    def published_at(self) -> datetime:
-        fields = self.__dict__
-        at: datetime | float = fields["_published_at"]
-        if at.__class__ is float:
-            at = fields["_published_at"] = _from_timestamp(at, _UTC)
-        return at  # type: ignore[return-value]
-
-
 @dataclasses.dataclass(frozen=True, init=False)
-class Message(_Lazy):
+class Message:
     """One message as it travels: body bytes plus ids and headers.
 
     Handlers receive it by declaring a parameter of this type::
@@ -92,19 +70,19 @@ class Message(_Lazy):
     #: Unique per published event, and kept across retries and replays.
     id: str
     #: Application headers (text to text).
-    headers: Headers
+    headers: Headers = dataclasses.field(default_factory=dict)
     #: Ties together everything caused by one request or one original event.
-    correlation_id: str | None
+    correlation_id: str | None = None
     #: The id of the message whose handler published this one, if any.
-    causation_id: str | None
+    causation_id: str | None = None
     #: When the event was first published (UTC).
-    published_at: datetime
+    published_at: datetime = dataclasses.field(default_factory=lambda: datetime.now(_UTC))
     #: 1 on first delivery to a handler, counting up with every retry.
-    attempt: int
+    attempt: int = 1
     #: MIME type of ``body``.
-    content_type: str
+    content_type: str = JSON
     #: True if the broker has delivered this message before (it was not acknowledged).
-    redelivered: bool
+    redelivered: bool = False
 
     def __init__(
         self,
@@ -122,8 +100,9 @@ class Message(_Lazy):
         # Written out rather than generated: the frozen dataclass's own ``__init__`` sets each
         # field through ``object.__setattr__``, which made a message cost three times as much
         # to build (every publish and every delivery builds one). One store per field is
-        # cheaper still than ``__dict__.update`` with keywords. ``headers`` and
-        # ``published_at`` are kept under names of their own, read through :class:`_Lazy`.
+        # cheaper still than ``__dict__.update`` with keywords; a field with its default is
+        # not stored (the class holds the default). ``headers`` and ``published_at`` are kept
+        # under names of their own (see ``_headers`` and ``_published_at`` below).
         fields = self.__dict__
         fields["name"] = name
         fields["body"] = body
@@ -133,40 +112,60 @@ class Message(_Lazy):
             except IndexError:
                 id = new_id()
         fields["id"] = id
+        fields["_published_at"] = _now() if published_at is None else published_at
+        fields["content_type"] = content_type  # read at every delivery: always stored
         if headers is not None:
             fields["_headers"] = headers
-        fields["correlation_id"] = correlation_id
-        fields["causation_id"] = causation_id
-        fields["_published_at"] = _now() if published_at is None else published_at
-        fields["attempt"] = attempt
-        fields["content_type"] = content_type
-        fields["redelivered"] = redelivered
+        if correlation_id is not None:
+            fields["correlation_id"] = correlation_id
+        if causation_id is not None:
+            fields["causation_id"] = causation_id
+        if attempt != 1:
+            fields["attempt"] = attempt
+        if redelivered:
+            fields["redelivered"] = redelivered
 
     def replace(self, **changes: object) -> Message:
         """A copy with some fields changed."""
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
 
 
-#: What :func:`message_state` gives: a message's fields as a dict, or with its headers as one
-#: tuple of its fields and then its headers, key after value.
+def _headers(message: Message) -> Headers:
+    fields = message.__dict__
+    headers: Headers | None = fields.get("_headers")
+    if headers is None:
+        # ``setdefault``: threads that read it first at once all get the same dict.
+        headers = fields.setdefault("_headers", {})
+    return headers
+
+
+def _published_at(message: Message) -> datetime:
+    fields = message.__dict__
+    at: datetime | float = fields["_published_at"]
+    if at.__class__ is float:
+        at = fields["_published_at"] = _from_timestamp(at, _UTC)
+    return at  # type: ignore[return-value]
+
+
+# Two fields are made on first read: most messages are sent and handled without anyone reading
+# their publish time as a ``datetime`` (a clock read as a number is a third of the cost), and
+# most carry no headers. A message whose fields are all text, bytes and numbers holds no
+# container, so the garbage collector leaves a copy of them alone (see :func:`message_state`).
+# Set on the class once the dataclass is made, so that its fields have no default.
+Message.headers = property(_headers, doc="Application headers (text to text).")  # type: ignore[assignment]
+Message.published_at = property(  # type: ignore[assignment]
+    _published_at, doc="When the event was first published (UTC)."
+)
+
+
+#: What :func:`message_state` gives: a message's fields as a dict, or, with headers, one tuple:
+#: the number of fields, the fields and then the headers, key after value.
 MessageState = dict[str, Any] | tuple[Any, ...]
 
-#: The fields of a message other than its headers, as :class:`Message` keeps them.
-_STORED = (
-    "name",
-    "body",
-    "id",
-    "correlation_id",
-    "causation_id",
-    "_published_at",
-    "attempt",
-    "content_type",
-    "redelivered",
-)
-_HEADERS_AT = len(_STORED)
-
 _new = object.__new__
-_set = object.__setattr__
+#: Sets an object's ``__dict__`` (the attribute's own descriptor: a frozen dataclass refuses
+#: ``setattr``).
+_set_dict = Message.__dict__["__dict__"].__set__
 
 
 def message_state(message: Message) -> MessageState:
@@ -185,8 +184,11 @@ def message_state(message: Message) -> MessageState:
     if headers is None:
         return fields.copy()
     if not headers:
-        return {name: fields[name] for name in _STORED}
-    flat = [fields[name] for name in _STORED]
+        return {key: value for key, value in fields.items() if key != "_headers"}
+    flat: list[Any] = [len(fields) - 1]
+    for key, value in fields.items():
+        if key != "_headers":
+            flat += (key, value)
     for key, value in headers.items():
         flat += (key, value)
     return tuple(flat)
@@ -195,10 +197,10 @@ def message_state(message: Message) -> MessageState:
 def message_from_state(state: MessageState) -> Message:
     """The message :func:`message_state` made ``state`` of (once: it takes ``state`` over)."""
     message: Message = _new(Message)
-    if isinstance(state, tuple):
-        fields = dict(zip(_STORED, state[:_HEADERS_AT], strict=True))
-        keys, values = state[_HEADERS_AT::2], state[_HEADERS_AT + 1 :: 2]
-        fields["_headers"] = dict(zip(keys, values, strict=True))
+    if not isinstance(state, dict):
+        end = 1 + 2 * state[0]
+        fields = dict(zip(state[1:end:2], state[2:end:2], strict=True))
+        fields["_headers"] = dict(zip(state[end::2], state[end + 1 :: 2], strict=True))
         state = fields
-    _set(message, "__dict__", state)
+    _set_dict(message, state)
     return message
