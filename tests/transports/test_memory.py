@@ -123,14 +123,17 @@ async def test_waiting_messages_are_data_and_each_consumer_gets_its_own() -> Non
     for subscription in (one, two):
         await transport.declare(subscription)
     sent = Message(name="e", body=b"x", headers={"k": "v"}, correlation_id="c")
+    read = Message(name="e", body=b"z")
+    assert read.headers == {}  # made when read: an empty dict
     await transport.publish(sent)
     await transport.publish(Message(name="e", body=b"y"))
+    await transport.publish(read)
     queue = transport._require_broker().queues["one"]
     # What waits holds no object the garbage collector would have to sweep, once it has
     # looked at it (a tuple is let go at its first collection).
     gc.collect()
-    assert [gc.is_tracked(state) for state in queue._items] == [False, False]
-    (browsed, _) = await transport.browse("one")
+    assert [gc.is_tracked(state) for state in queue._items] == [False, False, False]
+    browsed, _, _ = await transport.browse("one")
     browsed.headers["k"] = "changed by a browser"
     got: dict[str, list[Message]] = {"one": [], "two": []}
 
@@ -143,12 +146,13 @@ async def test_waiting_messages_are_data_and_each_consumer_gets_its_own() -> Non
         return consume
 
     await transport.consume(one, consumer("one"))
-    await wait_until(lambda: len(got["one"]) == 2)
+    await wait_until(lambda: len(got["one"]) == 3)
     await transport.consume(two, consumer("two"))
-    await wait_until(lambda: len(got["two"]) == 2)
+    await wait_until(lambda: len(got["two"]) == 3)
     first, second = got["one"][0], got["two"][0]
     assert first == sent.replace(headers={"k": "v", "one": "changed by a consumer"})
     assert second.headers == {"k": "v", "two": "changed by a consumer"}
     assert sent.headers == {"k": "v"}
     assert got["one"][1].headers == {} and got["one"][1].published_at.tzinfo is not None
+    assert [m.body for m in got["two"]] == [b"x", b"y", b"z"]
     await transport.close()
