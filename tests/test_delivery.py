@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import pickle
 import threading
+from datetime import timedelta
 from typing import Annotated, Any, Literal
 
 import pytest
@@ -279,3 +281,24 @@ def test_a_message_is_a_frozen_dataclass_with_defaults() -> None:
     assert (later.attempt, later.id, message.attempt) == (3, message.id, 1)
     with pytest.raises(dataclasses.FrozenInstanceError):
         message.attempt = 4  # type: ignore[misc]
+
+
+def test_a_messages_time_and_headers_are_made_when_first_read_and_then_kept() -> None:
+    import dataclasses
+    from datetime import datetime, timezone
+
+    before = datetime.now(timezone.utc)
+    message = Message(name="a", body=b"")
+    after = datetime.now(timezone.utc)
+    published = message.published_at
+    assert before - published < timedelta(milliseconds=1) and published <= after
+    assert message.published_at is published, "made once, then the same"
+    message.headers["x-seen"] = "1"
+    assert message.headers == {"x-seen": "1"}, "headers written through the dict are kept"
+    given = {"k": "v"}
+    assert Message(name="a", body=b"", headers=given).headers is given
+    for field in ("headers", "published_at"):
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            setattr(message, field, None)
+    assert pickle.loads(pickle.dumps(message)) == message
+    assert message.replace(redelivered=True).headers == {"x-seen": "1"}

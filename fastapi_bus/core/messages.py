@@ -10,11 +10,13 @@ from __future__ import annotations
 import collections
 import dataclasses
 import os
+import time
 from datetime import datetime, timezone
+from typing import Any
 
 from fastapi_bus.core.types import Headers
 
-__all__ = ["JSON", "Message", "new_id"]
+__all__ = ["JSON", "Message", "MessageState", "message_from_state", "message_state", "new_id"]
 
 JSON = "application/json"
 
@@ -33,7 +35,10 @@ def new_id() -> str:
         return _ids.popleft()
     except IndexError:
         digits = os.urandom(16 * _IDS_PER_READ).hex()
-        _ids.extend(digits[start : start + 32] for start in range(32, len(digits), 32))
+        # Cut into 32 digits each without a Python step per id.
+        size = len(digits)
+        cuts = map(slice, range(32, size, 32), range(64, size + 1, 32))
+        _ids.extend(map(digits.__getitem__, cuts))
         return digits[:32]
 
 
@@ -42,7 +47,8 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_ids.clear)
 
 
-_clock = datetime.now
+_now = time.time
+_from_timestamp = datetime.fromtimestamp
 _UTC = timezone.utc
 
 
@@ -64,19 +70,19 @@ class Message:
     #: Unique per published event, and kept across retries and replays.
     id: str
     #: Application headers (text to text).
-    headers: Headers
+    headers: Headers = dataclasses.field(default_factory=dict)
     #: Ties together everything caused by one request or one original event.
-    correlation_id: str | None
+    correlation_id: str | None = None
     #: The id of the message whose handler published this one, if any.
-    causation_id: str | None
+    causation_id: str | None = None
     #: When the event was first published (UTC).
-    published_at: datetime
+    published_at: datetime = dataclasses.field(default_factory=lambda: datetime.now(_UTC))
     #: 1 on first delivery to a handler, counting up with every retry.
-    attempt: int
+    attempt: int = 1
     #: MIME type of ``body``.
-    content_type: str
+    content_type: str = JSON
     #: True if the broker has delivered this message before (it was not acknowledged).
-    redelivered: bool
+    redelivered: bool = False
 
     def __init__(
         self,
@@ -94,19 +100,107 @@ class Message:
         # Written out rather than generated: the frozen dataclass's own ``__init__`` sets each
         # field through ``object.__setattr__``, which made a message cost three times as much
         # to build (every publish and every delivery builds one). One store per field is
-        # cheaper still than ``__dict__.update`` with keywords.
+        # cheaper still than ``__dict__.update`` with keywords; a field with its default is
+        # not stored (the class holds the default). ``headers`` and ``published_at`` are kept
+        # under names of their own (see ``_headers`` and ``_published_at`` below).
         fields = self.__dict__
         fields["name"] = name
         fields["body"] = body
-        fields["id"] = new_id() if id is None else id
-        fields["headers"] = {} if headers is None else headers
-        fields["correlation_id"] = correlation_id
-        fields["causation_id"] = causation_id
-        fields["published_at"] = _clock(_UTC) if published_at is None else published_at
-        fields["attempt"] = attempt
-        fields["content_type"] = content_type
-        fields["redelivered"] = redelivered
+        if id is None:
+            try:
+                id = _ids.popleft()  # ``new_id()``, without its call
+            except IndexError:
+                id = new_id()
+        fields["id"] = id
+        fields["_published_at"] = _now() if published_at is None else published_at
+        fields["content_type"] = content_type  # read at every delivery: always stored
+        if headers is not None:
+            fields["_headers"] = headers
+        if correlation_id is not None:
+            fields["correlation_id"] = correlation_id
+        if causation_id is not None:
+            fields["causation_id"] = causation_id
+        if attempt != 1:
+            fields["attempt"] = attempt
+        if redelivered:
+            fields["redelivered"] = redelivered
 
     def replace(self, **changes: object) -> Message:
         """A copy with some fields changed."""
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+
+def _headers(message: Message) -> Headers:
+    fields = message.__dict__
+    headers: Headers | None = fields.get("_headers")
+    if headers is None:
+        # ``setdefault``: threads that read it first at once all get the same dict.
+        headers = fields.setdefault("_headers", {})
+    return headers
+
+
+def _published_at(message: Message) -> datetime:
+    fields = message.__dict__
+    at: datetime | float = fields["_published_at"]
+    if at.__class__ is float:
+        at = fields["_published_at"] = _from_timestamp(at, _UTC)
+    return at  # type: ignore[return-value]
+
+
+# Two fields are made on first read: most messages are sent and handled without anyone reading
+# their publish time as a ``datetime`` (a clock read as a number is a third of the cost), and
+# most carry no headers. A message whose fields are all text, bytes and numbers holds no
+# container, so the garbage collector leaves a copy of them alone (see :func:`message_state`).
+# Set on the class once the dataclass is made, so that its fields have no default.
+Message.headers = property(_headers, doc="Application headers (text to text).")  # type: ignore[assignment]
+Message.published_at = property(  # type: ignore[assignment]
+    _published_at, doc="When the event was first published (UTC)."
+)
+
+
+#: What :func:`message_state` gives: a message's fields as a dict, or, with headers, one tuple:
+#: the number of fields, the fields and then the headers, key after value.
+MessageState = dict[str, Any] | tuple[Any, ...]
+
+_new = object.__new__
+#: Sets an object's ``__dict__`` (the attribute's own descriptor: a frozen dataclass refuses
+#: ``setattr``).
+_set_dict = Message.__dict__["__dict__"].__set__
+
+
+def message_state(message: Message) -> MessageState:
+    """``message`` as plain data the garbage collector does not track (what the in-process
+    broker keeps while a message waits in a queue), rebuilt by :func:`message_from_state` as
+    a message of its own.
+
+    A waiting :class:`Message` is an object the collector tracks: thousands of them waiting
+    are carried into its oldest generation, and make it sweep everything the process holds,
+    again and again. Its fields are text, bytes and numbers; a dict of them is not tracked.
+    Headers are a dict, which would make it so: a message with headers waits as one flat tuple
+    of text, bytes and numbers, which the collector lets go the first time it sees it.
+    """
+    fields = message.__dict__
+    headers: Headers | None = fields.get("_headers")
+    if headers is None:
+        return fields.copy()
+    if not headers:
+        return {key: value for key, value in fields.items() if key != "_headers"}
+    flat: list[Any] = [len(fields) - 1]
+    for key, value in fields.items():
+        if key != "_headers":
+            flat += (key, value)
+    for key, value in headers.items():
+        flat += (key, value)
+    return tuple(flat)
+
+
+def message_from_state(state: MessageState) -> Message:
+    """The message :func:`message_state` made ``state`` of (once: it takes ``state`` over)."""
+    message: Message = _new(Message)
+    if not isinstance(state, dict):
+        end = 1 + 2 * state[0]
+        fields = dict(zip(state[1:end:2], state[2:end:2], strict=True))
+        fields["_headers"] = dict(zip(state[end::2], state[end + 1 :: 2], strict=True))
+        state = fields
+    _set_dict(message, state)
+    return message

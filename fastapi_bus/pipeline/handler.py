@@ -18,7 +18,7 @@ from fastapi_bus.core.types import AnyCallable
 from fastapi_bus.pipeline.decoding import Decoder, check_size
 from fastapi_bus.pipeline.delivery import Delivery, HandlerInfo
 from fastapi_bus.pipeline.dependencies import HandlerPlan
-from fastapi_bus.pipeline.solver import SolveContext, direct_call, solve
+from fastapi_bus.pipeline.solver import SolveContext, direct_call, event_call, solve
 from fastapi_bus.transports.base import Transport
 
 __all__ = ["HandlerCall", "HandlerEnv", "UnitOfWork"]
@@ -82,6 +82,8 @@ class HandlerCall:
         self.wants_event = plan.event_param is not None or event_type is not None
         #: Handlers without dependencies skip the solver (``None``: solve).
         self.direct = direct_call(plan)
+        #: The handler itself when it takes only the event, by position.
+        self.by_event = event_call(plan)
         #: The whole call for one message (what ``__call__`` does with a delivery's).
         self.handle: Callable[[Message], Awaitable[None]] = self._compile()
 
@@ -113,6 +115,7 @@ class HandlerCall:
         failed = env.metrics.failed
         handler = self.route.name
         direct = self.direct
+        by_event = self.by_event
         plan = self.plan
         overrides = env.overrides
         clock = time.perf_counter
@@ -129,7 +132,9 @@ class HandlerCall:
                 start = clock() if timed else 0.0
                 with work:
                     try:
-                        if direct is not None:
+                        if by_event is not None:
+                            await by_event(event)
+                        elif direct is not None:
                             await direct(event, message)
                         else:
                             ctx = SolveContext(message=message, work=work, overrides=overrides())

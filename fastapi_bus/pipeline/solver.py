@@ -149,6 +149,21 @@ class SolveContext:
         )
 
 
+def event_call(plan: HandlerPlan) -> Callable[[Any], Awaitable[Any]] | None:
+    """The handler itself, for an ``async`` handler that takes only its event, by position:
+    called as ``handler(event)``, with nothing in between. ``None`` for any other handler."""
+    dependant = plan.dependant
+    if plan.extra or dependant.kind != "async" or len(dependant.params) != 1:
+        return None
+    (param,) = dependant.params
+    if param.kind is not ParamKind.EVENT or not _only_positional_parameter(
+        dependant.call, param.name
+    ):
+        return None
+    call: Callable[[Any], Awaitable[Any]] = dependant.call
+    return call
+
+
 def direct_call(plan: HandlerPlan) -> Callable[[Any, Message], Awaitable[Any]] | None:
     """For an ``async`` handler without dependencies (only the event, the ``Message`` and
     defaults), a call that skips the solver: nothing to resolve, cache or exit. It returns the

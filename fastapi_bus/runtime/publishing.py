@@ -284,7 +284,8 @@ class Publisher:
                 :meth:`publish_sync` there).
             TypeError: an unknown keyword (at the call).
         """
-        check_options(options, PublishOptions, "publish")
+        if options:
+            check_options(options, PublishOptions, "publish")
         if self._loop is not None and _running_loop() is not self._loop:
             raise PublishError(
                 "bus.publish() was called in a worker thread (a plain `def` endpoint, "
@@ -294,8 +295,16 @@ class Publisher:
         return self._publish(event, payload, options)
 
     async def _publish(self, event: Publishable, payload: Payload, options: PublishOptions) -> str:
+        if not options:  # the usual publish: ``_encode`` and ``_held`` written out
+            message = self._bus.encode_message(
+                event, payload, None, self.correlation_id, self.causation_id
+            )
+            outbox = self._outbox
+            if outbox is None or not outbox.hold(message, None):
+                await self._bus.send_message(message)
+            return message.id
         message, delay = self._encode(event, payload, options)
-        session = options.get("session") if options else None
+        session = options.get("session")
         if session is not None:
             # The database transaction is the unit of work: it commits, or nothing is sent.
             await self._bus.store_message(session, message, delay=delay, key=options.get("key"))

@@ -121,7 +121,7 @@ class EventRegistry:
                 f"({limit:,} bytes); nothing was sent. Publish a reference to the data (a URL, "
                 "a storage key) instead, or raise the bus's max_message_size"
             )
-        text_headers: dict[str, str] = {}
+        text_headers: dict[str, str] | None = None  # the message makes ``{}`` when read
         if headers:
             text_headers = dict(headers)
             for key, value in text_headers.items():

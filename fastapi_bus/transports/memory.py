@@ -242,7 +242,11 @@ class MemoryTransport(Transport):
         if delay:
             self._later(delay, self._route, broker, message)
             return
-        # ``_route`` without a coroutine of its own unless a queue is full.
+        # ``_route`` without a coroutine of its own unless a queue is full, and ``_offer``
+        # written out for the usual message, routed to one queue that has room.
+        queues = broker.routes.get(message.name)
+        if queues is not None and len(queues) == 1 and queues[0].offer(message):
+            return
         full = self._offer(broker, message)
         if full:
             await self._put_all(full, message)

@@ -9,7 +9,7 @@ import contextlib
 import threading
 from collections.abc import Iterable
 
-from fastapi_bus.core.messages import Message
+from fastapi_bus.core.messages import Message, MessageState, message_from_state, message_state
 from fastapi_bus.core.names import pattern_matches
 
 __all__ = ["MemoryBroker", "MemoryQueue"]
@@ -34,6 +34,11 @@ def _resolve(waiter: asyncio.Future[None]) -> bool:
     return True
 
 
+def _copy(state: MessageState) -> MessageState:
+    """A state of its own (a message rebuilt from a state takes its dict over)."""
+    return state.copy() if isinstance(state, dict) else state
+
+
 def _set_if_pending(waiter: asyncio.Future[None]) -> None:
     if not waiter.done():
         waiter.set_result(None)
@@ -44,6 +49,10 @@ class MemoryQueue:
 
     Safe to share between event loops in different threads (several ``TestClient`` apps on
     one named broker): state changes under a lock, and waiters are woken on their own loop.
+    Messages wait as plain data (:func:`~fastapi_bus.core.messages.message_state`), as they
+    would in a broker: each consumer gets a :class:`Message` of its own, and a backlog of
+    thousands gives the garbage collector nothing to sweep.
+
     A message added wakes one waiting consumer (waking them all made every message cost a
     task switch per idle consumer); a consumer woken that leaves without a message, or that
     sees more waiting, wakes the next, so no wake-up is lost. Waiting publishers are all woken
@@ -55,7 +64,7 @@ class MemoryQueue:
         self.maxsize = maxsize
         self.patterns: set[str] = set()
         self._lock = threading.Lock()
-        self._items: collections.deque[Message] = collections.deque()
+        self._items: collections.deque[MessageState] = collections.deque()
         self._getters: list[asyncio.Future[None]] = []
         self._putters: list[asyncio.Future[None]] = []
         #: Messages handed to consumers and not yet acknowledged.
@@ -71,7 +80,7 @@ class MemoryQueue:
 
     def snapshot(self) -> list[Message]:
         with self._lock:
-            return list(self._items)
+            return [message_from_state(_copy(state)) for state in self._items]
 
     @staticmethod
     def _take(waiters: list[asyncio.Future[None]]) -> list[asyncio.Future[None]]:
@@ -108,7 +117,7 @@ class MemoryQueue:
         with self._lock:
             if self.maxsize and len(self._items) >= self.maxsize:
                 return False
-            self._items.append(message)
+            self._items.append(message_state(message))
             if not self._getters:
                 return True
             getter = self._getters.pop(0)
@@ -131,7 +140,7 @@ class MemoryQueue:
         while True:
             with self._lock:
                 if self._items:
-                    message = self._items.popleft()
+                    message = message_from_state(self._items.popleft())
                     self.unacked += 1
                     putters = self._take(self._putters) if self._putters else []
                     more = woken and bool(self._items) and bool(self._getters)
@@ -164,7 +173,7 @@ class MemoryQueue:
             if not self._items:
                 self.unacked -= 1
                 return None
-            message = self._items.popleft()
+            message = message_from_state(self._items.popleft())
             if not self._putters:
                 return message
             putters = self._take(self._putters)
@@ -177,7 +186,7 @@ class MemoryQueue:
             if not self._items:
                 return None
             self.unacked += 1
-            message = self._items.popleft()
+            message = message_from_state(self._items.popleft())
             if not self._putters:
                 return message
             putters = self._take(self._putters)
@@ -196,7 +205,7 @@ class MemoryQueue:
         """Give an unacknowledged message back, at the head of the queue."""
         with self._lock:
             self.unacked -= 1
-            self._items.appendleft(message)
+            self._items.appendleft(message_state(message))
             if not self._getters:
                 return
             getter = self._getters.pop(0)

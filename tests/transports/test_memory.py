@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import gc
+from collections.abc import Awaitable, Callable
 
 import pytest
 
@@ -111,3 +113,46 @@ async def test_a_wake_up_is_passed_on_by_a_consumer_that_leaves() -> None:
     message = await asyncio.wait_for(second, 10)
     assert message.body == b"1"
     assert first.cancelled()
+
+
+async def test_waiting_messages_are_data_and_each_consumer_gets_its_own() -> None:
+    transport = MemoryTransport()
+    await transport.start()
+    one = Subscription(queue="one", patterns=("e",))
+    two = Subscription(queue="two", patterns=("e",))
+    for subscription in (one, two):
+        await transport.declare(subscription)
+    sent = Message(name="e", body=b"x", headers={"k": "v"}, correlation_id="c")
+    read = Message(name="e", body=b"z")
+    assert read.headers == {}  # made when read: an empty dict
+    await transport.publish(sent)
+    await transport.publish(Message(name="e", body=b"y"))
+    await transport.publish(read)
+    queue = transport._require_broker().queues["one"]
+    # What waits holds no object the garbage collector would have to sweep, once it has
+    # looked at it (a tuple is let go at its first collection).
+    gc.collect()
+    assert [gc.is_tracked(state) for state in queue._items] == [False, False, False]
+    browsed, _, _ = await transport.browse("one")
+    browsed.headers["k"] = "changed by a browser"
+    got: dict[str, list[Message]] = {"one": [], "two": []}
+
+    def consumer(name: str) -> Callable[[Message], Awaitable[None]]:
+        async def consume(message: Message) -> None:
+            if message.body == b"x":
+                message.headers[name] = "changed by a consumer"
+            got[name].append(message)
+
+        return consume
+
+    await transport.consume(one, consumer("one"))
+    await wait_until(lambda: len(got["one"]) == 3)
+    await transport.consume(two, consumer("two"))
+    await wait_until(lambda: len(got["two"]) == 3)
+    first, second = got["one"][0], got["two"][0]
+    assert first == sent.replace(headers={"k": "v", "one": "changed by a consumer"})
+    assert second.headers == {"k": "v", "two": "changed by a consumer"}
+    assert sent.headers == {"k": "v"}
+    assert got["one"][1].headers == {} and got["one"][1].published_at.tzinfo is not None
+    assert [m.body for m in got["two"]] == [b"x", b"y", b"z"]
+    await transport.close()
