@@ -7,6 +7,7 @@ a server that other work on the machine may be using.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import uuid
 from collections.abc import Iterator
@@ -22,7 +23,8 @@ from tests.utils import wait_until
 
 pytestmark = [pytest.mark.anyio, pytest.mark.rabbitmq]
 
-TOTAL = 5_000
+#: Confirmed publishes before the restart, and again after it, before the publishers stop.
+EACH_SIDE = 500
 PUBLISHERS = 32
 
 
@@ -52,10 +54,17 @@ async def test_every_confirmed_publish_is_handled_across_a_restart(node: RabbitN
     async def handler(message: Message) -> None:
         handled.add(int(message.body))
 
-    numbers = iter(range(TOTAL))
+    numbers = itertools.count()
+    attempted: list[int] = []
+    # The publishers go on until the node is back and confirms again: however fast they are,
+    # the restart happens while they publish.
+    enough = asyncio.Event()
 
     async def publish_some() -> None:
         for number in numbers:
+            if enough.is_set():
+                return
+            attempted.append(number)
             try:
                 await publisher.publish(Message(name="orders.placed", body=str(number).encode()))
             except TransportError:
@@ -64,23 +73,30 @@ async def test_every_confirmed_publish_is_handled_across_a_restart(node: RabbitN
                 confirmed.add(number)
 
     async def restart() -> None:
-        await wait_until(lambda: len(confirmed) >= TOTAL // 10, timeout=60)
-        await asyncio.to_thread(node.stop_app)
-        confirmed_when_stopped.append(len(confirmed))
-        await asyncio.to_thread(node.start_app)
+        try:
+            await wait_until(lambda: len(confirmed) >= EACH_SIDE, timeout=60)
+            await asyncio.to_thread(node.stop_app)
+            confirmed_when_stopped.append(len(confirmed))
+            await asyncio.to_thread(node.start_app)
+            await wait_until(
+                lambda: len(confirmed) >= confirmed_when_stopped[0] + EACH_SIDE, timeout=120
+            )
+        finally:
+            enough.set()
 
     try:
         await worker.start()
         await publisher.start()
         await worker.consume(subscription, handler)
         await asyncio.gather(restart(), *(publish_some() for _ in range(PUBLISHERS)))
-        assert confirmed_when_stopped[0] < TOTAL, "the restart happened while publishing"
-        assert len(confirmed) + len(failed) == TOTAL
+        total = len(attempted)
+        assert confirmed_when_stopped[0] < len(confirmed), "confirmed after the restart too"
+        assert len(confirmed) + len(failed) == total, "every publish confirmed or refused"
         await wait_until(lambda: confirmed <= handled, timeout=60, what="every confirmed event")
         # The consumer came back by itself: events published after the restart got handled.
-        after = Message(name="orders.placed", body=str(TOTAL).encode())
+        after = Message(name="orders.placed", body=str(total).encode())
         await publisher.publish(after)
-        await wait_until(lambda: TOTAL in handled, timeout=30)
+        await wait_until(lambda: total in handled, timeout=30)
     finally:
         await publisher.close(grace=1)
         await worker.close(grace=1)
