@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from types import TracebackType
 from typing import Any, Protocol
 
-from fastapi_bus.core.logs import delivery_context
+from fastapi_bus.core.logs import delivery_context, readers
 from fastapi_bus.core.messages import Message
 from fastapi_bus.core.metrics import Metrics, listener, times_handling
 from fastapi_bus.core.types import AnyCallable
@@ -122,8 +122,9 @@ class HandlerCall:
         bind, unbind = delivery_context.set, delivery_context.reset
 
         async def handle(message: Message) -> None:
-            # As a consumer (``recover`` given): in the log context of the delivery.
-            token = bind((message, handler)) if recover is not None else None
+            # As a consumer (``recover`` given): in the log context of the delivery, once
+            # something reads it (see ``readers``).
+            token = bind((message, handler)) if recover is not None and readers.any else None
             try:
                 if limit is not None and len(message.body) > limit:
                     check_size(message, limit)  # raises
