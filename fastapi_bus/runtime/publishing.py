@@ -575,7 +575,11 @@ class HandlerWork:
     def settle(self) -> Coroutine[Any, Any, None] | None:
         """The handler returned: what sends the events it published (to await), or ``None``
         when it published none, as most handlers: then nothing is made."""
-        with _creating:
+        # ``with _creating``, written out (``acquire``, ``release``): called for every message.
+        _creating.acquire()
+        try:
             self._state = _OutboxState.SENT
             outbox = self._outbox
+        finally:
+            _creating.release()
         return None if outbox is None else outbox.flush()
