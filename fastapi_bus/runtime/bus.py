@@ -48,6 +48,7 @@ from fastapi_bus.runtime.publishing import (
     TransactionalOutbox,
     current_publisher,
     free_publisher,
+    publisher_context,
 )
 from fastapi_bus.runtime.registry import MAX_MESSAGE_SIZE, EventRegistry
 from fastapi_bus.telemetry import Observer, Tracing
@@ -415,7 +416,10 @@ class EventBus:
     ) -> Coroutine[Any, Any, str]:
         """Publish an event; inside a request or a handler, it joins that unit of work (see
         :meth:`Publisher.publish`, which takes the same options). Returns the message id."""
-        publisher = current_publisher()  # ``_publisher``, written out: called at every publish
+        # ``_publisher`` and ``current_publisher``, written out: called at every publish.
+        publisher = publisher_context.get()
+        if publisher is not None and not isinstance(publisher, Publisher):
+            publisher = publisher.publisher  # a handler's unit of work
         if publisher is None or publisher._bus is not self:
             publisher = self._free_publisher
         if not options:

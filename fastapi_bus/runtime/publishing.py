@@ -151,6 +151,9 @@ class TransactionalOutbox(Protocol):
 _current: contextvars.ContextVar[Publisher | HandlerWork | None] = contextvars.ContextVar(
     "fastapi_bus_publisher", default=None
 )
+#: The same variable, for the bus's ``publish`` to read without a call (see
+#: :func:`current_publisher`).
+publisher_context = _current
 
 
 class _OutboxState(enum.Enum):
