@@ -5,6 +5,7 @@ decode → validate → resolve dependencies → call the handler → send what 
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -61,6 +62,9 @@ class HandlerEnv:
     overrides: Callable[[], Mapping[AnyCallable, AnyCallable]]
     #: Opens the unit of work of one message.
     open_work: Callable[[Message], UnitOfWork]
+    #: What entering a unit of work sets to it (and leaving resets): the pipeline sets it
+    #: itself around the handler's call, as the work's ``__enter__`` and ``__exit__`` would.
+    work_context: contextvars.ContextVar[Any]
     #: Called with the dead letter (its failure headers added) and the reason, after it was
     #: kept in the dead-letter queue (the bus publishes a ``Fault`` event from it).
     on_dead_letter: Callable[[Delivery, Message, str], Awaitable[None]]
@@ -110,6 +114,7 @@ class HandlerCall:
         decode = self.decode if self.wants_event else None
         validate_json = self.decode.validate_json
         open_work = env.open_work
+        bind_work, unbind_work = env.work_context.set, env.work_context.reset
         handled = listener(env.metrics, "handled")
         #: No clock read around the call when no ``handled`` hook reads the seconds.
         timed = times_handling(env.metrics)
@@ -142,20 +147,24 @@ class HandlerCall:
                         event = decode(message)
                 work = open_work(message)
                 start = clock() if timed else 0.0
-                with work:
-                    try:
-                        if by_event is not None:
-                            await by_event(event)
-                        elif direct is not None:
-                            await direct(event, message)
-                        else:
-                            ctx = SolveContext(message=message, work=work, overrides=overrides())
-                            await solve(plan, event, ctx)
-                    except BaseException as exc:
-                        work.discard()
-                        if isinstance(exc, Exception):
-                            failed(handler, message.name, exc)
-                        raise
+                # ``with work``, written out: the context variable's own ``set`` and ``reset``
+                # (two calls of the work's methods less, for every message).
+                bound = bind_work(work)
+                try:
+                    if by_event is not None:
+                        await by_event(event)
+                    elif direct is not None:
+                        await direct(event, message)
+                    else:
+                        ctx = SolveContext(message=message, work=work, overrides=overrides())
+                        await solve(plan, event, ctx)
+                except BaseException as exc:
+                    work.discard()
+                    if isinstance(exc, Exception):
+                        failed(handler, message.name, exc)
+                    raise
+                finally:
+                    unbind_work(bound)
                 flush = work.settle()
                 if flush is not None:
                     await flush

@@ -225,6 +225,7 @@ class EventBus:
             metrics=self.observer.hooks,
             overrides=lambda: self.dependency_overrides,
             open_work=functools.partial(HandlerWork, self),
+            work_context=publisher_context,
             on_dead_letter=self._dead_lettered,
             max_message_size=self.registry.max_message_size,
         )
