@@ -424,6 +424,10 @@ class EventBus:
         if publisher is None or publisher._bus is not self:
             publisher = self._free_publisher
         if not options:
+            if publisher._loop is None:
+                # ``Publisher.publish`` written out: no options to check, and a publisher tied
+                # to no event loop (the bus's own, outside requests and handlers) checks none.
+                return publisher._publish(event, payload, options)
             return publisher.publish(event, payload)
         return publisher.publish(event, payload, **options)
 
