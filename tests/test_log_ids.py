@@ -14,7 +14,7 @@ from fastapi_bus import (
     MessageLogFilter,
     RetryPolicy,
 )
-from fastapi_bus.core.logs import LOG_FIELDS
+from fastapi_bus.core.logs import LOG_FIELDS, readers
 from tests.helpers import OrderPlaced
 from tests.utils import wait_until
 
@@ -97,3 +97,30 @@ async def test_the_filter_gives_a_handlers_own_lines_the_message_ids(
             handler,
             "req-3",
         )
+
+
+async def test_a_filter_added_while_consuming_gives_the_next_messages_ids(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Consumers bind the delivery context only once a filter exists: start without one.
+    monkeypatch.setattr(readers, "any", False)
+    events = EventRouter()
+    log = logging.getLogger("shop.billing")
+
+    @events.on(OrderPlaced)
+    async def charge(event: OrderPlaced) -> None:
+        log.warning("charging order %s", event.order_id)
+
+    bus = EventBus(MemoryTransport(), service="shop", routers=[events])
+    await bus.start()
+    await bus.start_consuming()
+    try:
+        await bus.publish(OrderPlaced(order_id="1", total=1))
+        await wait_until(lambda: any(r.getMessage() == "charging order 1" for r in caplog.records))
+        caplog.handler.addFilter(MessageLogFilter())
+        second = await bus.publish(OrderPlaced(order_id="2", total=1))
+        await wait_until(lambda: len(about(caplog.records, second)) == 1)
+    finally:
+        await bus.close()
+    (record,) = about(caplog.records, second)
+    assert (record.getMessage(), record.handler) == ("charging order 2", "charge")  # type: ignore[attr-defined]

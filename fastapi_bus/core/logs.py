@@ -61,6 +61,22 @@ unbind_delivery: Callable[[contextvars.Token[tuple[Message, str] | None]], None]
 delivery_context = _delivery
 
 
+class _Readers:
+    """Whether anything reads the delivery context: only a :class:`MessageLogFilter` does."""
+
+    __slots__ = ("any",)
+
+    def __init__(self) -> None:
+        self.any = False
+
+
+#: Consumers bind the delivery context only once a :class:`MessageLogFilter` exists (it turns
+#: ``readers.any`` on for good): setting and resetting a context variable costs every message
+#: about a tenth of a microsecond, for a context nothing else reads (the bus's own lines about
+#: a message carry its ids in ``extra=`` either way).
+readers = _Readers()
+
+
 class MessageLogFilter(logging.Filter):
     """Adds the ids of the message being handled (``message_id``, ``event_name``, ``handler``,
     ``correlation_id``) to each record logged while a handler runs, where the record does not
@@ -68,6 +84,11 @@ class MessageLogFilter(logging.Filter):
 
         handler.addFilter(MessageLogFilter())
     """
+
+    def __init__(self, name: str = "") -> None:
+        super().__init__(name)
+        # From now on, consumers bind the delivery context (see ``readers``).
+        readers.any = True
 
     def filter(self, record: logging.LogRecord) -> bool:
         current = _delivery.get()

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
-from fastapi_bus.core.logs import bind_delivery, unbind_delivery
+from fastapi_bus.core.logs import bind_delivery, readers, unbind_delivery
 from fastapi_bus.core.messages import Message
 from fastapi_bus.core.metrics import Metrics, listener
 from fastapi_bus.pipeline.delivery import ConsumeApp, Delivery
@@ -57,13 +57,15 @@ def handler_consumer(
     async def consume(message: Message) -> None:
         if consumed is not None:
             consumed(handler, message.name)
-        token = bind_delivery(message, handler)
+        # In the log context of the delivery, once something reads it (see ``readers``).
+        token = bind_delivery(message, handler) if readers.any else None
         try:
             await handle(message)
         except Exception as exc:
             await recover(Delivery(message=message, route=route, queue=queue), exc)
         finally:
-            unbind_delivery(token)
+            if token is not None:
+                unbind_delivery(token)
             if settled is not None:
                 settled(handler, message.name)
 

@@ -37,20 +37,22 @@ class Decoder:
         self.adapter: TypeAdapter[Any] | None = (
             TypeAdapter(event_type) if event_type is not None else None
         )
-        self._validate_json: Any = json.loads
+        #: Body bytes -> event, raising ``ValueError`` (a ``ValidationError``, or JSON that does
+        #: not parse) or ``RecursionError``: what :meth:`__call__` turns into the reason.
+        self.validate_json: Any = json.loads
         if self.adapter is not None:
             # The adapter's validator itself when it is built (its ``validate_json`` method
             # adds a call and checks of options that are never given here).
             validator = self.adapter.validator
             built = isinstance(validator, SchemaValidator)
-            self._validate_json = validator.validate_json if built else self.adapter.validate_json
+            self.validate_json = validator.validate_json if built else self.adapter.validate_json
 
     def __call__(self, message: Message) -> Any:
         content_type = message.content_type
         if content_type != JSON and content_type.split(";")[0].strip() != JSON:
             raise InvalidMessage(f"unsupported content type {content_type!r}")
         try:
-            return self._validate_json(message.body)
+            return self.validate_json(message.body)
         except ValidationError as exc:
             raise InvalidMessage(
                 f"payload of {message.name!r} does not validate for {self.label}: {exc}"

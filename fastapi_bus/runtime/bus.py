@@ -48,6 +48,7 @@ from fastapi_bus.runtime.publishing import (
     TransactionalOutbox,
     current_publisher,
     free_publisher,
+    publisher_context,
 )
 from fastapi_bus.runtime.registry import MAX_MESSAGE_SIZE, EventRegistry
 from fastapi_bus.telemetry import Observer, Tracing
@@ -224,6 +225,7 @@ class EventBus:
             metrics=self.observer.hooks,
             overrides=lambda: self.dependency_overrides,
             open_work=functools.partial(HandlerWork, self),
+            work_context=publisher_context,
             on_dead_letter=self._dead_lettered,
             max_message_size=self.registry.max_message_size,
         )
@@ -415,10 +417,17 @@ class EventBus:
     ) -> Coroutine[Any, Any, str]:
         """Publish an event; inside a request or a handler, it joins that unit of work (see
         :meth:`Publisher.publish`, which takes the same options). Returns the message id."""
-        publisher = current_publisher()  # ``_publisher``, written out: called at every publish
+        # ``_publisher`` and ``current_publisher``, written out: called at every publish.
+        publisher = publisher_context.get()
+        if publisher is not None and not isinstance(publisher, Publisher):
+            publisher = publisher.publisher  # a handler's unit of work
         if publisher is None or publisher._bus is not self:
             publisher = self._free_publisher
         if not options:
+            if publisher._loop is None:
+                # ``Publisher.publish`` written out: no options to check, and a publisher tied
+                # to no event loop (the bus's own, outside requests and handlers) checks none.
+                return publisher._publish(event, payload, options)
             return publisher.publish(event, payload)
         return publisher.publish(event, payload, **options)
 

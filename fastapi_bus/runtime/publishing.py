@@ -151,6 +151,9 @@ class TransactionalOutbox(Protocol):
 _current: contextvars.ContextVar[Publisher | HandlerWork | None] = contextvars.ContextVar(
     "fastapi_bus_publisher", default=None
 )
+#: The same variable, for the bus's ``publish`` to read without a call (see
+#: :func:`current_publisher`).
+publisher_context = _current
 
 
 class _OutboxState(enum.Enum):
@@ -575,7 +578,11 @@ class HandlerWork:
     def settle(self) -> Coroutine[Any, Any, None] | None:
         """The handler returned: what sends the events it published (to await), or ``None``
         when it published none, as most handlers: then nothing is made."""
-        with _creating:
+        # ``with _creating``, written out (``acquire``, ``release``): called for every message.
+        _creating.acquire()
+        try:
             self._state = _OutboxState.SENT
             outbox = self._outbox
+        finally:
+            _creating.release()
         return None if outbox is None else outbox.flush()

