@@ -160,6 +160,10 @@ def run_snippet(snippet: Snippet, tmp_path: Path) -> None:
                 init.write_text("", encoding="utf-8")
     packages = {Path(name).parts[0].removesuffix(".py") for name in files}
     _forget(packages)
+    # pytest may hand a later test the same folder name once this one is deleted, and the
+    # import system caches what it listed in a folder: list it afresh.
+    sys.path_importer_cache.pop(str(tmp_path), None)
+    importlib.invalidate_caches()
     sys.path.insert(0, str(tmp_path))
     module_name = f"docs_snippet_{abs(hash(snippet.id))}"
     try:
@@ -190,6 +194,7 @@ def run_snippet(snippet: Snippet, tmp_path: Path) -> None:
         _run_in_thread(run)
     finally:
         sys.path.remove(str(tmp_path))
+        sys.path_importer_cache.pop(str(tmp_path), None)
         sys.modules.pop(module_name, None)
         _forget(packages)
         shutil.rmtree(tmp_path, ignore_errors=True)
