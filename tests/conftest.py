@@ -1,11 +1,15 @@
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 
 from tests.utils import MEASURED
+
+if TYPE_CHECKING:
+    from fastapi_bus import EventBus
 
 # The RabbitMQ extra needs Python 3.11+: where it is not installed, the tests of the transport
 # and those that describe amqp:// apps cannot even load.
@@ -128,3 +132,12 @@ def kafka_bootstrap() -> Iterator[str]:
 
     with tansu() as bootstrap:
         yield bootstrap
+
+
+@pytest.fixture
+async def running() -> AsyncIterator[list[EventBus]]:
+    """Buses a test started (append them); closed at the end of the test."""
+    buses: list[EventBus] = []
+    yield buses
+    for bus in buses:
+        await bus.close(grace=1)

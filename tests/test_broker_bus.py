@@ -8,7 +8,7 @@ import os
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 
 import pytest
 
@@ -51,14 +51,6 @@ def names(broker_url: str) -> Iterator[tuple[str, str]]:
 def make_bus(url: str, names: tuple[str, str], *routers: EventRouter) -> EventBus:
     namespace, service = names
     return EventBus(broker_transport(url, namespace), service=service, routers=list(routers))
-
-
-@pytest.fixture
-async def running() -> AsyncIterator[list[EventBus]]:
-    buses: list[EventBus] = []
-    yield buses
-    for bus in buses:
-        await bus.close(grace=1)
 
 
 async def start(bus: EventBus, running: list[EventBus]) -> EventBus:

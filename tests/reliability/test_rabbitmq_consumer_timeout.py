@@ -13,11 +13,10 @@ from fastapi_bus.transports.rabbitmq import RabbitMQTransport
 from tests.helpers import OrderPlaced
 from tests.rabbitmq_nodes import RabbitNode
 from tests.reliability.conftest import OWN_CONSUMER_TIMEOUT
-from tests.test_broker_bus import running, start
+from tests.test_broker_bus import start
 from tests.utils import wait_until
 
 pytestmark = [pytest.mark.anyio, pytest.mark.rabbitmq]
-__all__ = ["running"]  # the fixture
 
 
 def slow_router(calls: list[tuple[str, bool]], gate: asyncio.Event) -> EventRouter:

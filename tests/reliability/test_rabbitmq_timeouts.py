@@ -11,11 +11,10 @@ from fastapi_bus import ConfigurationError, EventBus, EventRouter, Message, Retr
 from fastapi_bus.transports.base import dead_letter_queue
 from fastapi_bus.transports.rabbitmq import RabbitMQTransport
 from tests.helpers import OrderPlaced
-from tests.test_broker_bus import running, start
+from tests.test_broker_bus import start
 from tests.utils import wait_until, wait_until_async
 
 pytestmark = [pytest.mark.anyio, pytest.mark.rabbitmq]
-__all__ = ["running"]  # the fixture
 
 
 def transport(url: str, consumer_timeout: float | None = 1800.0) -> RabbitMQTransport:

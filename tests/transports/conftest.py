@@ -68,14 +68,16 @@ _FACTORIES["redis"] = _redis_factory
 _FACTORIES["kafka"] = _kafka_factory
 
 
-@pytest.fixture(
-    params=[
-        "memory",
-        pytest.param("rabbitmq", marks=pytest.mark.rabbitmq),
-        pytest.param("redis", marks=pytest.mark.redis),
-        pytest.param("kafka", marks=pytest.mark.kafka),
-    ]
-)
+#: Every transport, each marked with the server it needs.
+BROKERS = [
+    "memory",
+    pytest.param("rabbitmq", marks=pytest.mark.rabbitmq),
+    pytest.param("redis", marks=pytest.mark.redis),
+    pytest.param("kafka", marks=pytest.mark.kafka),
+]
+
+
+@pytest.fixture(params=BROKERS)
 async def new_transport(request: pytest.FixtureRequest) -> AsyncIterator[TransportFactory]:
     reason = NOT_APPLICABLE.get((request.param, request.node.originalname))
     if reason:

@@ -6,7 +6,7 @@ returned are theirs, and the metrics hooks hear of every event."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -25,7 +25,7 @@ from fastapi_bus import (
     UnknownEventError,
 )
 from fastapi_bus.transports.base import Transport
-from tests.transports.conftest import _FACTORIES
+from tests.transports.conftest import _FACTORIES, BROKERS
 from tests.utils import wait_until
 
 pytestmark = pytest.mark.anyio
@@ -44,26 +44,11 @@ class Published(Metrics):
         self.events.append(event)
 
 
-@pytest.fixture(
-    params=[
-        "memory",
-        pytest.param("rabbitmq", marks=pytest.mark.rabbitmq),
-        pytest.param("redis", marks=pytest.mark.redis),
-        pytest.param("kafka", marks=pytest.mark.kafka),
-    ]
-)
+@pytest.fixture(params=BROKERS)
 def transport(request: pytest.FixtureRequest) -> Callable[[], Transport]:
     """Makes a transport (not started) on one broker; each test runs on all of them."""
     build: Callable[[], Transport] = _FACTORIES[request.param](request)
     return build
-
-
-@pytest.fixture
-async def running() -> AsyncIterator[list[EventBus]]:
-    buses: list[EventBus] = []
-    yield buses
-    for bus in buses:
-        await bus.close(grace=1)
 
 
 async def recording_bus(
