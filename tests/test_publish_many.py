@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
-from fastapi import BackgroundTasks, HTTPException
+from fastapi import HTTPException
 from fastapi.responses import JSONResponse
 from fastapi.testclient import TestClient
 from opentelemetry.sdk.trace import TracerProvider
@@ -22,13 +22,19 @@ from fastapi_bus import (
     EventValidationError,
     MemoryTransport,
     Message,
-    Publisher,
     PublishError,
     Reject,
     Tracing,
 )
 from fastapi_bus.testing import drain
-from tests.helpers import OrderPlaced, OrderShipped, Recorder, make_app, order_router
+from tests.helpers import (
+    OrderPlaced,
+    OrderShipped,
+    Recorder,
+    background_task_outcomes,
+    make_app,
+    order_router,
+)
 
 
 def orders(*ids: str) -> list[OrderPlaced]:
@@ -188,33 +194,9 @@ def test_a_failed_handler_sends_none_of_them() -> None:
 
 
 def test_a_background_task_of_a_failed_request_cannot_publish_them() -> None:
-    recorder = Recorder()
-    app, _ = make_app(order_router(recorder))
-    outcomes: list[str] = []
-
-    async def later(bus: Publisher) -> None:
-        try:
-            await bus.publish_many(orders("late-1", "late-2"))
-            outcomes.append("sent")
-        except PublishError as exc:
-            outcomes.append(str(exc))
-
-    @app.post("/orders")
-    async def place(bus: Bus, tasks: BackgroundTasks) -> JSONResponse:
-        tasks.add_task(later, bus)
-        return JSONResponse({"error": "no"}, status_code=422, background=tasks)
-
-    @app.post("/ok")
-    async def ok(bus: Bus, tasks: BackgroundTasks) -> None:
-        tasks.add_task(later, bus)
-
-    with TestClient(app) as client:
-        client.post("/orders")
-        client.post("/ok")
-        drain(client)
+    outcomes = background_task_outcomes(lambda bus: bus.publish_many(orders("late-1", "late-2")))
     assert "2 event(s) (OrderPlaced)" in outcomes[0] and "failed" in outcomes[0]
     assert outcomes[1] == "sent"
-    assert order_ids(recorder) == ["late-1", "late-2"]
 
 
 def test_outside_requests_they_are_sent_at_once_and_options_apply_to_each() -> None:
