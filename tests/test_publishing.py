@@ -26,7 +26,8 @@ from fastapi_bus import (
     UnknownEventError,
 )
 from fastapi_bus.core.messages import new_id
-from fastapi_bus.runtime.publishing import HandlerWork
+from fastapi_bus.pipeline.work import DISCARDED, SETTLED, claimed_work
+from fastapi_bus.runtime.publishing import claim
 from fastapi_bus.runtime.registry import EventRegistry
 from fastapi_bus.testing import drain, publish
 from tests.helpers import (
@@ -454,24 +455,30 @@ def test_websocket_endpoints_publish_at_once() -> None:
 
 
 @pytest.mark.anyio
-async def test_a_handlers_work_settles_before_or_after_its_publisher_is_made() -> None:
-    """Settling makes nothing when the handler published nothing; a publisher made after it
-    sends at once, one made before it holds its events until then."""
+async def test_a_handlers_work_settles_before_or_after_its_first_publish() -> None:
+    """Ending a call that published nothing makes nothing; a publish after the end sends at
+    once (or is refused, after a failure); publishes before it are held until then."""
     bus = EventBus(MemoryTransport(), service="shop", routers=[order_router(Recorder())])
     await bus.start()
     try:
         cause = Message("OrderPlaced", b"{}")
-        idle = HandlerWork(bus, cause)
-        assert idle.settle() is None
-        await idle.publisher.publish(OrderPlaced(order_id="late", total=1))
+        idle = [bus, cause]
+        assert claimed_work(idle, SETTLED) is None
+        await claim(idle).publisher.publish(OrderPlaced(order_id="late", total=1))
         assert await bus.transport.browse("shop.reserve_stock") != []
 
-        busy = HandlerWork(bus, cause)
-        await busy.publisher.publish(OrderPlaced(order_id="held", total=1))
+        failed = [bus, cause]
+        assert claimed_work(failed, DISCARDED) is None
+        with pytest.raises(PublishError, match="failed"):
+            await claim(failed).publisher.publish(OrderPlaced(order_id="refused", total=1))
+
+        busy = [bus, cause]
+        await claim(busy).publisher.publish(OrderPlaced(order_id="held", total=1))
+        assert claim(busy) is claim(busy)  # one unit of work per call
         assert len(await bus.transport.browse("shop.reserve_stock")) == 1
-        flush = busy.settle()
-        assert flush is not None
-        await flush
+        work = claimed_work(busy, SETTLED)
+        assert work is not None
+        await work.flush()
         shipped = await bus.transport.browse("shop.reserve_stock")
         assert [m.causation_id for m in shipped] == [cause.id, cause.id]
     finally:

@@ -9,8 +9,7 @@ import contextvars
 import dataclasses
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from types import TracebackType
-from typing import Any, Protocol
+from typing import Any
 
 from fastapi_bus.core.logs import delivery_context, readers
 from fastapi_bus.core.messages import JSON, Message
@@ -20,36 +19,10 @@ from fastapi_bus.pipeline.decoding import Decoder, check_size
 from fastapi_bus.pipeline.delivery import Delivery, HandlerInfo
 from fastapi_bus.pipeline.dependencies import HandlerPlan
 from fastapi_bus.pipeline.solver import SolveContext, direct_call, event_call, solve
+from fastapi_bus.pipeline.work import DISCARDED, SETTLED, UnitOfWork, claimed_work
 from fastapi_bus.transports.base import Transport
 
-__all__ = ["HandlerCall", "HandlerEnv", "UnitOfWork"]
-
-
-class UnitOfWork(Protocol):
-    """The events one handler call publishes, held back until it returns.
-
-    Entering binds its publisher to the running context (so that ``bus.publish`` outside
-    a ``Bus`` parameter joins it too); leaving unbinds it."""
-
-    @property
-    def publisher(self) -> Any:
-        """What a ``bus: Bus`` parameter of the handler receives."""
-
-    def __enter__(self) -> object: ...
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None: ...
-
-    def discard(self) -> None:
-        """The call failed: drop what it published."""
-
-    def settle(self) -> Awaitable[None] | None:
-        """The call succeeded: what sends the events it published, in order (to await), or
-        ``None`` when it published none."""
+__all__ = ["HandlerCall", "HandlerEnv"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,10 +33,13 @@ class HandlerEnv:
     metrics: Metrics
     #: The app's ``dependency_overrides``, read at every delivery (tests change them).
     overrides: Callable[[], Mapping[AnyCallable, AnyCallable]]
-    #: Opens the unit of work of one message.
-    open_work: Callable[[Message], UnitOfWork]
-    #: What entering a unit of work sets to it (and leaving resets): the pipeline sets it
-    #: itself around the handler's call, as the work's ``__enter__`` and ``__exit__`` would.
+    #: The first item of every work cell (see :mod:`~fastapi_bus.pipeline.work`): the bus
+    #: whose handlers these are, so that only its own publishes join a call's unit of work.
+    owner: object
+    #: The unit of work of a work cell, made by the first call for it (what a ``bus: Bus``
+    #: parameter's publisher belongs to).
+    claim: Callable[[list[Any]], UnitOfWork]
+    #: What the pipeline binds a call's work cell to, around the handler's call.
     work_context: contextvars.ContextVar[Any]
     #: Called with the dead letter (its failure headers added) and the reason, after it was
     #: kept in the dead-letter queue (the bus publishes a ``Fault`` event from it).
@@ -113,7 +89,8 @@ class HandlerCall:
         limit = env.max_message_size
         decode = self.decode if self.wants_event else None
         validate_json = self.decode.validate_json
-        open_work = env.open_work
+        owner = env.owner
+        claim = env.claim
         bind_work, unbind_work = env.work_context.set, env.work_context.reset
         handled = listener(env.metrics, "handled")
         #: No clock read around the call when no ``handled`` hook reads the seconds.
@@ -145,10 +122,11 @@ class HandlerCall:
                             event = decode(message)  # raises, with the reason
                     else:
                         event = decode(message)
-                work = open_work(message)
+                # The call's work cell: its unit of work is made by its first publish.
+                work: list[Any] = [owner, message]
                 start = clock() if timed else 0.0
-                # ``with work``, written out: the context variable's own ``set`` and ``reset``
-                # (two calls of the work's methods less, for every message).
+                # ``with`` the cell bound, written out: the context variable's own ``set`` and
+                # ``reset``.
                 bound = bind_work(work)
                 try:
                     if by_event is not None:
@@ -156,18 +134,22 @@ class HandlerCall:
                     elif direct is not None:
                         await direct(event, message)
                     else:
-                        ctx = SolveContext(message=message, work=work, overrides=overrides())
+                        ctx = SolveContext(message, work, claim, overrides())
                         await solve(plan, event, ctx)
                 except BaseException as exc:
-                    work.discard()
+                    published = claimed_work(work, DISCARDED)
+                    if published is not None:
+                        published.discard()
                     if isinstance(exc, Exception):
                         failed(handler, message.name, exc)
                     raise
                 finally:
                     unbind_work(bound)
-                flush = work.settle()
-                if flush is not None:
-                    await flush
+                # ``claimed_work(work, SETTLED)``, written out: for every message.
+                work.append(SETTLED)
+                published = work[2]
+                if published is not SETTLED:
+                    await published.flush()
                 if handled is not None:
                     handled(handler, message.name, clock() - start if timed else 0.0)
             except Exception as exc:

@@ -28,6 +28,7 @@ from fastapi_bus.pipeline.dependencies import (
     describe,
 )
 from fastapi_bus.pipeline.provided import is_publisher_provider
+from fastapi_bus.pipeline.work import UnitOfWork
 
 if TYPE_CHECKING:
     from fastapi import params
@@ -44,14 +45,28 @@ class SolveContext:
     that it can tell when one of them swallowed the handler's exception).
     """
 
-    __slots__ = ("cache", "function_stack", "message", "overrides", "request_stack", "work")
+    __slots__ = (
+        "cache",
+        "claim",
+        "function_stack",
+        "message",
+        "overrides",
+        "request_stack",
+        "work",
+    )
 
     def __init__(
-        self, message: Message, work: Any, overrides: Mapping[AnyCallable, AnyCallable]
+        self,
+        message: Message,
+        work: list[Any],
+        claim: Callable[[list[Any]], UnitOfWork],
+        overrides: Mapping[AnyCallable, AnyCallable],
     ) -> None:
         self.message = message
-        #: Its unit of work: ``work.publisher`` is what a ``bus: Bus`` parameter receives.
+        #: Its work cell; ``claim(work).publisher`` is what a ``bus: Bus`` parameter receives
+        #: (see :mod:`~fastapi_bus.pipeline.work`).
         self.work = work
+        self.claim = claim
         self.overrides = overrides
         #: Values of the dependencies already called for this message.
         self.cache: dict[Any, Any] = {}
@@ -97,7 +112,7 @@ class SolveContext:
         original = dependency_of(param)
         call = self._override(original)
         if is_publisher_provider(call):
-            return self.work.publisher
+            return self.claim(self.work).publisher
         if call is original and param.dependant is not None:
             dependant = param.dependant
         else:  # an override, read (and checked) when first used

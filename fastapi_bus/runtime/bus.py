@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import enum
-import functools
 import logging
 import os
 import time
@@ -38,7 +37,6 @@ from fastapi_bus.runtime.deadletters import DeadLetterQueue
 from fastapi_bus.runtime.limits import check_timeout, with_timeout
 from fastapi_bus.runtime.publishing import (
     EncodeOptions,
-    HandlerWork,
     Payload,
     Publishable,
     Publisher,
@@ -46,6 +44,7 @@ from fastapi_bus.runtime.publishing import (
     PublishManyOptions,
     PublishOptions,
     TransactionalOutbox,
+    claim,
     current_publisher,
     free_publisher,
     publisher_context,
@@ -224,7 +223,8 @@ class EventBus:
             transport=self.transport,
             metrics=self.observer.hooks,
             overrides=lambda: self.dependency_overrides,
-            open_work=functools.partial(HandlerWork, self),
+            owner=self,
+            claim=claim,
             work_context=publisher_context,
             on_dead_letter=self._dead_lettered,
             max_message_size=self.registry.max_message_size,
@@ -418,11 +418,13 @@ class EventBus:
         """Publish an event; inside a request or a handler, it joins that unit of work (see
         :meth:`Publisher.publish`, which takes the same options). Returns the message id."""
         # ``_publisher`` and ``current_publisher``, written out: called at every publish.
-        publisher = publisher_context.get()
-        if publisher is not None and not isinstance(publisher, Publisher):
-            publisher = publisher.publisher  # a handler's unit of work
-        if publisher is None or publisher._bus is not self:
+        current = publisher_context.get()
+        if current is None:
             publisher = self._free_publisher
+        elif isinstance(current, list):  # a handler call's work cell: ``[bus, message]``
+            publisher = claim(current).publisher if current[0] is self else self._free_publisher
+        else:
+            publisher = current if current._bus is self else self._free_publisher
         if not options:
             if publisher._loop is None:
                 # ``Publisher.publish`` written out: no options to check, and a publisher tied

@@ -16,7 +16,6 @@ import contextvars
 import enum
 import threading
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
-from types import TracebackType
 from typing import Any, Protocol
 
 import anyio.from_thread
@@ -26,6 +25,7 @@ from typing_extensions import TypedDict, Unpack
 from fastapi_bus.core.exceptions import PublishError
 from fastapi_bus.core.messages import Message
 from fastapi_bus.core.types import check_options
+from fastapi_bus.pipeline.work import DISCARDED, SETTLED, WorkEnd
 
 __all__ = [
     "EncodeOptions",
@@ -37,6 +37,7 @@ __all__ = [
     "SendMessage",
     "Sender",
     "TransactionalOutbox",
+    "claim",
     "current_publisher",
 ]
 
@@ -146,9 +147,9 @@ class TransactionalOutbox(Protocol):
         """Stop relaying; what is not sent yet stays for the next relay."""
 
 
-#: The publisher of the running request, or the unit of work of the running handler (which
-#: makes its publisher when first asked).
-_current: contextvars.ContextVar[Publisher | HandlerWork | None] = contextvars.ContextVar(
+#: The publisher of the running request, or the work cell of the running handler call (whose
+#: unit of work, and publisher, its first publish makes: see :func:`claim`).
+_current: contextvars.ContextVar[Publisher | list[Any] | None] = contextvars.ContextVar(
     "fastapi_bus_publisher", default=None
 )
 #: The same variable, for the bus's ``publish`` to read without a call (see
@@ -500,89 +501,63 @@ def current_publisher() -> Publisher | None:
     current = _current.get()
     if current is None or isinstance(current, Publisher):
         return current
-    return current.publisher
+    return claim(current).publisher  # a handler call's work cell
 
 
-def bind_publisher(publisher: Publisher) -> contextvars.Token[Publisher | HandlerWork | None]:
+def bind_publisher(publisher: Publisher) -> contextvars.Token[Publisher | list[Any] | None]:
     return _current.set(publisher)
 
 
-def unbind_publisher(token: contextvars.Token[Publisher | HandlerWork | None]) -> None:
+def unbind_publisher(token: contextvars.Token[Publisher | list[Any] | None]) -> None:
     _current.reset(token)
 
 
-#: Guards the creation of a handler's publisher: a handler's worker threads may ask for it
-#: while the event loop settles the work (rare: taken only by handlers that publish).
+#: Guards the making of a handler call's unit of work (see :func:`claim`): taken by the first
+#: publish of a call, and by the publishes of its worker threads until then.
 _creating = threading.Lock()
 
 
 class HandlerWork:
-    """The unit of work of one handler call: its publisher, whose events are held until the
-    handler returns (published with the message as their cause).
+    """The unit of work of one handler call that publishes: its publisher, whose events are
+    held until the handler returns (published with the message as their cause).
 
-    Most handlers publish nothing: the publisher and its outbox are made on first use."""
+    Made by the call's first publish, by :func:`claim`; ``ended`` makes one for a call that is
+    already over (see :mod:`fastapi_bus.pipeline.work`)."""
 
-    __slots__ = ("_bus", "_message", "_outbox", "_publisher", "_state", "_token")
+    __slots__ = ("_outbox", "publisher")
 
-    def __init__(self, bus: Sender, message: Message) -> None:
-        self._bus = bus
-        self._message = message
-        self._publisher: Publisher | None = None
-        self._outbox: Outbox | None = None
-        #: What happened to the work before any outbox existed.
-        self._state = _OutboxState.OPEN
-        self._token: contextvars.Token[Any] | None = None
-
-    @property
-    def publisher(self) -> Publisher:
-        publisher = self._publisher
-        if publisher is None:
-            with _creating:
-                if self._publisher is None:
-                    message = self._message
-                    outbox = Outbox(self._bus)
-                    # Settled or discarded before the first publish: the outbox is born so.
-                    outbox.state = self._state
-                    self._outbox = outbox
-                    self._publisher = Publisher(
-                        self._bus,
-                        correlation_id=message.correlation_id or message.id,
-                        causation_id=message.id,
-                        outbox=outbox,
-                    )
-                publisher = self._publisher
-        return publisher
-
-    def __enter__(self) -> HandlerWork:
-        self._token = _current.set(self)
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self._token is not None:
-            _current.reset(self._token)
-            self._token = None
+    def __init__(self, bus: Sender, message: Message, ended: WorkEnd | None = None) -> None:
+        outbox = Outbox(bus)
+        if ended is SETTLED:
+            outbox.state = _OutboxState.SENT  # later publishes go straight out
+        elif ended is DISCARDED:
+            outbox.state = _OutboxState.DISCARDED  # and are refused after a failure
+        self._outbox = outbox
+        #: What a ``bus: Bus`` parameter of the handler receives.
+        self.publisher = Publisher(
+            bus,
+            correlation_id=message.correlation_id or message.id,
+            causation_id=message.id,
+            outbox=outbox,
+        )
 
     def discard(self) -> None:
-        with _creating:
-            outbox = self._outbox
-            if outbox is None:
-                self._state = _OutboxState.DISCARDED
-                return
-        outbox.discard()
+        self._outbox.discard()
 
-    def settle(self) -> Coroutine[Any, Any, None] | None:
-        """The handler returned: what sends the events it published (to await), or ``None``
-        when it published none, as most handlers: then nothing is made."""
-        # ``with _creating``, written out (``acquire``, ``release``): called for every message.
-        _creating.acquire()
-        try:
-            self._state = _OutboxState.SENT
-            outbox = self._outbox
-        finally:
-            _creating.release()
-        return None if outbox is None else outbox.flush()
+    def flush(self) -> Coroutine[Any, Any, None]:
+        return self._outbox.flush()
+
+
+def claim(cell: list[Any]) -> HandlerWork:
+    """The unit of work of the handler call whose work cell this is (``[bus, message]`` while
+    the call runs; see :mod:`fastapi_bus.pipeline.work`): made by the first call for it, in
+    any thread. Once the call is over, a unit of work born over: its events are sent at once
+    (or refused, if the call failed)."""
+    if len(cell) == 2:
+        with _creating:
+            if len(cell) == 2:
+                cell.append(HandlerWork(cell[0], cell[1]))
+    first = cell[2]
+    if first.__class__ is HandlerWork:
+        return first
+    return HandlerWork(cell[0], cell[1], first)
