@@ -392,6 +392,15 @@ class EventBus:
             return self.observer.send(message, delay, self.transport.publish)
         return self.transport.publish(message, delay=delay)
 
+    def send_message_nowait(self, message: Message) -> bool:
+        """Send an encoded message at once, where the transport can without waiting
+        (``memory://``, a queue with room) and nothing observes the send: True once sent;
+        False, doing nothing, otherwise (then await :meth:`send_message`)."""
+        state = self.state
+        if state is not BusState.CONSUMING and state is not BusState.STARTED:
+            return False  # ``send_message`` says why not
+        return not self.observer.observes_sends and self.transport.publish_nowait(message)
+
     async def send_messages(self, messages: Sequence[tuple[Message, float | None]]) -> None:
         """Send encoded messages (each with its delay) in this order: an outbox flushing the
         events of a request or a handler. Transports that can keep several in flight in order

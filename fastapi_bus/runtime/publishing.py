@@ -118,6 +118,8 @@ class Sender(Protocol):
         self, message: Message, *, delay: float | None = None
     ) -> Coroutine[Any, Any, None]: ...
 
+    def send_message_nowait(self, message: Message) -> bool: ...
+
     async def send_messages(self, messages: Sequence[tuple[Message, float | None]]) -> None: ...
 
     async def store_message(
@@ -305,7 +307,9 @@ class Publisher:
             )
             outbox = self._outbox
             if outbox is None or not outbox.hold(message, None):
-                await self._bus.send_message(message)
+                bus = self._bus
+                if not bus.send_message_nowait(message):
+                    await bus.send_message(message)
             return message.id
         message, delay = self._encode(event, payload, options)
         session = options.get("session")

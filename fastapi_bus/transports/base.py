@@ -156,6 +156,13 @@ class Transport(abc.ABC):
         """Route ``message`` by its name to every bound queue. Returns once the broker has
         accepted it. With ``delay``, it is delivered no earlier than ``delay`` seconds from now."""
 
+    def publish_nowait(self, message: Message) -> bool:
+        """Publish ``message`` (without delay) at once, if this transport can without waiting
+        for anything: an in-process broker whose queue has room. True once it is published;
+        False, doing nothing, otherwise (then await :meth:`publish`). Brokers over a network
+        always wait for their broker: the default returns False."""
+        return False
+
     async def publish_many(self, messages: Sequence[tuple[Message, float | None]]) -> None:
         """Publish ``messages`` (each with its delay, as :meth:`publish` takes it) in this
         order; returns once the broker has accepted every one. Stops at the first that fails

@@ -242,14 +242,22 @@ class MemoryTransport(Transport):
         if delay:
             self._later(delay, self._route, broker, message)
             return
-        # ``_route`` without a coroutine of its own unless a queue is full, and ``_offer``
-        # written out for the usual message, routed to one queue that has room.
-        queues = broker.routes.get(message.name)
-        if queues is not None and len(queues) == 1 and queues[0].offer(message):
+        if self.publish_nowait(message):
             return
         full = self._offer(broker, message)
         if full:
             await self._put_all(full, message)
+
+    def publish_nowait(self, message: Message) -> bool:
+        # The usual message, routed to one queue that has room: ``_offer`` written out, without
+        # the coroutine of ``publish``.
+        broker = self._broker
+        if not self._running or broker is None:
+            return False
+        queues = broker.routes.get(message.name)  # ``route``, without a call once worked out
+        if queues is None:
+            queues = broker.route(message.name)
+        return len(queues) == 1 and queues[0].offer(message)
 
     def _offer(self, broker: MemoryBroker, message: Message) -> list[MemoryQueue] | None:
         """Add ``message`` to the queues its name routes to that have room; the others."""

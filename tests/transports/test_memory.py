@@ -41,6 +41,26 @@ async def test_a_full_queue_makes_publishers_wait() -> None:
     await transport.close()
 
 
+async def test_publish_nowait_sends_only_what_needs_no_waiting() -> None:
+    """``publish_nowait`` (the bus's fast path) publishes into one queue with room, and
+    leaves to ``publish`` what would wait or route elsewhere: a full queue keeps its
+    backpressure."""
+    transport = MemoryTransport("memory://?max_queue_size=1")
+    assert not transport.publish_nowait(Message(name="e", body=b"early")), "not started"
+    await transport.start()
+    await transport.declare(Subscription(queue="one", patterns=("e",)))
+    await transport.declare(Subscription(queue="a", patterns=("fan",)))
+    await transport.declare(Subscription(queue="b", patterns=("fan",)))
+    assert transport.publish_nowait(Message(name="e", body=b"first"))
+    assert not transport.publish_nowait(Message(name="e", body=b"second")), "the queue is full"
+    assert not transport.publish_nowait(Message(name="fan", body=b"x")), "two queues"
+    assert not transport.publish_nowait(Message(name="nobody", body=b"x")), "no queue"
+    assert [m.body for m in await transport.browse("one")] == [b"first"]
+    assert await transport.browse("a") == await transport.browse("b") == []
+    await transport.close()
+    assert not transport.publish_nowait(Message(name="e", body=b"late")), "closed"
+
+
 async def test_requeued_messages_always_fit() -> None:
     transport = MemoryTransport(max_queue_size=1)
     await transport.start()
