@@ -177,6 +177,19 @@ def test_counter_metrics_count_exactly_from_several_threads() -> None:
     }
 
 
+def test_counter_metrics_counts_are_a_live_view() -> None:
+    counter = CounterMetrics()
+    counts = counter.counts  # kept, as a test or a health check would
+    assert counts["handled", "fine"] == 0 and ("handled", "fine") not in counts
+    for _ in range(3):
+        counter.handled("fine", "OrderPlaced", 0.0)
+    counter.dead_lettered("broken", "OrderPlaced", "boom")
+    assert counts["handled", "fine"] == 3 and ("handled", "fine") in counts
+    assert counts == {("handled", "fine"): 3, ("dead_lettered", "broken"): 1}
+    assert counts.most_common(1) == [(("handled", "fine"), 3)]
+    assert counts.total() == 4 and len(counts) == 2
+
+
 def test_the_published_hook_is_told_of_every_event_sent() -> None:
     """Whether sent one by one or a request's events together, each is reported once."""
 

@@ -18,11 +18,12 @@ Prometheus exporter is :class:`fastapi_bus.telemetry.prometheus.PrometheusMetric
 from __future__ import annotations
 
 import collections
+import itertools
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-__all__ = ["CounterMetrics", "Metrics", "MetricsGroup", "listener", "times_handling"]
+__all__ = ["CounterMetrics", "Counts", "Metrics", "MetricsGroup", "listener", "times_handling"]
 
 
 class Metrics:
@@ -53,32 +54,78 @@ class Metrics:
         """An idempotent handler skipped a message it had already processed."""
 
 
+class Counts(Mapping[tuple[str, str], int]):
+    """The live, read-only counts of a :class:`CounterMetrics`, by ``(outcome, handler)``:
+    ``counts["handled", "reserve_stock"]`` (0 when there is none), ``dict(counts)`` for a
+    copy, ``counts.most_common()`` and ``counts.total()`` as on a ``Counter``."""
+
+    __slots__ = ("_metrics",)
+
+    def __init__(self, metrics: CounterMetrics) -> None:
+        self._metrics = metrics
+
+    def __getitem__(self, key: tuple[str, str]) -> int:
+        return self._metrics._current()[key]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._metrics._current()
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        return iter(list(self._metrics._current()))
+
+    def __len__(self) -> int:
+        return len(self._metrics._current())
+
+    def most_common(self, n: int | None = None) -> list[tuple[tuple[str, str], int]]:
+        return self._metrics._current().most_common(n)
+
+    def total(self) -> int:
+        return sum(self._metrics._current().values())
+
+    def __repr__(self) -> str:
+        return f"Counts({dict(self._metrics._current())!r})"
+
+
 class CounterMetrics(Metrics):
-    """Counts per (outcome, handler): ``counts["handled", "reserve_stock"]``."""
+    """Counts per (outcome, handler), in memory: ``metrics.counts["handled", "reserve_stock"]``
+    (a live view: see :class:`Counts`). Safe to share between threads."""
+
+    #: How many handled calls wait, at most, to be added to the counts.
+    _BATCH = 4096
 
     def __init__(self) -> None:
-        self.counts: collections.Counter[tuple[str, str]] = collections.Counter()
+        self._counted: collections.Counter[tuple[str, str]] = collections.Counter()
         self._lock = threading.Lock()
+        #: The handlers of the calls handled since the counts were last brought up to date:
+        #: counting one is then an append, one atomic step without a lock (it is done for
+        #: every message), and they are added up when read, or every ``_BATCH``.
+        self._handled: collections.deque[str] = collections.deque()
+        self.counts = Counts(self)
 
-    # The lock's ``acquire`` and ``release`` rather than ``with``: about a tenth of a
-    # microsecond less for every message counted.
+    def _current(self) -> collections.Counter[tuple[str, str]]:
+        """The counts, up to date."""
+        with self._lock:
+            self._add_handled()
+            return self._counted
+
+    def _add_handled(self) -> None:
+        handled = self._handled
+        # Taken with ``popleft`` (atomic: a call counted meanwhile, in another thread, stays
+        # for the next time), and added up by handler, without a Python step per call.
+        taken = itertools.islice(iter(handled.popleft, None), len(handled))
+        for handler, count in collections.Counter(taken).items():
+            self._counted["handled", handler] += count
 
     def _count(self, outcome: str, handler: str) -> None:
-        lock = self._lock
-        lock.acquire()
-        try:
-            self.counts[outcome, handler] += 1
-        finally:
-            lock.release()
+        with self._lock:
+            self._counted[outcome, handler] += 1
 
     def handled(self, handler: str, event: str, seconds: float) -> None:
-        # ``_count`` written out: called for every message handled.
-        lock = self._lock
-        lock.acquire()
-        try:
-            self.counts["handled", handler] += 1
-        finally:
-            lock.release()
+        handled = self._handled
+        handled.append(handler)
+        if len(handled) >= self._BATCH:
+            with self._lock:
+                self._add_handled()
 
     def failed(self, handler: str, event: str, exception: BaseException) -> None:
         self._count("failed", handler)
