@@ -39,6 +39,7 @@ _FIELDS = {
     _TYPE: _F_TYPE,
     _REDELIVERED: _F_REDELIVERED,
 }
+_fromisoformat = datetime.fromisoformat
 #: How many bytes of a malformed header a dead-letter reason shows.
 _SHOWN = 60
 
@@ -122,14 +123,15 @@ def read(
         (k_id, r_id), (k_name, r_name), (k_at, r_at) = headers
         if k_id == _ID and k_name == _NAME and k_at == _AT and r_id and r_name and r_at:
             try:
-                the_id, the_name = r_id.decode(), r_name.decode()
-                the_time = datetime.fromisoformat(r_at.decode())
+                the_time = _fromisoformat(r_at.decode())
+                the_name, the_id = r_name.decode(), r_id.decode()
             except ValueError:  # UnicodeDecodeError too: read below, to say what is wrong
                 pass
             else:
                 if the_time.tzinfo is None:
                     the_time = the_time.replace(tzinfo=timezone.utc)
-                return Message(the_name, value or b"", the_id, {}, None, None, the_time), None
+                # No headers: the message makes its (empty) dict if someone reads them.
+                return Message(the_name, value or b"", the_id, None, None, None, the_time), None
     message_id = message_name = correlation_id = causation_id = None
     content_type = JSON
     published_at: datetime | None = None
