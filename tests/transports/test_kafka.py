@@ -167,6 +167,23 @@ def test_offsets_commit_only_past_finished_records() -> None:
     assert tracker.ready() == {"p0": 8}
 
 
+def test_a_record_taken_before_its_partition_was_forgotten_holds_nothing_after() -> None:
+    class Record:
+        def __init__(self, offset: int) -> None:
+            self.offset = offset
+
+    tracker = OffsetTracker()
+    before = tracker.take_records("p0", [Record(5), Record(6)])
+    tracker.forget({"p0"})  # a rebalance took it away; it came back
+    after = tracker.take_records("p0", [Record(5), Record(6)])
+    assert 5 not in before and len(tracker) == 2
+    tracker.finish_open(before, 5)  # a handler of the old assignment finishing late
+    assert tracker.ready() == {"p0": 5} and len(tracker) == 2, "the new 5 is still open"
+    tracker.finish_open(after, 5)
+    tracker.finish_open(after, 6)
+    assert tracker.ready() == {"p0": 7} and len(tracker) == 0
+
+
 # on a broker
 
 pytestmark = [pytest.mark.anyio]

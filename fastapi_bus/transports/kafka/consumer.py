@@ -106,8 +106,9 @@ class QueueConsumer:
         self._refill_at = self._prefetch // 2
         self._workers_count = subscription.max_concurrency
         self._tracker = OffsetTracker()
-        #: Fetched records no worker has taken yet, oldest first.
-        self._waiting: deque[tuple[Any, Any]] = deque()
+        #: Fetched records no worker has taken yet, oldest first, each with its partition and
+        #: the partition's open offsets (:meth:`OffsetTracker.take_records`).
+        self._waiting: deque[tuple[Any, set[int], Any]] = deque()
         #: The wake-up calls of the workers that wait for records.
         self._idle: deque[asyncio.Future[None]] = deque()
         #: Workers woken up that have not run yet (at most one is woken at a time).
@@ -153,8 +154,8 @@ class QueueConsumer:
             pause = 0.05
             for tp, records in batch.items():
                 if records:
-                    tracker.take_all(tp, [record.offset for record in records])
-                    waiting.extend(zip(repeat(tp), records))
+                    still = tracker.take_records(tp, records)
+                    waiting.extend(zip(repeat(tp), repeat(still), records))
             if waiting:
                 self._wake()
             if len(tracker) >= self._prefetch:
@@ -174,8 +175,8 @@ class QueueConsumer:
                 self._waking += 1
                 return
 
-    def _finished(self, tp: Any, offset: int) -> None:
-        self._tracker.finish(tp, offset)
+    def _finished(self, still: set[int], offset: int) -> None:
+        self._tracker.finish_open(still, offset)
         if len(self._tracker) <= self._refill_at:
             self._room.set()
         self._changed.set()
@@ -185,7 +186,7 @@ class QueueConsumer:
     async def _work(self, index: int) -> None:
         loop = asyncio.get_running_loop()
         waiting, current, tracker = self._waiting, self._current, self._tracker
-        consumer = self._consumer
+        consumer, room, refill_at = self._consumer, self._room, self._refill_at
         while True:
             if not waiting:
                 wake = loop.create_future()
@@ -193,9 +194,9 @@ class QueueConsumer:
                 await wake
                 self._waking -= 1
                 continue
-            tp, record = waiting.popleft()
+            tp, still, record = waiting.popleft()
             offset = record.offset
-            if (self._revoking and tp in self._revoking) or not tracker.holds(tp, offset):
+            if offset not in still or (self._revoking and tp in self._revoking):
                 continue  # its partition went elsewhere: the new owner reads it again
             if waiting and not self._waking:
                 self._wake()
@@ -211,7 +212,7 @@ class QueueConsumer:
                 # uncommitted, so the record comes again.
                 if problem is None:
                     await asyncio.shield(self._send_back(message))
-                    self._finished(tp, offset)
+                    self._finished(still, offset)
                 raise
             except Exception:
                 logger.exception(
@@ -223,12 +224,15 @@ class QueueConsumer:
             finally:
                 current[index] = None
             # The record is finished (``_finished``, inline: this runs once per record).
-            tracker.finish(tp, offset)
-            if tracker.count <= self._refill_at:
-                self._room.set()
+            if offset in still:
+                still.remove(offset)
+                tracker.count -= 1
+            if tracker.count <= refill_at:
+                room.set()
             if self._settling:
                 self._changed.set()
-            if self._committer is None or self._committer.done():
+            committer = self._committer
+            if committer is None or committer.done():
                 # After the handlers finishing in this moment: one request for all of them.
                 self._committer = loop.create_task(self._commit(yield_first=True))
 
