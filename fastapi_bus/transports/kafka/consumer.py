@@ -42,6 +42,11 @@ logger = logging.getLogger("fastapi_bus.kafka")
 
 #: Seconds a rebalance waits for the running handlers of the partitions it takes away.
 REVOKE_GRACE = 30.0
+#: Seconds at least between two commits while handlers keep finishing: each request costs
+#: the process about as much CPU as handling a hundred records, and a busy queue would
+#: otherwise send one after the other. A handler that finishes after a quiet spell is
+#: committed at once; a rebalance and stopping commit at once too.
+COMMIT_INTERVAL = 0.05
 
 #: Produces a record: topic, value, headers, key.
 Produce = Callable[[str, bytes | None, list[tuple[str, bytes]], bytes | None], Awaitable[None]]
@@ -117,6 +122,9 @@ class QueueConsumer:
         self._current: list[Any] = []
         self._room = asyncio.Event()
         self._room.set()
+        #: The fetcher waits for room (set with ``_room`` cleared, so a finished record
+        #: looks at the count only then).
+        self._room_wanted = False
         #: Set when a record is finished, while someone waits for that (``_settle``).
         self._changed = asyncio.Event()
         self._settling = 0
@@ -126,6 +134,8 @@ class QueueConsumer:
         self._fetcher: asyncio.Task[None] | None = None
         self._workers: list[asyncio.Task[None]] = []
         self._committer: asyncio.Task[None] | None = None
+        #: The event-loop time before which a paced commit waits (:data:`COMMIT_INTERVAL`).
+        self._next_commit = 0.0
 
     async def start(self) -> None:
         self._client.subscribe(pattern=self._regex, listener=_Listener(self))
@@ -160,6 +170,7 @@ class QueueConsumer:
                 self._wake()
             if len(tracker) >= self._prefetch:
                 self._room.clear()
+                self._room_wanted = True
 
     def _wake(self) -> None:
         """Wake one waiting worker, unless one is woken already. A worker that takes a record
@@ -227,14 +238,15 @@ class QueueConsumer:
             if offset in still:
                 still.remove(offset)
                 tracker.count -= 1
-            if tracker.count <= refill_at:
+            if self._room_wanted and tracker.count <= refill_at:
+                self._room_wanted = False
                 room.set()
             if self._settling:
                 self._changed.set()
             committer = self._committer
             if committer is None or committer.done():
                 # After the handlers finishing in this moment: one request for all of them.
-                self._committer = loop.create_task(self._commit(yield_first=True))
+                self._committer = loop.create_task(self._commit(paced=True))
 
     async def _dead_letter(self, record: Any, message: Message, problem: str) -> None:
         while True:
@@ -259,18 +271,24 @@ class QueueConsumer:
                 logger.warning("cannot send %s back to %r (%s)", message.id, self.queue, exc)
                 await asyncio.sleep(1.0)
 
-    async def _commit(self, *, yield_first: bool = False) -> None:
-        if yield_first:
-            await asyncio.sleep(0)
-        async with self._commit_lock:
-            # Again while handlers finished during the last request: none is left behind.
-            while True:
+    async def _commit(self, *, paced: bool = False) -> None:
+        """Commit what is ready. ``paced`` (the commits that follow handlers finishing): at
+        most one request per :data:`COMMIT_INTERVAL`, for every handler finished by then;
+        otherwise (a rebalance, stopping) at once."""
+        loop = asyncio.get_running_loop()
+        # Again while handlers finished during the last request: none is left behind.
+        while True:
+            if paced:
+                # At least a turn of the loop: one request for the handlers finishing now.
+                await asyncio.sleep(max(self._next_commit - loop.time(), 0))
+            async with self._commit_lock:
                 offsets = self._tracker.ready()
                 if offsets:
                     owned = self._client.assignment()
                     offsets = {tp: o for tp, o in offsets.items() if tp in owned}
                 if not offsets:
                     return
+                self._next_commit = loop.time() + COMMIT_INTERVAL
                 try:
                     await self._client.commit(
                         {tp: OffsetAndMetadata(o, "") for tp, o in offsets.items()}
