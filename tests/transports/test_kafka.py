@@ -8,9 +8,12 @@ the Kafka at ``FASTAPI_BUS_KAFKA_BOOTSTRAP``.
 from __future__ import annotations
 
 import asyncio
+import random
 import re
+import time
 import uuid
 from collections.abc import AsyncIterator
+from datetime import datetime, timezone
 from functools import partial
 
 import pytest
@@ -24,7 +27,14 @@ from fastapi_bus.transports import transport_from_url
 from fastapi_bus.transports.base import Subscription, dead_letter_queue
 from fastapi_bus.transports.kafka import KafkaTransport
 from fastapi_bus.transports.kafka.handoff import Handoff
-from fastapi_bus.transports.kafka.mapping import decode, encode, partition_key, read
+from fastapi_bus.transports.kafka.mapping import (
+    _time_text,
+    decode,
+    encode,
+    encode_record,
+    partition_key,
+    read,
+)
 from fastapi_bus.transports.kafka.naming import Names
 from fastapi_bus.transports.kafka.offsets import OffsetTracker
 from tests.helpers import OrderPlaced
@@ -146,6 +156,21 @@ def test_the_usual_three_headers_are_read_as_written() -> None:
     assert problem is None and message.published_at.tzinfo is not None
     blank = [(k, b"" if k == "bus-id" else v) for k, v in encode(sent)]
     assert read(b"{}", blank)[0].id not in ("", sent.id)  # a new id, as for a record without
+
+
+def test_the_publish_time_is_written_as_isoformat_writes_it() -> None:
+    # Written from the number the message keeps, without making the datetime first.
+    rng = random.Random(7)
+    now = time.time()
+    times = [now + rng.uniform(-3e9, 3e9) for _ in range(20_000)]
+    times += [now + n * 1e-7 for n in range(20_000)]  # every microsecond, and the halves
+    times += [0.0, 1.0, 1.5, 1e9 + 5e-7, 1e9 + 1.5e-6, 1e9 + 0.9999995, 1733500000.9999996]
+    for at in times:
+        expected = datetime.fromtimestamp(at, timezone.utc).isoformat().encode()
+        assert _time_text(at) == expected, at
+    sent = Message(name="a", body=b"", headers={"partition-key": "k-1"})
+    assert encode_record(sent) == (encode(sent), partition_key(sent)) == (encode(sent), b"k-1")
+    assert read(sent.body, encode(sent)) == (sent, None)
 
 
 def test_well_formed_records_have_no_problem() -> None:

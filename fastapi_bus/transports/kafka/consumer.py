@@ -33,7 +33,7 @@ from fastapi_bus.core import headers as H
 from fastapi_bus.core.logs import message_extra
 from fastapi_bus.core.messages import Message
 from fastapi_bus.transports.base import Consumer, Subscription
-from fastapi_bus.transports.kafka.mapping import encode, partition_key, read
+from fastapi_bus.transports.kafka.mapping import encode_record, read
 from fastapi_bus.transports.kafka.offsets import OffsetTracker
 
 __all__ = ["Produce", "QueueConsumer", "dead_letter_record"]
@@ -264,7 +264,8 @@ class QueueConsumer:
         again = message.replace(redelivered=True)
         while True:
             try:
-                await self._produce(self._topic, again.body, encode(again), partition_key(again))
+                headers, key = encode_record(again)
+                await self._produce(self._topic, again.body, headers, key)
                 return
             except Exception as exc:
                 # Its offset stays uncommitted meanwhile, so it is never lost.

@@ -42,7 +42,7 @@ from fastapi_bus.transports.kafka.inspection import (
     committed_offsets,
     partitions_matching,
 )
-from fastapi_bus.transports.kafka.mapping import encode, partition_key
+from fastapi_bus.transports.kafka.mapping import encode_record
 from fastapi_bus.transports.kafka.naming import Names
 from fastapi_bus.transports.kafka.pulling import Puller
 from fastapi_bus.transports.kafka.settings import parse_url
@@ -315,8 +315,7 @@ class KafkaTransport(Transport):
     ) -> tuple[str, asyncio.Future[Any]]:
         """Hand ``message`` for ``topic`` (through the delay topic with a delay) to the
         producer; returns the topic it went to and the future of Kafka's answer."""
-        headers = encode(message)
-        key = partition_key(message)
+        headers, key = encode_record(message)
         if delay is not None and delay > 0:
             await self._ensure_topics(self._names.delays)
             await self._ensure_mover()
@@ -336,8 +335,9 @@ class KafkaTransport(Transport):
         handoff = self._handoff
         if handoff is None:
             raise TransportClosedError(f"the Kafka transport for {self.url} is not running")
+        headers, key = encode_record(message)
         try:
-            sent = await handoff.hand(topic, message.body, encode(message), partition_key(message))
+            sent = await handoff.hand(topic, message.body, headers, key)
             await sent
         except Exception as exc:
             raise TransportError(
@@ -366,10 +366,9 @@ class KafkaTransport(Transport):
                     handed.append(await self._hand_message(topic, message, delay))
                     continue
                 # ``_hand_message`` without a delay, written out: this runs once per message.
+                headers, key = encode_record(message)
                 try:
-                    sent = await handoff.hand(
-                        topic, message.body, encode(message), partition_key(message)
-                    )
+                    sent = await handoff.hand(topic, message.body, headers, key)
                 except Exception as exc:
                     raise TransportError(
                         f"Kafka did not take a message for {topic!r}: {self._scrub(exc)}"
