@@ -18,6 +18,7 @@ from functools import partial
 
 import pytest
 from aiokafka import AIOKafkaProducer
+from aiokafka.partitioner import DefaultPartitioner
 
 from fastapi_bus import EventBus, EventRouter, Message, RetryPolicy
 from fastapi_bus.core import headers as H
@@ -26,7 +27,7 @@ from fastapi_bus.core.names import pattern_matches
 from fastapi_bus.transports import transport_from_url
 from fastapi_bus.transports.base import Subscription, dead_letter_queue
 from fastapi_bus.transports.kafka import KafkaTransport
-from fastapi_bus.transports.kafka.handoff import Handoff
+from fastapi_bus.transports.kafka.handoff import Handoff, KeyPartitioner
 from fastapi_bus.transports.kafka.mapping import (
     _time_text,
     decode,
@@ -171,6 +172,20 @@ def test_the_publish_time_is_written_as_isoformat_writes_it() -> None:
     sent = Message(name="a", body=b"", headers={"partition-key": "k-1"})
     assert encode_record(sent) == (encode(sent), partition_key(sent)) == (encode(sent), b"k-1")
     assert read(sent.body, encode(sent)) == (sent, None)
+
+
+def test_records_go_to_the_partitions_the_default_partitioner_picks() -> None:
+    # Keyed records must land where other Kafka clients (murmur2, as Java's) put them.
+    rng = random.Random(11)
+    ours, theirs = KeyPartitioner(), DefaultPartitioner()
+    for count in range(1, 40):
+        partitions = list(range(count))
+        for _ in range(100):
+            key = rng.randbytes(rng.randrange(0, 30))
+            expected = theirs(key, partitions, partitions)
+            assert ours(key, partitions, partitions) == expected  # hashed
+            assert ours(key, partitions, partitions) == expected  # remembered
+    assert ours(None, [0, 1, 2], [1]) == 1
 
 
 def test_well_formed_records_have_no_problem() -> None:

@@ -36,7 +36,7 @@ from fastapi_bus.transports.kafka.broadcast import BroadcastConsumer
 from fastapi_bus.transports.kafka.consumer import QueueConsumer
 from fastapi_bus.transports.kafka.delays import DelayMover, delay_headers
 from fastapi_bus.transports.kafka.description import describe
-from fastapi_bus.transports.kafka.handoff import Handoff, Headers
+from fastapi_bus.transports.kafka.handoff import Handoff, Headers, KeyPartitioner
 from fastapi_bus.transports.kafka.inspection import (
     Inspector,
     committed_offsets,
@@ -100,7 +100,12 @@ class KafkaTransport(Transport):
             **(client_options or {}),
         }
         self._consumer_options = consumer_options or {}
-        self._producer_options = {"acks": "all", **(producer_options or {})}
+        # The default partitioner, with each key's hash remembered (unless one is given).
+        self._producer_options = {
+            "acks": "all",
+            "partitioner": KeyPartitioner(),
+            **(producer_options or {}),
+        }
         self._producer: AIOKafkaProducer | None = None
         self._admin: AIOKafkaAdminClient | None = None
         self._inspector: Inspector | None = None
