@@ -69,7 +69,8 @@ class KafkaTransport(Transport):
         consumer_options: more options for the group consumers (``session_timeout_ms``,
             ``rebalance_timeout_ms``, ``heartbeat_interval_ms``, ...).
         producer_options: more options for the producer (``linger_ms``, ``compression_type``;
-            ``enable_idempotence=True`` where the broker supports it).
+            ``enable_idempotence=True`` where the broker supports it; ``partitioner``, by
+            default aiokafka's, remembering each key's hash).
     """
 
     protocol = "kafka"
