@@ -136,6 +136,8 @@ class QueueConsumer:
         self._committer: asyncio.Task[None] | None = None
         #: The event-loop time before which a paced commit waits (:data:`COMMIT_INTERVAL`).
         self._next_commit = 0.0
+        #: A commit request is under way.
+        self._requesting = False
 
     async def start(self) -> None:
         self._client.subscribe(pattern=self._regex, listener=_Listener(self))
@@ -290,6 +292,7 @@ class QueueConsumer:
                 if not offsets:
                     return
                 self._next_commit = loop.time() + COMMIT_INTERVAL
+                self._requesting = True
                 try:
                     await self._client.commit(
                         {tp: OffsetAndMetadata(o, "") for tp, o in offsets.items()}
@@ -298,6 +301,8 @@ class QueueConsumer:
                     # A rebalance is under way: the next owner reads these records again.
                     logger.info("committing offsets of %r failed (%s)", self.queue, exc)
                     return
+                finally:
+                    self._requesting = False
                 self._tracker.committed(offsets)
 
     async def give_up(self, revoked: set[Any]) -> None:
@@ -343,8 +348,11 @@ class QueueConsumer:
         for task in self._workers:
             task.cancel()
         await asyncio.gather(*self._workers, return_exceptions=True)
-        if self._committer is not None:
-            await asyncio.gather(self._committer, return_exceptions=True)
+        committer = self._committer
+        if committer is not None:
+            if not self._requesting:
+                committer.cancel()  # waiting for its turn: the commit below covers it
+            await asyncio.gather(committer, return_exceptions=True)
         await self._commit()
         with contextlib.suppress(Exception):
             await self._client.stop()  # leaves the group
