@@ -8,13 +8,17 @@ the Kafka at ``FASTAPI_BUS_KAFKA_BOOTSTRAP``.
 from __future__ import annotations
 
 import asyncio
+import random
 import re
+import time
 import uuid
 from collections.abc import AsyncIterator
+from datetime import datetime, timezone
 from functools import partial
 
 import pytest
 from aiokafka import AIOKafkaProducer
+from aiokafka.partitioner import DefaultPartitioner
 
 from fastapi_bus import EventBus, EventRouter, Message, RetryPolicy
 from fastapi_bus.core import headers as H
@@ -23,8 +27,15 @@ from fastapi_bus.core.names import pattern_matches
 from fastapi_bus.transports import transport_from_url
 from fastapi_bus.transports.base import Subscription, dead_letter_queue
 from fastapi_bus.transports.kafka import KafkaTransport
-from fastapi_bus.transports.kafka.handoff import Handoff
-from fastapi_bus.transports.kafka.mapping import decode, encode, partition_key, read
+from fastapi_bus.transports.kafka.handoff import Handoff, KeyPartitioner
+from fastapi_bus.transports.kafka.mapping import (
+    _time_text,
+    decode,
+    encode,
+    encode_record,
+    partition_key,
+    read,
+)
 from fastapi_bus.transports.kafka.naming import Names
 from fastapi_bus.transports.kafka.offsets import OffsetTracker
 from tests.helpers import OrderPlaced
@@ -148,6 +159,35 @@ def test_the_usual_three_headers_are_read_as_written() -> None:
     assert read(b"{}", blank)[0].id not in ("", sent.id)  # a new id, as for a record without
 
 
+def test_the_publish_time_is_written_as_isoformat_writes_it() -> None:
+    # Written from the number the message keeps, without making the datetime first.
+    rng = random.Random(7)
+    now = time.time()
+    times = [now + rng.uniform(-3e9, 3e9) for _ in range(20_000)]
+    times += [now + n * 1e-7 for n in range(20_000)]  # every microsecond, and the halves
+    times += [0.0, 1.0, 1.5, 1e9 + 5e-7, 1e9 + 1.5e-6, 1e9 + 0.9999995, 1733500000.9999996]
+    for at in times:
+        expected = datetime.fromtimestamp(at, timezone.utc).isoformat().encode()
+        assert _time_text(at) == expected, at
+    sent = Message(name="a", body=b"", headers={"partition-key": "k-1"})
+    assert encode_record(sent) == (encode(sent), partition_key(sent)) == (encode(sent), b"k-1")
+    assert read(sent.body, encode(sent)) == (sent, None)
+
+
+def test_records_go_to_the_partitions_the_default_partitioner_picks() -> None:
+    # Keyed records must land where other Kafka clients (murmur2, as Java's) put them.
+    rng = random.Random(11)
+    ours, theirs = KeyPartitioner(), DefaultPartitioner()
+    for count in range(1, 40):
+        partitions = list(range(count))
+        for _ in range(100):
+            key = rng.randbytes(rng.randrange(0, 30))
+            expected = theirs(key, partitions, partitions)
+            assert ours(key, partitions, partitions) == expected  # hashed
+            assert ours(key, partitions, partitions) == expected  # remembered
+    assert ours(None, [0, 1, 2], [1]) == 1
+
+
 def test_well_formed_records_have_no_problem() -> None:
     sent = Message(name="a", body=b"", attempt=12, redelivered=True, content_type="text/plain")
     assert read(sent.body, encode(sent)) == (sent, None)
@@ -165,6 +205,23 @@ def test_offsets_commit_only_past_finished_records() -> None:
     assert tracker.ready() == {}
     tracker.finish("p0", 5)
     assert tracker.ready() == {"p0": 8}
+
+
+def test_a_record_taken_before_its_partition_was_forgotten_holds_nothing_after() -> None:
+    class Record:
+        def __init__(self, offset: int) -> None:
+            self.offset = offset
+
+    tracker = OffsetTracker()
+    before = tracker.take_records("p0", [Record(5), Record(6)])
+    tracker.forget({"p0"})  # a rebalance took it away; it came back
+    after = tracker.take_records("p0", [Record(5), Record(6)])
+    assert 5 not in before and len(tracker) == 2
+    tracker.finish_open(before, 5)  # a handler of the old assignment finishing late
+    assert tracker.ready() == {"p0": 5} and len(tracker) == 2, "the new 5 is still open"
+    tracker.finish_open(after, 5)
+    tracker.finish_open(after, 6)
+    assert tracker.ready() == {"p0": 7} and len(tracker) == 0
 
 
 # on a broker

@@ -33,7 +33,7 @@ from fastapi_bus.core import headers as H
 from fastapi_bus.core.logs import message_extra
 from fastapi_bus.core.messages import Message
 from fastapi_bus.transports.base import Consumer, Subscription
-from fastapi_bus.transports.kafka.mapping import encode, partition_key, read
+from fastapi_bus.transports.kafka.mapping import encode_record, read
 from fastapi_bus.transports.kafka.offsets import OffsetTracker
 
 __all__ = ["Produce", "QueueConsumer", "dead_letter_record"]
@@ -42,6 +42,11 @@ logger = logging.getLogger("fastapi_bus.kafka")
 
 #: Seconds a rebalance waits for the running handlers of the partitions it takes away.
 REVOKE_GRACE = 30.0
+#: Seconds at least between two commits while handlers keep finishing: each request costs
+#: the process about as much CPU as handling a hundred records, and a busy queue would
+#: otherwise send one after the other. A handler that finishes after a quiet spell is
+#: committed at once; a rebalance and stopping commit at once too.
+COMMIT_INTERVAL = 0.05
 
 #: Produces a record: topic, value, headers, key.
 Produce = Callable[[str, bytes | None, list[tuple[str, bytes]], bytes | None], Awaitable[None]]
@@ -106,8 +111,9 @@ class QueueConsumer:
         self._refill_at = self._prefetch // 2
         self._workers_count = subscription.max_concurrency
         self._tracker = OffsetTracker()
-        #: Fetched records no worker has taken yet, oldest first.
-        self._waiting: deque[tuple[Any, Any]] = deque()
+        #: Fetched records no worker has taken yet, oldest first, each with its partition and
+        #: the partition's open offsets (:meth:`OffsetTracker.take_records`).
+        self._waiting: deque[tuple[Any, set[int], Any]] = deque()
         #: The wake-up calls of the workers that wait for records.
         self._idle: deque[asyncio.Future[None]] = deque()
         #: Workers woken up that have not run yet (at most one is woken at a time).
@@ -116,6 +122,9 @@ class QueueConsumer:
         self._current: list[Any] = []
         self._room = asyncio.Event()
         self._room.set()
+        #: The fetcher waits for room (set with ``_room`` cleared, so a finished record
+        #: looks at the count only then).
+        self._room_wanted = False
         #: Set when a record is finished, while someone waits for that (``_settle``).
         self._changed = asyncio.Event()
         self._settling = 0
@@ -125,6 +134,10 @@ class QueueConsumer:
         self._fetcher: asyncio.Task[None] | None = None
         self._workers: list[asyncio.Task[None]] = []
         self._committer: asyncio.Task[None] | None = None
+        #: The event-loop time before which a paced commit waits (:data:`COMMIT_INTERVAL`).
+        self._next_commit = 0.0
+        #: A commit request is under way.
+        self._requesting = False
 
     async def start(self) -> None:
         self._client.subscribe(pattern=self._regex, listener=_Listener(self))
@@ -153,12 +166,13 @@ class QueueConsumer:
             pause = 0.05
             for tp, records in batch.items():
                 if records:
-                    tracker.take_all(tp, [record.offset for record in records])
-                    waiting.extend(zip(repeat(tp), records))
+                    still = tracker.take_records(tp, records)
+                    waiting.extend(zip(repeat(tp), repeat(still), records))
             if waiting:
                 self._wake()
             if len(tracker) >= self._prefetch:
                 self._room.clear()
+                self._room_wanted = True
 
     def _wake(self) -> None:
         """Wake one waiting worker, unless one is woken already. A worker that takes a record
@@ -174,8 +188,8 @@ class QueueConsumer:
                 self._waking += 1
                 return
 
-    def _finished(self, tp: Any, offset: int) -> None:
-        self._tracker.finish(tp, offset)
+    def _finished(self, still: set[int], offset: int) -> None:
+        self._tracker.finish_open(still, offset)
         if len(self._tracker) <= self._refill_at:
             self._room.set()
         self._changed.set()
@@ -185,7 +199,7 @@ class QueueConsumer:
     async def _work(self, index: int) -> None:
         loop = asyncio.get_running_loop()
         waiting, current, tracker = self._waiting, self._current, self._tracker
-        consumer = self._consumer
+        consumer, room, refill_at = self._consumer, self._room, self._refill_at
         while True:
             if not waiting:
                 wake = loop.create_future()
@@ -193,9 +207,9 @@ class QueueConsumer:
                 await wake
                 self._waking -= 1
                 continue
-            tp, record = waiting.popleft()
+            tp, still, record = waiting.popleft()
             offset = record.offset
-            if (self._revoking and tp in self._revoking) or not tracker.holds(tp, offset):
+            if offset not in still or (self._revoking and tp in self._revoking):
                 continue  # its partition went elsewhere: the new owner reads it again
             if waiting and not self._waking:
                 self._wake()
@@ -211,7 +225,7 @@ class QueueConsumer:
                 # uncommitted, so the record comes again.
                 if problem is None:
                     await asyncio.shield(self._send_back(message))
-                    self._finished(tp, offset)
+                    self._finished(still, offset)
                 raise
             except Exception:
                 logger.exception(
@@ -223,14 +237,18 @@ class QueueConsumer:
             finally:
                 current[index] = None
             # The record is finished (``_finished``, inline: this runs once per record).
-            tracker.finish(tp, offset)
-            if tracker.count <= self._refill_at:
-                self._room.set()
+            if offset in still:
+                still.remove(offset)
+                tracker.count -= 1
+            if self._room_wanted and tracker.count <= refill_at:
+                self._room_wanted = False
+                room.set()
             if self._settling:
                 self._changed.set()
-            if self._committer is None or self._committer.done():
+            committer = self._committer
+            if committer is None or committer.done():
                 # After the handlers finishing in this moment: one request for all of them.
-                self._committer = loop.create_task(self._commit(yield_first=True))
+                self._committer = loop.create_task(self._commit(paced=True))
 
     async def _dead_letter(self, record: Any, message: Message, problem: str) -> None:
         while True:
@@ -248,25 +266,33 @@ class QueueConsumer:
         again = message.replace(redelivered=True)
         while True:
             try:
-                await self._produce(self._topic, again.body, encode(again), partition_key(again))
+                headers, key = encode_record(again)
+                await self._produce(self._topic, again.body, headers, key)
                 return
             except Exception as exc:
                 # Its offset stays uncommitted meanwhile, so it is never lost.
                 logger.warning("cannot send %s back to %r (%s)", message.id, self.queue, exc)
                 await asyncio.sleep(1.0)
 
-    async def _commit(self, *, yield_first: bool = False) -> None:
-        if yield_first:
-            await asyncio.sleep(0)
-        async with self._commit_lock:
-            # Again while handlers finished during the last request: none is left behind.
-            while True:
+    async def _commit(self, *, paced: bool = False) -> None:
+        """Commit what is ready. ``paced`` (the commits that follow handlers finishing): at
+        most one request per :data:`COMMIT_INTERVAL`, for every handler finished by then;
+        otherwise (a rebalance, stopping) at once."""
+        loop = asyncio.get_running_loop()
+        # Again while handlers finished during the last request: none is left behind.
+        while True:
+            if paced:
+                # At least a turn of the loop: one request for the handlers finishing now.
+                await asyncio.sleep(max(self._next_commit - loop.time(), 0))
+            async with self._commit_lock:
                 offsets = self._tracker.ready()
                 if offsets:
                     owned = self._client.assignment()
                     offsets = {tp: o for tp, o in offsets.items() if tp in owned}
                 if not offsets:
                     return
+                self._next_commit = loop.time() + COMMIT_INTERVAL
+                self._requesting = True
                 try:
                     await self._client.commit(
                         {tp: OffsetAndMetadata(o, "") for tp, o in offsets.items()}
@@ -275,6 +301,8 @@ class QueueConsumer:
                     # A rebalance is under way: the next owner reads these records again.
                     logger.info("committing offsets of %r failed (%s)", self.queue, exc)
                     return
+                finally:
+                    self._requesting = False
                 self._tracker.committed(offsets)
 
     async def give_up(self, revoked: set[Any]) -> None:
@@ -320,8 +348,11 @@ class QueueConsumer:
         for task in self._workers:
             task.cancel()
         await asyncio.gather(*self._workers, return_exceptions=True)
-        if self._committer is not None:
-            await asyncio.gather(self._committer, return_exceptions=True)
+        committer = self._committer
+        if committer is not None:
+            if not self._requesting:
+                committer.cancel()  # waiting for its turn: the commit below covers it
+            await asyncio.gather(committer, return_exceptions=True)
         await self._commit()
         with contextlib.suppress(Exception):
             await self._client.stop()  # leaves the group

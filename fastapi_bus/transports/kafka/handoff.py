@@ -15,16 +15,46 @@ and then for its answer.
 from __future__ import annotations
 
 import asyncio
+import random
 from collections import deque
+from collections.abc import Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.partitioner import murmur2
 
-__all__ = ["Handoff", "Headers"]
+__all__ = ["Handoff", "Headers", "KeyPartitioner"]
 
 Headers = list[tuple[str, bytes]]
 #: A record waiting for its turn: value, headers, key, and the future of Kafka's answer.
 _Waiting = tuple[bytes | None, Headers, bytes | None, "asyncio.Future[Any]"]
+
+
+class KeyPartitioner:
+    """aiokafka's default partitioner (the murmur2 hash of the key, as Kafka's Java client
+    computes it, modulo the number of partitions; a random available partition for a record
+    without a key), remembering each key's hash: a record's key is most often its event name,
+    and hashing it in Python cost about as much as the rest of handing the record over."""
+
+    __slots__ = ("_hashes",)
+
+    #: How many keys' hashes are kept (keys that are ids, each used once, need not fill it).
+    KEPT = 4096
+
+    def __init__(self) -> None:
+        self._hashes: dict[bytes, int] = {}
+
+    def __call__(
+        self, key: bytes | None, all_partitions: Sequence[int], available: Sequence[int]
+    ) -> int:
+        if key is None:
+            return random.choice(available or all_partitions)
+        hashed = self._hashes.get(key)
+        if hashed is None:
+            hashed = murmur2(key) & 0x7FFFFFFF
+            if len(self._hashes) < self.KEPT:
+                self._hashes[key] = hashed
+        return all_partitions[hashed % len(all_partitions)]
 
 
 class _Lane:

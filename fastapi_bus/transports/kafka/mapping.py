@@ -13,10 +13,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime, timezone
+from math import modf
 
 from fastapi_bus.core.messages import JSON, Message, new_id
 
-__all__ = ["DUE", "KEY_HEADER", "TO", "decode", "encode", "partition_key", "read"]
+__all__ = ["DUE", "KEY_HEADER", "TO", "decode", "encode", "encode_record", "partition_key", "read"]
 
 #: The message header that sets a message's partition key (such as an order id).
 KEY_HEADER = "partition-key"
@@ -39,6 +40,7 @@ _FIELDS = {
     _TYPE: _F_TYPE,
     _REDELIVERED: _F_REDELIVERED,
 }
+_fromisoformat = datetime.fromisoformat
 #: How many bytes of a malformed header a dead-letter reason shows.
 _SHOWN = 60
 
@@ -60,16 +62,54 @@ def _name_bytes(name: str) -> bytes:
     return encoded
 
 
+#: The last whole second :func:`_time_text` wrote, and its text up to the seconds (one tuple,
+#: replaced at once, so that threads publishing together never see half of it).
+_last_second: tuple[float, bytes] = (-1.0, b"")
+
+
+def _time_text(at: float) -> bytes:
+    """``datetime.fromtimestamp(at, timezone.utc).isoformat().encode()``, at a fraction of the
+    cost: the date and time up to the seconds are made once per second, and the microseconds
+    are rounded as ``fromtimestamp`` rounds them (half to even), so the text reads back as the
+    very ``published_at`` of the message."""
+    global _last_second
+    fraction, whole = modf(at)
+    micros = round(fraction * 1e6)
+    if micros >= 1_000_000:
+        whole += 1.0
+        micros -= 1_000_000
+    elif micros < 0:
+        whole -= 1.0
+        micros += 1_000_000
+    second, prefix = _last_second
+    if second != whole:
+        prefix = datetime.fromtimestamp(whole, timezone.utc).isoformat()[:19].encode()
+        _last_second = (whole, prefix)
+    if micros:
+        return b"%s.%06d+00:00" % (prefix, micros)
+    return prefix + b"+00:00"
+
+
 def encode(message: Message) -> Headers:
     """The record headers that carry ``message``'s fields (its body is the record's value)."""
-    published_at = message.published_at
-    if published_at.tzinfo is None:
-        published_at = published_at.replace(tzinfo=timezone.utc)
-    headers: Headers = [
-        (_ID, message.id.encode()),
-        (_NAME, _name_bytes(message.name)),
-        (_AT, published_at.isoformat().encode()),
-    ]
+    return encode_record(message)[0]
+
+
+def encode_record(message: Message) -> tuple[Headers, bytes]:
+    """The record headers that carry ``message``'s fields, and its record key
+    (:func:`partition_key`): what publishing needs, reading the message once."""
+    # A message keeps its publish time as a number until someone reads it as a datetime
+    # (see fastapi_bus.core.messages); written from the number, it is not made at all.
+    at = message.__dict__.get("_published_at")
+    if at.__class__ is float:
+        at_text = _time_text(at)
+    else:
+        published_at = message.published_at
+        if published_at.tzinfo is None:
+            published_at = published_at.replace(tzinfo=timezone.utc)
+        at_text = published_at.isoformat().encode()
+    name = _name_bytes(message.name)
+    headers: Headers = [(_ID, message.id.encode()), (_NAME, name), (_AT, at_text)]
     if message.correlation_id is not None:
         headers.append((_CORRELATION, message.correlation_id.encode()))
     if message.causation_id is not None:
@@ -80,8 +120,12 @@ def encode(message: Message) -> Headers:
         headers.append((_TYPE, message.content_type.encode()))
     if message.redelivered:
         headers.append((_REDELIVERED, b"1"))
-    headers += [(key, value.encode()) for key, value in message.headers.items()]
-    return headers
+    theirs = message.headers
+    if not theirs:
+        return headers, name
+    headers += [(key, value.encode()) for key, value in theirs.items()]
+    key = theirs.get(KEY_HEADER)
+    return headers, key.encode() if key else name
 
 
 def partition_key(message: Message) -> bytes:
@@ -122,14 +166,15 @@ def read(
         (k_id, r_id), (k_name, r_name), (k_at, r_at) = headers
         if k_id == _ID and k_name == _NAME and k_at == _AT and r_id and r_name and r_at:
             try:
-                the_id, the_name = r_id.decode(), r_name.decode()
-                the_time = datetime.fromisoformat(r_at.decode())
+                the_time = _fromisoformat(r_at.decode())
+                the_name, the_id = r_name.decode(), r_id.decode()
             except ValueError:  # UnicodeDecodeError too: read below, to say what is wrong
                 pass
             else:
                 if the_time.tzinfo is None:
                     the_time = the_time.replace(tzinfo=timezone.utc)
-                return Message(the_name, value or b"", the_id, {}, None, None, the_time), None
+                # No headers: the message makes its (empty) dict if someone reads them.
+                return Message(the_name, value or b"", the_id, None, None, None, the_time), None
     message_id = message_name = correlation_id = causation_id = None
     content_type = JSON
     published_at: datetime | None = None

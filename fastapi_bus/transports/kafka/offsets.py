@@ -8,9 +8,12 @@ skips an unfinished message.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from operator import attrgetter
 from typing import Any
 
 __all__ = ["OffsetTracker"]
+
+_offset_of = attrgetter("offset")
 
 
 class OffsetTracker:
@@ -41,6 +44,28 @@ class OffsetTracker:
         if top > self._next.get(tp, 0):
             self._next[tp] = top
 
+    def take_records(self, tp: Any, records: Sequence[Any]) -> set[int]:
+        """Take the offsets of ``records`` of ``tp`` (in ascending order, as a fetch returns
+        them); returns the set of ``tp``'s open offsets, for a caller that checks and finishes
+        each record itself (:meth:`finish_open`). Once ``tp`` is forgotten, the set is empty
+        for good: a record taken before holds nothing in the set taken after."""
+        still = self._open.get(tp)
+        if still is None:
+            still = self._open[tp] = set()
+        before = len(still)
+        still.update(map(_offset_of, records))
+        self.count += len(still) - before
+        top = records[-1].offset + 1
+        if top > self._next.get(tp, 0):
+            self._next[tp] = top
+        return still
+
+    def finish_open(self, still: set[int], offset: int) -> None:
+        """:meth:`finish`, given the set :meth:`take_records` returned."""
+        if offset in still:
+            still.remove(offset)
+            self.count -= 1
+
     def holds(self, tp: Any, offset: int) -> bool:
         still = self._open.get(tp)
         return still is not None and offset in still
@@ -58,7 +83,10 @@ class OffsetTracker:
     def forget(self, tps: Any) -> None:
         """Drop what is known of ``tps`` (their partitions went to another consumer)."""
         for tp in tps:
-            self.count -= len(self._open.pop(tp, ()))
+            still = self._open.pop(tp, None)
+            if still:
+                self.count -= len(still)
+                still.clear()  # whoever holds it sees nothing open
             self._next.pop(tp, None)
             self._committed.pop(tp, None)
 

@@ -36,13 +36,13 @@ from fastapi_bus.transports.kafka.broadcast import BroadcastConsumer
 from fastapi_bus.transports.kafka.consumer import QueueConsumer
 from fastapi_bus.transports.kafka.delays import DelayMover, delay_headers
 from fastapi_bus.transports.kafka.description import describe
-from fastapi_bus.transports.kafka.handoff import Handoff, Headers
+from fastapi_bus.transports.kafka.handoff import Handoff, Headers, KeyPartitioner
 from fastapi_bus.transports.kafka.inspection import (
     Inspector,
     committed_offsets,
     partitions_matching,
 )
-from fastapi_bus.transports.kafka.mapping import encode, partition_key
+from fastapi_bus.transports.kafka.mapping import encode_record
 from fastapi_bus.transports.kafka.naming import Names
 from fastapi_bus.transports.kafka.pulling import Puller
 from fastapi_bus.transports.kafka.settings import parse_url
@@ -69,7 +69,8 @@ class KafkaTransport(Transport):
         consumer_options: more options for the group consumers (``session_timeout_ms``,
             ``rebalance_timeout_ms``, ``heartbeat_interval_ms``, ...).
         producer_options: more options for the producer (``linger_ms``, ``compression_type``;
-            ``enable_idempotence=True`` where the broker supports it).
+            ``enable_idempotence=True`` where the broker supports it; ``partitioner``, by
+            default aiokafka's, remembering each key's hash).
     """
 
     protocol = "kafka"
@@ -100,7 +101,12 @@ class KafkaTransport(Transport):
             **(client_options or {}),
         }
         self._consumer_options = consumer_options or {}
-        self._producer_options = {"acks": "all", **(producer_options or {})}
+        # The default partitioner, with each key's hash remembered (unless one is given).
+        self._producer_options = {
+            "acks": "all",
+            "partitioner": KeyPartitioner(),
+            **(producer_options or {}),
+        }
         self._producer: AIOKafkaProducer | None = None
         self._admin: AIOKafkaAdminClient | None = None
         self._inspector: Inspector | None = None
@@ -315,8 +321,7 @@ class KafkaTransport(Transport):
     ) -> tuple[str, asyncio.Future[Any]]:
         """Hand ``message`` for ``topic`` (through the delay topic with a delay) to the
         producer; returns the topic it went to and the future of Kafka's answer."""
-        headers = encode(message)
-        key = partition_key(message)
+        headers, key = encode_record(message)
         if delay is not None and delay > 0:
             await self._ensure_topics(self._names.delays)
             await self._ensure_mover()
@@ -336,8 +341,9 @@ class KafkaTransport(Transport):
         handoff = self._handoff
         if handoff is None:
             raise TransportClosedError(f"the Kafka transport for {self.url} is not running")
+        headers, key = encode_record(message)
         try:
-            sent = await handoff.hand(topic, message.body, encode(message), partition_key(message))
+            sent = await handoff.hand(topic, message.body, headers, key)
             await sent
         except Exception as exc:
             raise TransportError(
@@ -366,10 +372,9 @@ class KafkaTransport(Transport):
                     handed.append(await self._hand_message(topic, message, delay))
                     continue
                 # ``_hand_message`` without a delay, written out: this runs once per message.
+                headers, key = encode_record(message)
                 try:
-                    sent = await handoff.hand(
-                        topic, message.body, encode(message), partition_key(message)
-                    )
+                    sent = await handoff.hand(topic, message.body, headers, key)
                 except Exception as exc:
                     raise TransportError(
                         f"Kafka did not take a message for {topic!r}: {self._scrub(exc)}"
