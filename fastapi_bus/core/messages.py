@@ -16,7 +16,15 @@ from typing import Any
 
 from fastapi_bus.core.types import Headers
 
-__all__ = ["JSON", "Message", "MessageState", "message_from_state", "message_state", "new_id"]
+__all__ = [
+    "JSON",
+    "Message",
+    "MessageState",
+    "message_from_state",
+    "message_state",
+    "new_id",
+    "publish_timestamp",
+]
 
 JSON = "application/json"
 
@@ -145,6 +153,15 @@ def _published_at(message: Message) -> datetime:
     if at.__class__ is float:
         at = fields["_published_at"] = _from_timestamp(at, _UTC)
     return at  # type: ignore[return-value]
+
+
+def publish_timestamp(message: Message) -> float | None:
+    """When ``message`` was first published, as a POSIX timestamp, while it keeps it as one (a
+    message made in this process whose ``published_at`` nobody has read): a transport that
+    writes the time as text can then do without the ``datetime``. ``None``: read
+    ``published_at``."""
+    at = message.__dict__["_published_at"]
+    return at if at.__class__ is float else None
 
 
 # Two fields are made on first read: most messages are sent and handled without anyone reading

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from datetime import datetime, timezone
 from math import modf
 
-from fastapi_bus.core.messages import JSON, Message, new_id
+from fastapi_bus.core.messages import JSON, Message, new_id, publish_timestamp
 
 __all__ = ["DUE", "KEY_HEADER", "TO", "decode", "encode", "encode_record", "partition_key", "read"]
 
@@ -98,10 +98,10 @@ def encode(message: Message) -> Headers:
 def encode_record(message: Message) -> tuple[Headers, bytes]:
     """The record headers that carry ``message``'s fields, and its record key
     (:func:`partition_key`): what publishing needs, reading the message once."""
-    # A message keeps its publish time as a number until someone reads it as a datetime
-    # (see fastapi_bus.core.messages); written from the number, it is not made at all.
-    at = message.__dict__.get("_published_at")
-    if at.__class__ is float:
+    # A message keeps its publish time as a number until someone reads it as a datetime;
+    # written from the number, the datetime is not made at all.
+    at = publish_timestamp(message)
+    if at is not None:
         at_text = _time_text(at)
     else:
         published_at = message.published_at
