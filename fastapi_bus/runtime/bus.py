@@ -412,8 +412,9 @@ class EventBus:
             for message, delay in messages:
                 await self.send_message(message, delay=delay)
             return
-        for message, _ in messages:
-            self._check_can_publish(message.name)
+        state = self.state
+        if state is not BusState.CONSUMING and state is not BusState.STARTED:
+            self._check_can_publish(messages[0][0].name)  # raises
         start = time.perf_counter()
         await self.transport.publish_many(messages)
         if self.observer.observes_sends:  # a ``published`` hook (not tracing: see above)

@@ -377,6 +377,7 @@ class Publisher:
         if delay is not None and delay < 0:
             raise ValueError("delay must not be negative")
         headers = options.get("headers")
+        headers_of, fixed = (headers, None) if callable(headers) else (None, headers)
         correlation_id = options.get("correlation_id") or self.correlation_id
         encode = self._bus.encode_message
         causation_id = self.causation_id
@@ -392,7 +393,7 @@ class Publisher:
                 raise TypeError(
                     f"publish_many() takes model instances or (name, payload) pairs, got {item!r}"
                 )
-            extra = headers(item) if callable(headers) else headers
+            extra = fixed if headers_of is None else headers_of(item)
             message = encode(event, payload, extra, correlation_id, causation_id)
             messages.append((message, delay))
         ids = [message.id for message, _ in messages]
