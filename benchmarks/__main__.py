@@ -54,6 +54,10 @@ WORKLOADS: dict[str, tuple[str, Workload]] = {
         "RabbitMQ: consume N waiting events, quorum queue",
         _load("rabbit_consume", "run_quorum"),
     ),
+    "consume-features": (
+        "RabbitMQ: consume, classic queue, a handler with a dependency and idempotent=True",
+        _load("rabbit_consume", "run_features"),
+    ),
     "publish": ("RabbitMQ: publish with confirms, sequential and 256 at once", _load("publish")),
     "http": ("HTTP endpoint publishing one event, under uvicorn", _load("http_publish")),
     "latency": ("RabbitMQ: end-to-end p99 latency at a fixed rate", _load("latency")),

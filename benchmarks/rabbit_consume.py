@@ -2,7 +2,13 @@
 
 * plain: aio-pika, ``queue.consume`` with a callback that validates the event with pydantic and
   acks it, prefetch 128;
-* fastapi-bus: an ``EventBus`` with one handler taking the model, prefetch 128.
+* fastapi-bus: an ``EventBus`` with one handler taking the model, prefetch 128;
+* fastapi-bus with features (the ``consume-features`` workload, classic queue): the handler
+  also takes a FastAPI dependency (``Depends``, solved for every message) and is
+  ``idempotent=True`` (every message id looked up and remembered in the default in-memory
+  store), so the pipeline runs the dependency solver and the idempotency step as well as
+  validation and the retry policy. The plain side stays the same: what the features cost is
+  the bus's to carry.
 
 Both queues are filled beforehand with the same persistent messages; the clock starts when
 consuming starts. Afterwards each queue must be empty (every message acknowledged) and each
@@ -60,15 +66,23 @@ async def plain(url: str, events: int, queue_type: str, timeout: float) -> float
         await rabbit.remove(url, [name])
 
 
-async def bus(url: str, events: int, queue_type: str, timeout: float) -> float:
+async def bus(
+    url: str, events: int, queue_type: str, timeout: float, features: bool = False
+) -> float:
     from fastapi_bus import EventRouter
 
     router = EventRouter()
     watch = Stopwatch(events)
 
-    @router.on(Tick)
-    async def handle(event: Tick) -> None:
-        watch.handled(event.n)
+    if features:
+        from benchmarks.features import router_with_features
+
+        router = router_with_features(watch)
+    else:
+
+        @router.on(Tick)
+        async def handle(event: Tick) -> None:
+            watch.handled(event.n)
 
     the_bus = rabbit.make_bus(url, router, queue_type)
     await the_bus.start()
@@ -88,18 +102,21 @@ async def bus(url: str, events: int, queue_type: str, timeout: float) -> float:
         await rabbit.remove_bus(url, the_bus)
 
 
-async def run(config: Config, queue_type: str) -> list[Row]:
+async def run(config: Config, queue_type: str, features: bool = False) -> list[Row]:
     n = config.events
     medians = await interleaved(
         config.rounds,
         {
             "plain": lambda: plain(config.url, n, queue_type, config.timeout()),
-            "bus": lambda: bus(config.url, n, queue_type, config.timeout()),
+            "bus": lambda: bus(config.url, n, queue_type, config.timeout(), features),
         },
     )
+    what = f"RabbitMQ consume, {queue_type} queue"
+    if features:
+        what += ", handler with a dependency and idempotent=True"
     return [
         Row(
-            f"RabbitMQ consume, {queue_type} queue",
+            what,
             "events/s",
             n / medians["plain"],
             n / medians["bus"],
@@ -114,3 +131,7 @@ async def run_classic(config: Config) -> list[Row]:
 
 async def run_quorum(config: Config) -> list[Row]:
     return await run(config, "quorum")
+
+
+async def run_features(config: Config) -> list[Row]:
+    return await run(config, "classic", features=True)

@@ -23,12 +23,14 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_quick_run_prints_the_table(rabbitmq_url: str, redis_url: str) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "benchmarks", "--quick", "--url", rabbitmq_url,
-         "--redis-url", redis_url, "--only", "consume-classic,publish,memory,redis"],
+         "--redis-url", redis_url,
+         "--only", "consume-classic,consume-features,publish,memory,redis"],
         cwd=ROOT, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     for row in [
         "| RabbitMQ consume, classic queue |",
+        "| RabbitMQ consume, classic queue, handler with a dependency and idempotent=True |",
         "| RabbitMQ publish with confirms, sequential",
         "| RabbitMQ publish with confirms, window 256 |",
         "| memory:// publish to handler",
