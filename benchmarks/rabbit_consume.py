@@ -75,9 +75,10 @@ async def bus(
     watch = Stopwatch(events)
 
     if features:
-        from benchmarks.features import router_with_features
+        from benchmarks.features import counting_router
 
-        router = router_with_features(watch)
+        router = counting_router(lambda event: watch.handled(event.n), dependency=True,
+                                 idempotent=True)  # fmt: skip
     else:
 
         @router.on(Tick)
