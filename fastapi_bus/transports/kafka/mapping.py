@@ -11,7 +11,7 @@ malformed: :func:`read` says why, and the consumer dead-letters it with that rea
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from math import modf
 
@@ -124,8 +124,7 @@ def encode_record(message: Message) -> tuple[Headers, bytes]:
     if not theirs:
         return headers, name
     headers += [(key, value.encode()) for key, value in theirs.items()]
-    key = theirs.get(KEY_HEADER)
-    return headers, key.encode() if key else name
+    return headers, _record_key(theirs, name)
 
 
 def partition_key(message: Message) -> bytes:
@@ -134,8 +133,14 @@ def partition_key(message: Message) -> bytes:
     Records with one key go to one partition, so they keep their order: by default every
     event of one name stays in publish order; a key per aggregate (an order id) spreads one
     event over the partitions and keeps each aggregate's events in order."""
-    key = message.headers.get(KEY_HEADER)
-    return key.encode() if key else _name_bytes(message.name)
+    return _record_key(message.headers, _name_bytes(message.name))
+
+
+def _record_key(headers: Mapping[str, str], name: bytes) -> bytes:
+    """The ``partition-key`` header of a message with these ``headers``, else its event
+    ``name`` (as bytes)."""
+    key = headers.get(KEY_HEADER)
+    return key.encode() if key else name
 
 
 def decode(

@@ -66,10 +66,6 @@ class OffsetTracker:
             still.remove(offset)
             self.count -= 1
 
-    def holds(self, tp: Any, offset: int) -> bool:
-        still = self._open.get(tp)
-        return still is not None and offset in still
-
     def busy(self, tps: Any) -> int:
         """How many offsets of the partitions ``tps`` are still open."""
         return sum(len(self._open.get(tp, ())) for tp in tps)
