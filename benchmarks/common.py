@@ -154,6 +154,9 @@ class Stopwatch:
         self.done = asyncio.Event()
         self.start = time.perf_counter()
         self.end = 0.0
+        # A turn (see wait_for) is over when this many distinct events were handled.
+        self._mark = expected
+        self._marked = self.done
         if expected == 0:
             self.done.set()
 
@@ -166,9 +169,14 @@ class Stopwatch:
             self._counts[n] = count + 1
         if count == 0:
             self._distinct += 1
-            if self._distinct == self.expected:
-                self.end = time.perf_counter()
-                self.done.set()
+            if self._distinct == self._mark:
+                self._reached()
+
+    def _reached(self) -> None:
+        self._marked.set()
+        if self._distinct == self.expected:
+            self.end = time.perf_counter()
+            self.done.set()
 
     @property
     def seen(self) -> list[int]:
@@ -185,6 +193,23 @@ class Stopwatch:
             await asyncio.wait_for(self.done.wait(), timeout)
         if not self.done.is_set():
             self.end = time.perf_counter()
+
+    async def wait_for(self, distinct: int, timeout: float) -> None:
+        """Until ``distinct`` distinct events were handled (the end of a turn), or ``timeout``
+        (then raise :class:`CountError`)."""
+        import asyncio
+
+        if self._distinct >= distinct:
+            return
+        self._mark, self._marked = distinct, asyncio.Event()
+        try:
+            await asyncio.wait_for(self._marked.wait(), timeout)
+        except asyncio.TimeoutError:
+            raise CountError(
+                f"handled {self._distinct} of {distinct} events within {timeout:.0f} s"
+            ) from None
+        finally:
+            self._mark, self._marked = self.expected, self.done
 
     @property
     def elapsed(self) -> float:
