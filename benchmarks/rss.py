@@ -64,8 +64,7 @@ async def child(side: str, url: str, events: int, soak: float, rate: int) -> dic
 
     publishing_ends = time.monotonic() + soak
     sampler = asyncio.create_task(sample())
-    flow = latency.plain if side == "plain" else latency.bus
-    await flow(url, rate, int(rate * soak), soak + timeout)
+    await latency.steady(side, url, rate, int(rate * soak), soak + timeout)
     sampler.cancel()
     # The samples taken while the events flow: not those after the flow's count check, which
     # lists every event handled (several MiB for a long soak, kept by the allocator after).
