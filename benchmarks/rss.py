@@ -9,8 +9,8 @@ resident set is its own.
   app with the bus's ``FastAPI`` class first, as a worker that loads the web app does: the
   two rows tell what FastAPI's import adds (about 7 MiB);
 * ``--soak SECONDS``: the child publishes and consumes a steady 1,000 events/s (the latency
-  workload) for that long and reports its resident set (``VmRSS``) a tenth of the way in and
-  at the end of the flow (before the count check, whose list of every event handled the
+  workload) for that long and reports its resident set (``VmRSS``) a tenth of the way in,
+  halfway and at the end of the flow (before the count check, whose list of every event handled the
   allocator keeps): a consumer that leaks grows between the two.
 """
 
@@ -69,7 +69,11 @@ async def child(side: str, url: str, events: int, soak: float, rate: int) -> dic
     # The samples taken while the events flow: not those after the flow's count check, which
     # lists every event handled (several MiB for a long soak, kept by the allocator after).
     flowing = [rss for at, rss in samples if at <= publishing_ends]
-    return {"start": flowing[len(flowing) // 10], "end": flowing[-1]}
+    return {
+        "start": flowing[len(flowing) // 10],
+        "middle": flowing[len(flowing) // 2],
+        "end": flowing[-1],
+    }
 
 
 async def in_child(side: str, config: Config, soak: float) -> dict[str, float]:
@@ -104,11 +108,11 @@ async def run(config: Config) -> list[Row]:
     if config.soak:
         soaked = {side: await in_child(side, config, config.soak) for side in ("plain", "bus")}
         what = f"RabbitMQ soak, {config.rate:,} events/s for {config.soak:g} s"
-        for moment in ("start", "end"):
+        for moment, when in (("start", "a tenth in"), ("middle", "halfway"), ("end", "the end")):
             rows.append(
                 Row(
                     what,
-                    f"RSS MiB at the {moment}",
+                    f"RSS MiB at {when}",
                     soaked["plain"][moment],
                     soaked["bus"][moment],
                     higher_is_better=False,
