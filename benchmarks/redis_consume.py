@@ -24,6 +24,7 @@ import statistics
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from typing import cast
 
 import redis.asyncio
 from pydantic import BaseModel
@@ -37,6 +38,10 @@ from fastapi_bus.transports.redis.mapping import encode
 class Tick(BaseModel):
     n: int
     payload: str
+
+
+#: What ``XREADGROUP`` answers: per stream, its entries (id, fields).
+Entries = list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]]
 
 
 def body(n: int) -> bytes:
@@ -59,7 +64,10 @@ async def plain(url: str, events: int, prefetch: int, delete: bool) -> tuple[flo
     seen = 0
     start, cpu = time.perf_counter(), time.process_time()
     while seen < events:
-        reply = await client.xreadgroup("g", "c", {stream: ">"}, count=prefetch, block=1000)
+        reply = cast(
+            "Entries",
+            await client.xreadgroup("g", "c", {stream: ">"}, count=prefetch, block=1000),
+        )
         ids = []
         for _, entries in reply:
             for entry_id, fields in entries:
