@@ -11,6 +11,7 @@ import dataclasses
 import statistics
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import TypeVar
 
 from pydantic import BaseModel
 
@@ -18,6 +19,8 @@ from pydantic import BaseModel
 PAYLOAD = "x" * 200
 #: Deliveries a consumer may hold unacknowledged, on both sides of every workload.
 PREFETCH = 128
+
+S = TypeVar("S")
 
 
 class Tick(BaseModel):
@@ -135,6 +138,24 @@ async def interleaved(
         for name, side in sides.items():
             results[name].append(await side())
     return {name: median(values) for name, values in results.items()}
+
+
+async def take_turns(
+    sides: Sequence[S],
+    events: int,
+    turn: int,
+    round_number: int,
+    step: Callable[[S, int, int], Awaitable[None]],
+) -> None:
+    """Run ``step(side, start, stop)`` over events ``0 .. events-1`` in turns of ``turn``
+    events, each turn taken by every side: ``a, b``, then ``b, a``, then ``a, b``, ... (``b``
+    starts in odd rounds), so that a slow spell of the machine falls on both sides alike."""
+    order = list(sides) if round_number % 2 == 0 else list(sides)[::-1]
+    for start in range(0, events, turn):
+        stop = min(start + turn, events)
+        for side in order:
+            await step(side, start, stop)
+        order.reverse()
 
 
 class Stopwatch:

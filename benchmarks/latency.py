@@ -30,7 +30,16 @@ import aio_pika.abc
 from pydantic import BaseModel
 
 from benchmarks import rabbit
-from benchmarks.common import PAYLOAD, PREFETCH, Config, Row, Stopwatch, check_counts, median
+from benchmarks.common import (
+    PAYLOAD,
+    PREFETCH,
+    Config,
+    Row,
+    Stopwatch,
+    check_counts,
+    median,
+    take_turns,
+)
 
 
 class Stamped(BaseModel):
@@ -144,27 +153,26 @@ async def bus(url: str, events: int) -> AsyncIterator[tuple[Publish, Latencies]]
 
 
 async def one_round(
-    config: Config, events: int, plain_first: bool
+    config: Config, events: int, round_number: int
 ) -> dict[str, tuple[float, float]]:
     """Both sides publish ``events`` at the rate, taking turns of a second: their percentiles."""
     timeout = config.timeout(config.rate)
+
+    async def step(side: tuple[Publish, Latencies], start: int, stop: int) -> None:
+        publish, watch = side
+        await paced(publish, config.rate, start, stop)
+        await watch.wait_for(stop, timeout)
+
     async with plain(config.url, events) as plain_side, bus(config.url, events) as bus_side:
-        sides = {"plain": plain_side, "bus": bus_side}
-        order = list(sides.values()) if plain_first else list(sides.values())[::-1]
-        for start in range(0, events, config.rate):
-            stop = min(start + config.rate, events)
-            for publish, watch in order:
-                await paced(publish, config.rate, start, stop)
-                await watch.wait_for(stop, timeout)
-            order.reverse()
-    return {name: watch.percentiles() for name, (_, watch) in sides.items()}
+        await take_turns([plain_side, bus_side], events, config.rate, round_number, step)
+    return {"plain": plain_side[1].percentiles(), "bus": bus_side[1].percentiles()}
 
 
 async def run(config: Config) -> list[Row]:
     events = int(config.rate * config.seconds)
     results: dict[str, list[tuple[float, float]]] = {"plain": [], "bus": []}
     for number in range(config.rounds):
-        for name, percentiles in (await one_round(config, events, number % 2 == 0)).items():
+        for name, percentiles in (await one_round(config, events, number)).items():
             results[name].append(percentiles)
     p50 = {side: median([r[0] for r in rounds]) for side, rounds in results.items()}
     p99 = {side: median([r[1] for r in rounds]) for side, rounds in results.items()}

@@ -1,4 +1,4 @@
-"""Publish N events and handle them in one process, on one core: the time until all are handled.
+"""Publish 5N events and handle them in one process, on one core: the time until all are handled.
 
 * plain: the floor of any in-process bus: a producer serialises each event to JSON and puts it
   on an ``asyncio.Queue`` (at most 1,000 waiting), one consumer loop validates it with pydantic;
@@ -17,11 +17,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import statistics
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
-from benchmarks.common import PAYLOAD, PREFETCH, Config, Row, Stopwatch, Tick, check_counts
+from benchmarks.common import (
+    PAYLOAD,
+    PREFETCH,
+    Config,
+    Row,
+    Stopwatch,
+    Tick,
+    check_counts,
+    median,
+    take_turns,
+)
 
 #: Events per turn of a side (some tens of milliseconds).
 TURN = 5_000
@@ -88,23 +97,22 @@ async def bus(events: int) -> AsyncIterator[tuple[PublishRange, Stopwatch]]:
 
 
 async def one_round(
-    events: int, turn: int, timeout: float, plain_first: bool
+    events: int, turn: int, timeout: float, round_number: int
 ) -> dict[str, list[float]]:
     """Both sides handle ``events`` each, taking turns: their wall and CPU seconds."""
     spent = {"plain": [0.0, 0.0], "bus": [0.0, 0.0]}
+
+    async def step(side: tuple[str, PublishRange, Stopwatch], start: int, stop: int) -> None:
+        name, publish_range, watch = side
+        cpu, wall = time.process_time(), time.perf_counter()
+        await publish_range(start, stop)
+        await watch.wait_for(stop, timeout)
+        spent[name][0] += time.perf_counter() - wall
+        spent[name][1] += time.process_time() - cpu
+
     async with plain(events) as plain_side, bus(events) as bus_side:
-        order = [("plain", plain_side), ("bus", bus_side)]
-        if not plain_first:
-            order.reverse()
-        for start in range(0, events, turn):
-            stop = min(start + turn, events)
-            for name, (publish_range, watch) in order:
-                cpu, wall = time.process_time(), time.perf_counter()
-                await publish_range(start, stop)
-                await watch.wait_for(stop, timeout)
-                spent[name][0] += time.perf_counter() - wall
-                spent[name][1] += time.process_time() - cpu
-            order.reverse()
+        sides = [("plain", *plain_side), ("bus", *bus_side)]
+        await take_turns(sides, events, turn, round_number, step)
     return spent
 
 
@@ -114,7 +122,7 @@ async def run(config: Config) -> list[Row]:
     wall: dict[str, list[float]] = {"plain": [], "bus": []}
     cpu: dict[str, list[float]] = {"plain": [], "bus": []}
     for number in range(config.rounds):
-        spent = await one_round(n, turn, config.timeout(n), plain_first=number % 2 == 0)
+        spent = await one_round(n, turn, config.timeout(n), number)
         for name, (seconds, cpu_seconds) in spent.items():
             wall[name].append(seconds)
             cpu[name].append(cpu_seconds)
@@ -123,16 +131,16 @@ async def run(config: Config) -> list[Row]:
         Row(
             what,
             "events/s",
-            n / statistics.median(wall["plain"]),
-            n / statistics.median(wall["bus"]),
+            n / median(wall["plain"]),
+            n / median(wall["bus"]),
             higher_is_better=True,
             note=f"plain: an asyncio.Queue loop; {n:,} events, turns of {turn:,}",
         ),
         Row(
             what,
             "CPU us/event",
-            statistics.median(cpu["plain"]) * 1e6 / n,
-            statistics.median(cpu["bus"]) * 1e6 / n,
+            median(cpu["plain"]) * 1e6 / n,
+            median(cpu["bus"]) * 1e6 / n,
             higher_is_better=False,
         ),
     ]

@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import statistics
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -28,7 +27,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import aio_pika
 
 from benchmarks import rabbit
-from benchmarks.common import PAYLOAD, Config, Row, Tick, check_total
+from benchmarks.common import PAYLOAD, Config, Row, Tick, check_total, median, take_turns
 
 WINDOW = 256
 #: Events a side publishes in one turn of the sequential row (about half a second).
@@ -102,17 +101,16 @@ async def bus(url: str) -> AsyncIterator[Side]:
 
 
 async def one_round(
-    url: str, events: int, window: int, turn: int, plain_first: bool
+    url: str, events: int, window: int, turn: int, round_number: int
 ) -> dict[str, float]:
     """Both sides publish ``events`` each, taking turns of ``turn`` events: their seconds."""
     async with plain(url) as plain_side, bus(url) as bus_side:
         sides = {"plain": plain_side, "bus": bus_side}
-        order = [plain_side, bus_side] if plain_first else [bus_side, plain_side]
-        for start in range(0, events, turn):
-            for side in order:
-                stop = min(start + turn, events)
-                side.elapsed += await publish_range(side.publish, start, stop, window)
-            order.reverse()
+
+        async def step(side: Side, start: int, stop: int) -> None:
+            side.elapsed += await publish_range(side.publish, start, stop, window)
+
+        await take_turns(list(sides.values()), events, turn, round_number, step)
         for name, side in sides.items():
             check_total(f"{name} publish (window {window}): in the queue", events,
                         await rabbit.depth(url, side.queue))  # fmt: skip
@@ -128,16 +126,14 @@ async def run(config: Config) -> list[Row]:
     ]:
         seconds: dict[str, list[float]] = {"plain": [], "bus": []}
         for number in range(config.rounds):
-            for name, elapsed in (
-                await one_round(config.url, n, window, turn, number % 2 == 0)
-            ).items():
+            for name, elapsed in (await one_round(config.url, n, window, turn, number)).items():
                 seconds[name].append(elapsed)
         rows.append(
             Row(
                 f"RabbitMQ publish with confirms, {label}",
                 "events/s",
-                n / statistics.median(seconds["plain"]),
-                n / statistics.median(seconds["bus"]),
+                n / median(seconds["plain"]),
+                n / median(seconds["bus"]),
                 higher_is_better=True,
                 note=f"{n:,} events, turns of {turn}" if turn < n else "",
             )

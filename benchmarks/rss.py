@@ -8,10 +8,11 @@ resident set is its own.
   feature, so FastAPI is never imported), and a second fastapi-bus child also builds a FastAPI
   app with the bus's ``FastAPI`` class first, as a worker that loads the web app does: the
   two rows tell what FastAPI's import adds (about 7 MiB);
-* ``--soak SECONDS``: the child publishes and consumes a steady 1,000 events/s (the latency
-  workload) for that long and reports its resident set (``VmRSS``) a tenth of the way in,
-  halfway and at the end of the flow (before the count check, whose list of every event handled the
-  allocator keeps): a consumer that leaks grows between the two.
+* ``--soak SECONDS``: the child publishes and consumes a steady ``--rate`` events/s (one side
+  of the latency workload, alone) for that long and reports its resident set (``VmRSS``) a
+  tenth of the way in, halfway and at the end of the flow (before the count check, whose list
+  of every event handled the allocator keeps): a consumer that leaks keeps growing from one
+  sample to the next; one whose allocator warms up levels off.
 """
 
 from __future__ import annotations
